@@ -1,0 +1,351 @@
+//! Every setting of the server, its default, and the command-line flags that change it.
+//!
+//! Each default is a named constant with the reason for its value, so a reader can see
+//! at a glance what the server does out of the box.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// HTTP listener (page, static files, plain-HTTP endpoints). Loopback: safe by default.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// WebSocket listener. The page on :8080 connects here.
+pub const DEFAULT_WS_ADDR: &str = "127.0.0.1:8081";
+/// Folder the static files come from, relative to the current directory.
+pub const DEFAULT_PUBLIC_DIR: &str = "public";
+/// Each connection costs two threads; 1024 connections is ~2048 threads, far below the
+/// usual `pid_max` and `ulimit -u`, and fits the default `ulimit -n` of 1024 only when
+/// raised a little (see README, Capacity).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Largest message a client may send. Big enough for a photo, small enough that a
+/// hostile client cannot make us buffer much.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How often the writer pings an idle peer (gorilla's `pingPeriod`). Under the 30–60 s
+/// idle timeouts of common proxies and NAT boxes, so the connection stays open.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long the reader waits for any frame (data or pong) before it calls the peer dead
+/// (gorilla's `pongWait`). Must exceed the ping interval plus one round trip.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client must finish its upgrade request within this time (defeats slowloris).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages that may wait for one connection's writer. A client that falls this far
+/// behind a room is a slow consumer and is disconnected (close 1008).
+pub const DEFAULT_SEND_QUEUE: usize = 256;
+/// Log level when neither `--log-level` nor `RUST_LOG` says otherwise.
+pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
+/// Environment variable that may carry the token, so it need not appear in `ps` output.
+pub const TOKEN_ENV: &str = "THREADCAST_TOKEN";
+
+/// Everything the server needs to start. `Config::default()` is the zero-configuration
+/// demo; tests usually change only the addresses (to `127.0.0.1:0`) and a timeout.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address of the HTTP listener. Default `127.0.0.1:8080`.
+    pub http_addr: SocketAddr,
+    /// Address of the WebSocket listener. Default `127.0.0.1:8081`.
+    pub ws_addr: SocketAddr,
+    /// Folder of static files. Default `public`; when it does not exist, the page
+    /// compiled into the binary is served instead.
+    pub public_dir: PathBuf,
+    /// WebSocket base URL the page should use (e.g. `wss://example.com/ws-base`) when
+    /// a proxy sits in front. Default: derived from the request's Host header.
+    pub public_ws_url: Option<String>,
+    /// Extra origins allowed to open WebSockets besides the same host; `*` allows all.
+    pub allowed_origins: Vec<String>,
+    /// Shared secret required on handshakes and `/publish`. Default: none.
+    pub token: Option<String>,
+    /// Open connections above which handshakes get 503. Default 1024.
+    pub max_connections: usize,
+    /// Largest message accepted from a client; larger closes with 1009. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Idle time after which the writer sends a ping. Default 20 s.
+    pub ping_interval: Duration,
+    /// Silence after which the reader drops the peer. Default 30 s.
+    pub pong_timeout: Duration,
+    /// Deadline for a complete upgrade request. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Outgoing messages queued per connection before it counts as slow. Default 256.
+    pub send_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
+            ws_addr: DEFAULT_WS_ADDR.parse().expect("valid default address"),
+            public_dir: PathBuf::from(DEFAULT_PUBLIC_DIR),
+            public_ws_url: None,
+            allowed_origins: Vec::new(),
+            token: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            send_queue: DEFAULT_SEND_QUEUE,
+        }
+    }
+}
+
+/// What the command line asked for: run with a config, or print help/version.
+#[derive(Debug)]
+pub enum Command {
+    /// Start the server.
+    Run(Box<Config>, log::LevelFilter),
+    /// Print `--help` and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A flag or value the command line got wrong. The binary prints it and exits 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (see --help)", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The `--help` text. Every flag with its default.
+pub fn help() -> String {
+    format!(
+        "threadcast {version} - a small real-time web server (WebSocket rooms, no async runtime)
+
+USAGE: threadcast [FLAGS]
+
+FLAGS:
+  --http ADDR              HTTP listener: page, static files, /config.json, /healthz,
+                           /stats, POST /publish/ROOM            [default: {http}]
+  --ws ADDR                WebSocket listener: /echo, /ws/ROOM   [default: {ws}]
+  --public DIR             static files; the bundled page if DIR is missing [default: {public}]
+  --public-ws-url URL      WebSocket URL the page uses behind a proxy [default: derived from Host]
+  --allow-origin URL       also accept handshakes from this Origin (repeatable; '*' = any)
+                           [default: same host as the Host header only]
+  --token SECRET           require this token on handshakes and /publish
+                           (or env {token_env}) [default: none]
+  --max-connections N      WebSocket connections before 503      [default: {max_conn}]
+  --max-message-bytes N    largest client message, else close 1009 [default: {max_msg}]
+  --ping-interval DUR      ping an idle peer this often          [default: {ping}]
+  --pong-timeout DUR       drop a peer silent this long          [default: {pong}]
+  --handshake-timeout DUR  deadline for the upgrade request      [default: {hs}]
+  --send-queue N           messages queued per client before it is a slow consumer
+                           (closed with 1008)                    [default: {queue}]
+  --log-level LEVEL        off|error|warn|info|debug|trace (or env RUST_LOG) [default: info]
+  -h, --help               print this help
+  -V, --version            print the version
+
+DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
+",
+        version = env!("CARGO_PKG_VERSION"),
+        http = DEFAULT_HTTP_ADDR,
+        ws = DEFAULT_WS_ADDR,
+        public = DEFAULT_PUBLIC_DIR,
+        token_env = TOKEN_ENV,
+        max_conn = DEFAULT_MAX_CONNECTIONS,
+        max_msg = DEFAULT_MAX_MESSAGE_BYTES,
+        ping = format_duration(DEFAULT_PING_INTERVAL),
+        pong = format_duration(DEFAULT_PONG_TIMEOUT),
+        hs = format_duration(DEFAULT_HANDSHAKE_TIMEOUT),
+        queue = DEFAULT_SEND_QUEUE,
+    )
+}
+
+/// Parses the command line (without the program name). `env` looks up environment
+/// variables, so tests can pass their own instead of the process environment.
+pub fn parse_args<I, S>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut config = Config {
+        token: env(TOKEN_ENV).filter(|t| !t.is_empty()),
+        ..Config::default()
+    };
+    let mut level = match env("RUST_LOG") {
+        Some(value) => parse_level(&value)?,
+        None => DEFAULT_LOG_LEVEL,
+    };
+
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| UsageError(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--http" => config.http_addr = parse_addr(&flag, &value()?)?,
+            "--ws" => config.ws_addr = parse_addr(&flag, &value()?)?,
+            "--public" => config.public_dir = PathBuf::from(value()?),
+            "--public-ws-url" => config.public_ws_url = Some(parse_ws_url(&value()?)?),
+            "--allow-origin" => config.allowed_origins.push(value()?),
+            "--token" => config.token = Some(value()?).filter(|t| !t.is_empty()),
+            "--max-connections" => config.max_connections = parse_count(&flag, &value()?)?,
+            "--max-message-bytes" => config.max_message_bytes = parse_count(&flag, &value()?)?,
+            "--ping-interval" => config.ping_interval = parse_duration(&flag, &value()?)?,
+            "--pong-timeout" => config.pong_timeout = parse_duration(&flag, &value()?)?,
+            "--handshake-timeout" => config.handshake_timeout = parse_duration(&flag, &value()?)?,
+            "--send-queue" => config.send_queue = parse_count(&flag, &value()?)?,
+            "--log-level" => level = parse_level(&value()?)?,
+            _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
+        }
+    }
+    config.validate()?;
+    Ok(Command::Run(Box::new(config), level))
+}
+
+impl Config {
+    /// Checks values that are each fine alone but wrong together.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if self.pong_timeout <= self.ping_interval {
+            return Err(UsageError(format!(
+                "--pong-timeout ({}) must be longer than --ping-interval ({}), or every idle peer is dropped",
+                format_duration(self.pong_timeout),
+                format_duration(self.ping_interval)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, UsageError> {
+    value
+        .parse()
+        .map_err(|_| UsageError(format!("{flag}: '{value}' is not an address like 127.0.0.1:8080")))
+}
+
+fn parse_count(flag: &str, value: &str) -> Result<usize, UsageError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(UsageError(format!("{flag}: '{value}' is not a positive whole number"))),
+    }
+}
+
+fn parse_ws_url(value: &str) -> Result<String, UsageError> {
+    if value.starts_with("ws://") || value.starts_with("wss://") {
+        Ok(value.trim_end_matches('/').to_string())
+    } else {
+        Err(UsageError(format!("--public-ws-url: '{value}' must start with ws:// or wss://")))
+    }
+}
+
+/// `20` (seconds), `500ms`, `20s` or `2m`.
+pub fn parse_duration(flag: &str, value: &str) -> Result<Duration, UsageError> {
+    let bad = || UsageError(format!("{flag}: '{value}' is not a duration like 20s or 500ms"));
+    let (number, unit_ms) = if let Some(n) = value.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = value.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (value, 1_000)
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(bad()),
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn parse_level(value: &str) -> Result<log::LevelFilter, UsageError> {
+    value
+        .parse()
+        .map_err(|_| UsageError(format!("log level '{value}' is not one of off|error|warn|info|debug|trace")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, UsageError> {
+        parse_args(args.iter().copied(), |_| None)
+    }
+
+    fn config(args: &[&str]) -> Config {
+        match parse(args) {
+            Ok(Command::Run(c, _)) => *c,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_give_the_documented_defaults() {
+        let c = config(&[]);
+        assert_eq!(c.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(c.ws_addr.to_string(), DEFAULT_WS_ADDR);
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_message_bytes, 1 << 20);
+        assert_eq!(c.ping_interval, Duration::from_secs(20));
+        assert_eq!(c.pong_timeout, Duration::from_secs(30));
+        assert!(c.token.is_none());
+    }
+
+    #[test]
+    fn flags_accept_space_or_equals() {
+        let c = config(&["--ws=127.0.0.1:0", "--http", "127.0.0.1:0", "--allow-origin", "https://a", "--allow-origin=https://b"]);
+        assert_eq!(c.ws_addr.port(), 0);
+        assert_eq!(c.http_addr.port(), 0);
+        assert_eq!(c.allowed_origins, vec!["https://a", "https://b"]);
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("x", "20").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("x", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("x", "0").is_err());
+        assert!(parse_duration("x", "-1s").is_err());
+        assert!(parse_duration("x", "soon").is_err());
+    }
+
+    #[test]
+    fn bad_flags_and_values_are_usage_errors() {
+        assert!(parse(&["--nope"]).is_err());
+        assert!(parse(&["--ws"]).is_err());
+        assert!(parse(&["--ws", "localhost"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--log-level", "loud"]).is_err());
+        assert!(parse(&["--public-ws-url", "http://x"]).is_err());
+        assert!(parse(&["--ping-interval", "40s"]).is_err(), "pong timeout must exceed ping interval");
+    }
+
+    #[test]
+    fn token_comes_from_the_environment_unless_a_flag_sets_it() {
+        let from_env = parse_args(Vec::<String>::new(), |k| (k == TOKEN_ENV).then(|| "s3cret".to_string()));
+        match from_env {
+            Ok(Command::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("s3cret")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(config(&["--token", "abc"]).token.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn help_names_every_flag() {
+        let text = help();
+        for flag in ["--http", "--ws", "--public", "--public-ws-url", "--allow-origin", "--token", "--max-connections", "--max-message-bytes", "--ping-interval", "--pong-timeout", "--handshake-timeout", "--send-queue", "--log-level"] {
+            assert!(text.contains(flag), "help misses {flag}");
+        }
+    }
+}

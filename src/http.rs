@@ -1,0 +1,204 @@
+//! The HTTP listener (tiny_http): the page and static files, plus the plain-HTTP
+//! endpoints `/config.json`, `/healthz`, `/stats` and `POST /publish/<room>`.
+//!
+//! tiny_http accepts connections and parses requests on its own threads; a few worker
+//! threads here take finished requests from it with `recv()` and answer them.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use tiny_http::{Header, Method, Request, Response, StatusCode};
+use tungstenite::Message;
+
+use crate::hub::Command;
+use crate::json::JsonObject;
+use crate::security::{bearer_token, host_without_port};
+use crate::server::Shared;
+use crate::static_files::{Lookup, StaticFiles};
+use crate::url::{query_param, room_in_path, split_target};
+
+/// Threads answering HTTP requests. Every answer is quick (a file, a counter, a hand-off
+/// to the hub), so a few threads serve many clients.
+pub const HTTP_WORKERS: usize = 4;
+/// How long an HTTP request waits for the hub to answer before giving up with 503.
+pub const HUB_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Any response body: a file, or bytes we built.
+type Reply = Response<Box<dyn Read + Send>>;
+
+/// Starts the worker threads. They return when `server.unblock()` wakes them after
+/// `Shared::stopping` is set.
+pub fn spawn_workers(server: Arc<tiny_http::Server>, shared: Arc<Shared>) -> Vec<thread::JoinHandle<()>> {
+    let files = Arc::new(StaticFiles::new(&shared.config.public_dir));
+    (0..HTTP_WORKERS)
+        .map(|i| {
+            let (server, shared, files) = (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&files));
+            thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || {
+                    while let Ok(request) = server.recv() {
+                        if shared.stopping.load(Ordering::Acquire) {
+                            let _ = request.respond(text(503, "server shutting down"));
+                            break;
+                        }
+                        handle(request, &shared, &files);
+                    }
+                })
+                .expect("spawn HTTP worker")
+        })
+        .collect()
+}
+
+fn handle(mut request: Request, shared: &Shared, files: &StaticFiles) {
+    let url = request.url().to_string();
+    let (path, query) = split_target(&url);
+    let read_only = matches!(request.method(), Method::Get | Method::Head);
+    let reply = match path {
+        "/healthz" if read_only => text(200, "ok"),
+        "/config.json" if read_only => json(200, config_json(&request, shared)),
+        "/stats" if read_only => stats(shared),
+        _ if path.starts_with("/publish/") => {
+            if *request.method() == Method::Post {
+                publish(&mut request, path, query, shared)
+            } else {
+                text(405, "use POST to publish")
+            }
+        }
+        _ if read_only => static_file(files, path),
+        _ => text(405, "method not allowed"),
+    };
+    if let Err(e) = request.respond(reply) {
+        log::debug!("HTTP client went away before its answer was sent: {e}");
+    }
+}
+
+/// What the page needs to connect: where the WebSocket listener is and whether a token
+/// is needed. The WebSocket URL uses the host the browser itself used (from `Host`),
+/// so it works on `localhost`, `127.0.0.1` or a LAN address alike.
+fn config_json(request: &Request, shared: &Shared) -> String {
+    let ws_url = match &shared.config.public_ws_url {
+        Some(url) => url.clone(),
+        None => {
+            let host = header(request, "Host")
+                .map(|h| host_without_port(h).to_string())
+                .unwrap_or_else(|| shared.ws_addr.ip().to_string());
+            format!("ws://{host}:{}", shared.ws_addr.port())
+        }
+    };
+    JsonObject::new()
+        .string("ws_url", &ws_url)
+        .bool("token_required", shared.policy.token_required())
+        .number("max_message_bytes", shared.config.max_message_bytes as u64)
+        .string("default_room", "lobby")
+        .finish()
+}
+
+fn stats(shared: &Shared) -> Reply {
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    if shared.hub.send(Command::Stats(reply_tx)).is_err() {
+        return text(503, "server shutting down");
+    }
+    let Ok(room_sizes) = reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) else {
+        return text(503, "hub did not answer");
+    };
+    let mut rooms = JsonObject::new();
+    for (name, members) in &room_sizes {
+        rooms.number(name, *members as u64);
+    }
+    let counters = &shared.counters;
+    let body = JsonObject::new()
+        .number("connections", shared.limit.open() as u64)
+        .raw("rooms", &rooms.finish())
+        .number("messages_in", counters.messages_in.load(Ordering::Relaxed))
+        .number("messages_out", counters.messages_out.load(Ordering::Relaxed))
+        .number("slow_consumer_disconnects", counters.slow_consumers.load(Ordering::Relaxed))
+        .number("uptime_secs", shared.started.elapsed().as_secs())
+        .finish();
+    json(200, body)
+}
+
+/// `POST /publish/<room>`: the body becomes one message (text if it is valid UTF-8,
+/// binary otherwise) for every member of the room.
+fn publish(request: &mut Request, path: &str, query: &str, shared: &Shared) -> Reply {
+    let Some(room) = room_in_path(path, "/publish/") else {
+        return text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -");
+    };
+    let token = header(request, "Authorization")
+        .and_then(bearer_token)
+        .map(str::to_string)
+        .or_else(|| query_param(query, "token"));
+    if !shared.policy.token_ok(token.as_deref()) {
+        return text(401, "missing or wrong token");
+    }
+    let limit = shared.config.max_message_bytes;
+    let mut body = Vec::new();
+    if let Err(e) = request.as_reader().take(limit as u64 + 1).read_to_end(&mut body) {
+        return text(400, &format!("could not read the request body: {e}"));
+    }
+    if body.len() > limit {
+        return text(413, &format!("message larger than {limit} bytes"));
+    }
+    let message = match String::from_utf8(body) {
+        Ok(text) => Message::text(text),
+        Err(e) => Message::binary(e.into_bytes()),
+    };
+    shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    let command = Command::Publish { room: room.to_string(), message, reached: Some(reply_tx) };
+    if shared.hub.send(command).is_err() {
+        return text(503, "server shutting down");
+    }
+    match reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) {
+        Ok(delivered) => json(202, JsonObject::new().number("delivered", delivered as u64).finish()),
+        Err(_) => text(503, "hub did not answer"),
+    }
+}
+
+fn static_file(files: &StaticFiles, path: &str) -> Reply {
+    match files.lookup(path) {
+        Lookup::Found(found) => Response::new(
+            StatusCode(200),
+            vec![content_type(found.content_type), no_sniff()],
+            found.body,
+            Some(found.len),
+            None,
+        ),
+        Lookup::NotFound => text(404, "not found"),
+        Lookup::BadRequest => text(400, "bad path"),
+    }
+}
+
+fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
+    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str())
+}
+
+fn body(status: u16, content_type_value: &'static str, body: Vec<u8>) -> Reply {
+    let len = body.len();
+    Response::new(
+        StatusCode(status),
+        vec![content_type(content_type_value), no_sniff()],
+        Box::new(Cursor::new(body)),
+        Some(len),
+        None,
+    )
+}
+
+fn text(status: u16, message: &str) -> Reply {
+    body(status, "text/plain; charset=utf-8", format!("{message}\n").into_bytes())
+}
+
+fn json(status: u16, json: String) -> Reply {
+    body(status, "application/json", json.into_bytes())
+}
+
+fn content_type(value: &'static str) -> Header {
+    Header::from_bytes("Content-Type", value).expect("static header is valid")
+}
+
+/// Browsers must not guess a different type than the one we send.
+fn no_sniff() -> Header {
+    Header::from_bytes("X-Content-Type-Options", "nosniff").expect("static header is valid")
+}

@@ -1,0 +1,46 @@
+//! # threadcast
+//!
+//! A small real-time web server with no async runtime: a bundled page and static
+//! files over HTTP ([`tiny_http`]), and WebSocket rooms over a plain
+//! [`std::net::TcpListener`] and [`tungstenite`], with **one reader thread and one
+//! writer thread per connection**. Only the writer ever writes to the socket, so
+//! pong replies, close frames and broadcast messages can never interleave on the wire.
+//!
+//! Reading order for a newcomer: [`config`] (what can be set), [`server`] (start and
+//! stop), [`ws::handshake`] (the HTTP upgrade), [`ws::connection`] (the two threads
+//! of one connection: ping/pong, close, the single writer), [`hub`] (rooms and
+//! fan-out, slow consumers), [`http`] (the HTTP endpoints).
+//!
+//! ## Example
+//! Start a server on ephemeral ports, push a message into a room from Rust, stop it:
+//! ```
+//! use threadcast::{Config, Server};
+//!
+//! let config = Config {
+//!     http_addr: "127.0.0.1:0".parse().unwrap(),
+//!     ws_addr: "127.0.0.1:0".parse().unwrap(),
+//!     ..Config::default()
+//! };
+//! let server = Server::start(config).expect("bind loopback ports");
+//! println!("page at http://{}/, WebSocket at ws://{}/ws/lobby", server.http_addr(), server.ws_addr());
+//! // Nobody has joined yet, so the message reaches no one.
+//! assert_eq!(server.publish("lobby", "hello").unwrap(), 0);
+//! server.shutdown();
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod json;
+pub mod limit;
+pub mod security;
+pub mod server;
+pub mod static_files;
+pub mod url;
+pub mod ws;
+
+pub use config::Config;
+pub use server::{PublishError, Server, ServerHandle};
+pub use tungstenite::Message;

@@ -1,0 +1,56 @@
+//! The `threadcast` binary: flags → `Config`, logger, start, wait for SIGINT or
+//! SIGTERM, shut down gracefully.
+
+use std::process::ExitCode;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use threadcast::Server;
+use threadcast::config::{self, Command};
+
+/// Exit status for a bad command line, as is customary for usage errors.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let command = config::parse_args(std::env::args().skip(1), |name| std::env::var(name).ok());
+    let (config, level) = match command {
+        Ok(Command::Run(config, level)) => (*config, level),
+        Ok(Command::Help) => {
+            print!("{}", config::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("threadcast {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("threadcast: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
+        eprintln!("threadcast: cannot start logging: {e}");
+    }
+
+    // Register the handlers before starting, so a signal that arrives during start-up
+    // is not lost; the main thread then just waits for one.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        log::info!("received {}, shutting down", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
+    }
+    server.shutdown();
+    ExitCode::SUCCESS
+}

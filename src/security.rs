@@ -1,0 +1,182 @@
+//! Who may connect: the Origin check and the shared-secret token.
+//!
+//! **Origin.** Browsers attach an `Origin` header to every WebSocket handshake and,
+//! unlike with `fetch`, the server is the only one who can refuse a cross-site one.
+//! Without this check any web page a user visits could open a socket to our server
+//! with the user's cookies and network position (cross-site WebSocket hijacking). By
+//! default we accept an Origin only when its host is the host the browser was talking
+//! to (the `Host` header), so our own page on :8080 may reach :8081 on the same host.
+//! Clients that are not browsers send no Origin and are allowed.
+//!
+//! **Token.** An optional shared secret, compared in constant time so a timing
+//! attacker cannot learn it byte by byte, and never logged.
+
+use crate::config::Config;
+
+/// The rules from the configuration, prepared once at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct AccessPolicy {
+    allowed_origins: Vec<String>,
+    any_origin: bool,
+    token: Option<String>,
+}
+
+impl AccessPolicy {
+    /// Builds the policy; warns once when every origin is allowed.
+    pub fn new(config: &Config) -> Self {
+        let any_origin = config.allowed_origins.iter().any(|o| o == "*");
+        if any_origin {
+            log::warn!("--allow-origin '*': any web site may open WebSockets to this server");
+        }
+        AccessPolicy {
+            allowed_origins: config
+                .allowed_origins
+                .iter()
+                .filter(|o| *o != "*")
+                .map(|o| normalize_origin(o))
+                .collect(),
+            any_origin,
+            token: config.token.clone(),
+        }
+    }
+
+    /// Whether a handshake with this `Origin` (if any) and `Host` may proceed.
+    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true; // not a browser: nothing to protect against
+        };
+        if self.any_origin {
+            return true;
+        }
+        let origin = normalize_origin(origin);
+        if self.allowed_origins.contains(&origin) {
+            return true;
+        }
+        match (origin_host(&origin), host) {
+            (Some(origin_host), Some(host)) => origin_host.eq_ignore_ascii_case(host_without_port(host)),
+            _ => false,
+        }
+    }
+
+    /// Whether a token is required at all.
+    pub fn token_required(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether `presented` is the configured token (always true when none is set).
+    pub fn token_ok(&self, presented: Option<&str>) -> bool {
+        match (&self.token, presented) {
+            (None, _) => true,
+            (Some(expected), Some(given)) => tokens_equal(expected, given),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths, never on where
+/// they first differ.
+fn tokens_equal(expected: &str, given: &str) -> bool {
+    constant_time_eq::constant_time_eq(expected.as_bytes(), given.as_bytes())
+}
+
+/// The token in an `Authorization: Bearer TOKEN` header value.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Origins compare case-insensitively and without a trailing slash.
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// `https://example.com:8443` → `example.com`; `http://[::1]:8080` → `[::1]`.
+fn origin_host(origin: &str) -> Option<&str> {
+    let (_scheme, rest) = origin.split_once("://")?;
+    Some(host_without_port(rest))
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`; `example.com` unchanged.
+pub fn host_without_port(host: &str) -> &str {
+    let host = host.trim();
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(origins: &[&str], token: Option<&str>) -> AccessPolicy {
+        AccessPolicy::new(&Config {
+            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+            token: token.map(str::to_string),
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn same_host_on_another_port_is_allowed() {
+        let p = policy(&[], None);
+        assert!(p.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8081")));
+        assert!(p.origin_allowed(Some("http://LOCALHOST:8080"), Some("localhost:8081")));
+        assert!(p.origin_allowed(Some("http://[::1]:8080"), Some("[::1]:8081")));
+    }
+
+    #[test]
+    fn other_sites_and_odd_origins_are_refused() {
+        let p = policy(&[], None);
+        assert!(!p.origin_allowed(Some("https://evil.example"), Some("127.0.0.1:8081")));
+        assert!(!p.origin_allowed(Some("null"), Some("127.0.0.1:8081")));
+        assert!(!p.origin_allowed(Some("http://127.0.0.1.evil.example"), Some("127.0.0.1:8081")));
+        assert!(!p.origin_allowed(Some("http://localhost:8080"), None));
+    }
+
+    #[test]
+    fn requests_without_origin_are_not_browsers_and_pass() {
+        assert!(policy(&[], None).origin_allowed(None, None));
+    }
+
+    #[test]
+    fn configured_origins_and_the_wildcard_are_honoured() {
+        let p = policy(&["https://app.example/"], None);
+        assert!(p.origin_allowed(Some("https://APP.example"), Some("ws.example:443")));
+        assert!(!p.origin_allowed(Some("http://app.example"), Some("ws.example:443")));
+        assert!(policy(&["*"], None).origin_allowed(Some("https://anything"), Some("x")));
+    }
+
+    #[test]
+    fn tokens_must_match_exactly() {
+        let p = policy(&[], Some("s3cret"));
+        assert!(p.token_required());
+        assert!(p.token_ok(Some("s3cret")));
+        assert!(!p.token_ok(Some("s3cre")));
+        assert!(!p.token_ok(Some("s3cretX")));
+        assert!(!p.token_ok(None));
+        assert!(policy(&[], None).token_ok(None));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_authorization() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(host_without_port("a.example:80"), "a.example");
+        assert_eq!(host_without_port("a.example"), "a.example");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+}

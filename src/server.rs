@@ -1,0 +1,220 @@
+//! Starting and stopping the whole server: both listeners, the hub, and the state
+//! they share.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use tungstenite::Message;
+
+use crate::config::Config;
+use crate::http;
+use crate::hub::{self, Command, Counters, HUB_QUEUE};
+use crate::limit::ConnectionLimit;
+use crate::security::AccessPolicy;
+use crate::url::is_room_name;
+use crate::ws::listener;
+
+/// How long shutdown waits for connections to finish their close handshakes.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// State every thread of the server can see. Immutable settings plus atomics and
+/// channels; the room table itself lives only in the hub thread.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Origin and token rules.
+    pub policy: AccessPolicy,
+    /// Commands for the hub.
+    pub hub: Sender<Command>,
+    /// Message and disconnect counters.
+    pub counters: Arc<Counters>,
+    /// Open connections against `--max-connections`.
+    pub limit: Arc<ConnectionLimit>,
+    /// Set once shutdown begins; accept loops stop when they see it.
+    pub stopping: AtomicBool,
+    /// The HTTP listener's real address (port 0 resolved).
+    pub http_addr: SocketAddr,
+    /// The WebSocket listener's real address.
+    pub ws_addr: SocketAddr,
+    /// When the server started, for `/stats`.
+    pub started: Instant,
+    /// Next connection id.
+    pub next_id: AtomicU64,
+}
+
+/// Entry point of the library: `Server::start(config)`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Binds both listeners, starts the hub and the worker threads, and returns a
+    /// handle. Binding happens before this returns, so the handle's addresses are
+    /// ready to connect to (use port 0 for an ephemeral port).
+    ///
+    /// # Errors
+    /// When a listener cannot be bound (address in use, no permission).
+    pub fn start(config: Config) -> io::Result<ServerHandle> {
+        let ws_listener = TcpListener::bind(config.ws_addr)?;
+        let http_listener = TcpListener::bind(config.http_addr)?;
+        let (http_addr, ws_addr) = (http_listener.local_addr()?, ws_listener.local_addr()?);
+        let http_server = tiny_http::Server::from_listener(http_listener, None).map_err(io::Error::other)?;
+
+        let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            policy: AccessPolicy::new(&config),
+            limit: ConnectionLimit::new(config.max_connections),
+            config,
+            hub: hub_tx,
+            counters: Arc::clone(&counters),
+            stopping: AtomicBool::new(false),
+            http_addr,
+            ws_addr,
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        });
+
+        let hub = hub::spawn(hub_rx, counters);
+        let accept = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new().name("ws-accept".into()).spawn(move || listener::accept_loop(ws_listener, shared))?
+        };
+        let http_server = Arc::new(http_server);
+        let http_workers = http::spawn_workers(Arc::clone(&http_server), Arc::clone(&shared));
+        log::info!("listening http={http_addr} ws={ws_addr}");
+
+        Ok(ServerHandle { shared, hub: Some(hub), accept: Some(accept), http_server: Some(http_server), http_workers })
+    }
+}
+
+/// A running server. Dropping it shuts the server down (see [`ServerHandle::shutdown`]).
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    hub: Option<JoinHandle<()>>,
+    accept: Option<JoinHandle<()>>,
+    http_server: Option<Arc<tiny_http::Server>>,
+    http_workers: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("http_addr", &self.shared.http_addr)
+            .field("ws_addr", &self.shared.ws_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`ServerHandle::publish`] could not deliver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishError {
+    /// Room names are 1–64 characters of `[A-Za-z0-9_-]`.
+    InvalidRoom,
+    /// The server is shutting down.
+    Stopped,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::InvalidRoom => write!(f, "room names are 1-64 characters of A-Z a-z 0-9 _ -"),
+            PublishError::Stopped => write!(f, "the server is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+impl ServerHandle {
+    /// The HTTP listener's bound address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.shared.http_addr
+    }
+
+    /// The WebSocket listener's bound address.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.shared.ws_addr
+    }
+
+    /// WebSocket connections open right now.
+    pub fn connections(&self) -> usize {
+        self.shared.limit.open()
+    }
+
+    /// Broadcasts `message` into `room` from Rust code, exactly as if a client had
+    /// sent it. Returns the number of members it was queued to.
+    ///
+    /// # Errors
+    /// [`PublishError::InvalidRoom`] for a bad name, [`PublishError::Stopped`] after
+    /// shutdown began.
+    pub fn publish(&self, room: &str, message: impl Into<Message>) -> Result<usize, PublishError> {
+        if !is_room_name(room) {
+            return Err(PublishError::InvalidRoom);
+        }
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let command = Command::Publish { room: room.to_string(), message: message.into(), reached: Some(reply_tx) };
+        self.shared.hub.send(command).map_err(|_| PublishError::Stopped)?;
+        self.shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        reply_rx.recv().map_err(|_| PublishError::Stopped)
+    }
+
+    /// Graceful shutdown: stop accepting on both listeners, send every WebSocket
+    /// client close 1001 (going away), and wait up to [`DRAIN_TIMEOUT`] for the
+    /// connections to finish. Returns true if every connection finished in time.
+    pub fn shutdown(mut self) -> bool {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> bool {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return true; // already stopped
+        }
+        // The accept loop is blocked in accept(): one connection wakes it to see the flag.
+        let _ = TcpStream::connect_timeout(&wake_address(self.shared.ws_addr), Duration::from_secs(1));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        if let Some(server) = self.http_server.take() {
+            for _ in &self.http_workers {
+                server.unblock();
+            }
+            for worker in self.http_workers.drain(..) {
+                let _ = worker.join();
+            }
+            drop(server); // closes the HTTP listener
+        }
+        let _ = self.shared.hub.send(Command::Shutdown);
+        if let Some(hub) = self.hub.take() {
+            let _ = hub.join();
+        }
+        let drained = self.shared.limit.wait_idle(DRAIN_TIMEOUT);
+        log::info!("shut down ({})", if drained { "all connections closed" } else { "some connections still closing" });
+        drained
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Where to connect to wake a listener: its own address, with an unspecified IP
+/// (`0.0.0.0`, `::`) replaced by loopback.
+fn wake_address(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}

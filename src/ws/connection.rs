@@ -1,0 +1,421 @@
+//! One WebSocket connection: a **reader** thread and a **writer** thread sharing one
+//! socket, with a rule that makes the split safe: *only the writer ever writes*.
+//!
+//! ```text
+//!            ┌─ reader ─────────────────────┐   Publish    ┌─ hub ─┐
+//! socket ──▶ │ text/binary → room or echo   │ ───────────▶ │       │
+//!            │ ping        → Outgoing::Pong │              └───┬───┘
+//!            │ close       → Outgoing::Close│                  │ Outgoing::Message
+//!            └──────────────┬───────────────┘                  ▼
+//!                           └──────────▶ bounded queue ──▶ ┌─ writer ───────────────┐
+//!                                                          │ write frames, flush    │ ──▶ socket
+//!                                                          │ ping every interval    │
+//!                                                          └────────────────────────┘
+//! ```
+//!
+//! Why bother? A WebSocket peer must answer every ping with a pong and every close
+//! with a close, and a reader is the first to see them. If the reader wrote those
+//! replies itself while the writer was halfway through a large message, the two
+//! frames' bytes would interleave on the wire and corrupt the stream. tungstenite's
+//! `read()` does exactly that (it writes replies from inside `read`), so we give each
+//! thread its own [`WebSocketContext`] over the same `Arc<TcpStream>`: the reader's
+//! context writes into a sink, and the reader instead *queues* each reply for the
+//! writer, which sends it between whole frames.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Bytes, Message};
+
+use crate::hub::{CloseSignal, Command, ConnId, Counters, Outgoing, Subscriber};
+
+/// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
+/// allocated up front for every connection; 8 KiB keeps thousands of idle
+/// connections cheap and still reads a 64 KiB message in a handful of calls.
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// The writer collects frames up to this size before a `write` system call; a
+/// `flush` after each batch sends whatever is left.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Longest a single write may block on a peer that does not read (gorilla's
+/// `writeWait`). After that the peer is treated as gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After we fail a connection we keep reading (and discarding) this long, so the
+/// peer can read our close frame before the socket closes. Closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the close frame.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Stack of each connection thread. Threads here parse frames and copy buffers that
+/// live on the heap, so they need little stack; 128 KiB leaves a wide margin even in
+/// unoptimized builds, and untouched stack pages cost no memory anyway.
+pub const THREAD_STACK_BYTES: usize = 128 * 1024;
+/// Most queued items the writer handles before it flushes and checks its clock.
+const MAX_BATCH: usize = 64;
+/// Close reasons must fit in a control frame (125 bytes minus the 2-byte code).
+const MAX_CLOSE_REASON: usize = 123;
+
+/// The per-connection settings taken from the server's `Config`.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Writer pings this often.
+    pub ping_interval: Duration,
+    /// Reader gives up on a peer silent this long.
+    pub pong_timeout: Duration,
+    /// Largest incoming message.
+    pub max_message_bytes: usize,
+    /// Outgoing queue length.
+    pub send_queue: usize,
+}
+
+/// Where the reader delivers the messages it receives.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// Back to the same connection (`/echo`).
+    Echo,
+    /// To every member of a room, through the hub.
+    Room(String),
+}
+
+/// Runs a connection whose handshake is complete: the calling thread becomes the
+/// reader, a new thread becomes the writer. Returns when both have finished.
+/// `leftover` holds bytes the client sent right after its handshake request.
+pub fn serve(
+    id: ConnId,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    destination: Destination,
+    hub: Sender<Command>,
+    counters: Arc<Counters>,
+    settings: Settings,
+) {
+    let stream = Arc::new(stream);
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes));
+
+    // Socket timeouts do the timing, so no extra timer thread is needed: a read that
+    // sees nothing for `pong_timeout` fails, and so does a write stuck for WRITE_TIMEOUT.
+    if let Err(e) = stream
+        .set_read_timeout(Some(settings.pong_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+    {
+        log::debug!("connection {id}: cannot set socket timeouts: {e}");
+        return;
+    }
+
+    let (tx, rx) = crossbeam_channel::bounded(settings.send_queue);
+    let subscriber = Subscriber { tx: tx.clone(), close: Arc::new(CloseSignal::default()) };
+    let close = Arc::clone(&subscriber.close);
+
+    let writer = {
+        let out = WriteHalf(Arc::clone(&stream));
+        let ctx = WebSocketContext::new(Role::Server, Some(ws_config));
+        let counters = Arc::clone(&counters);
+        thread::Builder::new()
+            .name(format!("ws-write-{id}"))
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || write_loop(id, ctx, out, rx, &close, &counters, settings.ping_interval))
+    };
+    let writer = match writer {
+        Ok(handle) => handle,
+        Err(e) => {
+            log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
+            return;
+        }
+    };
+
+    let room = match &destination {
+        Destination::Room(name) => Some(name.clone()),
+        Destination::Echo => None,
+    };
+    if hub.send(Command::Join { id, room: room.clone(), subscriber }).is_ok() {
+        let input = ReadHalf(Arc::clone(&stream));
+        let ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
+        read_loop(id, ctx, input, &destination, &tx, &hub, &counters);
+        let _ = hub.send(Command::Leave { id, room });
+    } else {
+        let _ = tx.send(Outgoing::Stop); // the hub is gone: the server is stopping
+    }
+    drop(tx);
+    let _ = writer.join();
+}
+
+/// The reader's side of the socket. Reads come from the socket; writes go nowhere,
+/// because whatever tungstenite would write from inside `read()` (pong and close
+/// replies) is sent by the writer thread instead.
+struct ReadHalf(Arc<TcpStream>);
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for ReadHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len()) // discarded on purpose: the writer owns the outgoing direction
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer's side of the socket: the only code in the server that writes frames.
+struct WriteHalf(Arc<TcpStream>);
+
+impl Read for WriteHalf {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Ok(0) // the writer never reads; tungstenite's write path does not call this
+    }
+}
+
+impl Write for WriteHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+/// How the reader's loop ended, decided from tungstenite's error.
+enum ReadEnd {
+    /// The close handshake completed normally.
+    Clean,
+    /// The peer vanished (reset, EOF without close, or silence past the pong timeout):
+    /// there is nobody to send a close frame to.
+    Vanished(String),
+    /// The peer broke the protocol: we *fail the connection* with this close frame.
+    Fail(CloseFrame),
+}
+
+fn read_loop(
+    id: ConnId,
+    mut ctx: WebSocketContext,
+    mut input: ReadHalf,
+    destination: &Destination,
+    to_writer: &Sender<Outgoing>,
+    hub: &Sender<Command>,
+    counters: &Counters,
+) {
+    let end = loop {
+        let message = match ctx.read(&mut input) {
+            Ok(message) => message,
+            Err(e) => break classify(e),
+        };
+        let delivered = match message {
+            Message::Text(_) | Message::Binary(_) => {
+                counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                match destination {
+                    // Blocking send: if the client sends faster than it reads its echoes,
+                    // the queue fills and we stop reading, and TCP slows the client down.
+                    Destination::Echo => to_writer.send(Outgoing::Message(message)).is_ok(),
+                    Destination::Room(room) => hub
+                        .send(Command::Publish { room: room.clone(), message, reached: None })
+                        .is_ok(),
+                }
+            }
+            // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload.
+            Message::Ping(payload) => to_writer.send(Outgoing::Pong(payload)).is_ok(),
+            // A pong needs no answer: having read it already reset our read deadline.
+            Message::Pong(_) => true,
+            // §5.5.1: the peer starts (or answers) the close handshake. We echo its code;
+            // tungstenite has already replaced a code that is not allowed on the wire by
+            // 1002. The next read reports the end of the connection.
+            Message::Close(frame) => to_writer.send(Outgoing::Close(frame)).is_ok(),
+            Message::Frame(_) => true, // raw frames are never returned by read()
+        };
+        if !delivered {
+            break ReadEnd::Vanished("writer has stopped".into());
+        }
+    };
+
+    match end {
+        ReadEnd::Clean => log::debug!("connection {id}: closed"),
+        ReadEnd::Vanished(why) => {
+            log::debug!("connection {id}: gone ({why})");
+            let _ = to_writer.send(Outgoing::Stop);
+        }
+        ReadEnd::Fail(frame) => {
+            log::debug!("connection {id}: failing with {} ({})", u16::from(frame.code), frame.reason);
+            if to_writer.send(Outgoing::Close(Some(frame))).is_ok() {
+                linger(&input.0);
+            }
+        }
+    }
+}
+
+/// Maps a read error to how the connection ends, with the close code RFC 6455 §7.4.1
+/// prescribes for each kind of fault.
+fn classify(error: WsError) -> ReadEnd {
+    let fail = |code: CloseCode, reason: String| {
+        let mut reason = reason;
+        truncate_utf8(&mut reason, MAX_CLOSE_REASON);
+        ReadEnd::Fail(CloseFrame { code, reason: reason.into() })
+    };
+    match error {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Clean,
+        WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            ReadEnd::Vanished("no frame within the pong timeout".into())
+        }
+        WsError::Io(e) => ReadEnd::Vanished(e.to_string()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ReadEnd::Vanished("connection ended without a close frame".into())
+        }
+        WsError::Protocol(e) => fail(CloseCode::Protocol, e.to_string()),
+        WsError::Utf8(_) => fail(CloseCode::Invalid, "invalid UTF-8 in a text message or close reason".into()),
+        WsError::Capacity(CapacityError::MessageTooLong { max_size, .. }) => {
+            fail(CloseCode::Size, format!("message larger than {max_size} bytes"))
+        }
+        WsError::Capacity(e) => fail(CloseCode::Size, e.to_string()),
+        WsError::AttackAttempt => fail(CloseCode::Policy, "attack attempt".into()),
+        e => fail(CloseCode::Error, format!("internal error: {e}")),
+    }
+}
+
+/// Reads and discards input until the peer closes, an error, or CLOSE_LINGER passes.
+fn linger(stream: &TcpStream) {
+    let deadline = Instant::now() + CLOSE_LINGER;
+    let mut sink = [0u8; 1024];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What the writer does after handling one queued item.
+enum Next {
+    Continue,
+    /// Send this close frame, then stop.
+    Close(Option<CloseFrame>),
+    /// Stop without a close frame (the peer is gone).
+    Stop,
+}
+
+fn write_loop(
+    id: ConnId,
+    mut ctx: WebSocketContext,
+    mut out: WriteHalf,
+    queue: Receiver<Outgoing>,
+    close: &CloseSignal,
+    counters: &Counters,
+    ping_interval: Duration,
+) {
+    let mut next_ping = Instant::now() + ping_interval;
+    let mut failure = None;
+    let result = loop {
+        // Sleep until there is something to send or it is time to ping. An idle
+        // connection costs no CPU: the thread is parked in the channel.
+        let first = match queue.recv_deadline(next_ping) {
+            Ok(item) => Some(item),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break Ok(Next::Stop),
+        };
+
+        // Handle what is already queued (up to MAX_BATCH items), then flush once: one
+        // system call for a burst of messages instead of one per message.
+        let mut next = Next::Continue;
+        let mut item = first;
+        let mut handled = 0;
+        while let Some(outgoing) = item.take() {
+            if close.requested().is_some() {
+                break; // the server wants this connection closed: skip the rest
+            }
+            match write_one(&mut ctx, &mut out, outgoing, counters) {
+                Ok(Next::Continue) => {}
+                Ok(other) => {
+                    next = other;
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            handled += 1;
+            if handled < MAX_BATCH {
+                item = queue.try_recv().ok();
+            }
+        }
+        if let Some(e) = failure.take() {
+            break Err(e);
+        }
+        if let Some((code, reason)) = close.requested() {
+            next = Next::Close(Some(CloseFrame { code, reason: reason.into() }));
+        }
+        // Heartbeat: ping on schedule, even while data flows, so a peer that only
+        // receives still answers with pongs and its reader never times out.
+        if matches!(next, Next::Continue) && Instant::now() >= next_ping {
+            next_ping = Instant::now() + ping_interval;
+            if let Err(e) = ctx.write(&mut out, Message::Ping(Bytes::new())) {
+                break Err(e);
+            }
+        }
+        match next {
+            Next::Continue => {
+                if let Err(e) = ctx.flush(&mut out) {
+                    break Err(e);
+                }
+            }
+            other => break Ok(other),
+        }
+    };
+
+    match result {
+        Ok(Next::Close(frame)) => {
+            // §5.5.1: after sending a close frame an endpoint sends nothing more. The
+            // reader keeps reading until the peer's close (or EOF) arrives.
+            let _ = ctx.close(&mut out, frame);
+            let _ = out.0.shutdown(Shutdown::Write);
+        }
+        Ok(_) => {
+            let _ = out.0.shutdown(Shutdown::Both);
+        }
+        Err(e) => {
+            log::debug!("connection {id}: write failed: {e}");
+            // Wake the reader too: nobody can write to this peer any more.
+            let _ = out.0.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Writes (into tungstenite's buffer) one queued item.
+fn write_one(ctx: &mut WebSocketContext, out: &mut WriteHalf, item: Outgoing, counters: &Counters) -> Result<Next, WsError> {
+    match item {
+        Outgoing::Message(message) => {
+            ctx.write(out, message)?;
+            counters.messages_out.fetch_add(1, Ordering::Relaxed);
+            Ok(Next::Continue)
+        }
+        Outgoing::Pong(payload) => {
+            ctx.write(out, Message::Pong(payload))?;
+            Ok(Next::Continue)
+        }
+        Outgoing::Close(frame) => Ok(Next::Close(frame)),
+        Outgoing::Wake => Ok(Next::Continue),
+        Outgoing::Stop => Ok(Next::Stop),
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}

@@ -1,0 +1,297 @@
+//! The opening handshake (RFC 6455 §4): an HTTP/1.1 `GET` with `Upgrade: websocket`
+//! that the server answers with `101 Switching Protocols`.
+//!
+//! ```text
+//! GET /ws/lobby HTTP/1.1                      HTTP/1.1 101 Switching Protocols
+//! Host: 127.0.0.1:8081                        Upgrade: websocket
+//! Upgrade: websocket                ──▶       Connection: Upgrade
+//! Connection: Upgrade                         Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+//! Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+//! Sec-WebSocket-Version: 13
+//! ```
+//!
+//! The accept value is `base64(sha1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))`:
+//! it proves to the client that the server really speaks WebSocket (a plain HTTP
+//! server or cache would never produce it). We parse the request ourselves with
+//! `httparse` rather than letting tungstenite do it, because a client may send its
+//! first frame right behind the request; those bytes are handed to the reader instead
+//! of being lost.
+
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use tungstenite::handshake::derive_accept_key;
+
+use crate::security::{AccessPolicy, bearer_token};
+use crate::url::{query_flag, query_param, room_in_path, split_target};
+
+/// Largest upgrade request we read. Browsers send well under 2 KiB; anything bigger is
+/// refused with 431 before it can cost memory.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Most headers we parse; a real handshake has about a dozen.
+pub const MAX_HEADERS: usize = 48;
+/// The only protocol version RFC 6455 defines.
+pub const WEBSOCKET_VERSION: &str = "13";
+
+/// Where an accepted connection goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/echo`: every message comes straight back.
+    Echo,
+    /// `/ws/<room>`: broadcast to everyone in the room.
+    Room {
+        /// The room's name.
+        name: String,
+        /// `?raw=1`: payloads exactly as published, nothing added.
+        raw: bool,
+    },
+}
+
+/// A handshake that passed every check.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Where the connection goes.
+    pub route: Route,
+    /// The `Sec-WebSocket-Accept` value to answer with.
+    pub accept_key: String,
+    /// Bytes the client sent after the request (its first frames, if it hurried).
+    pub leftover: Vec<u8>,
+}
+
+/// Why a handshake was refused: the HTTP status and a human-readable explanation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status code.
+    pub status: u16,
+    /// Plain-text body (one line).
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Rejection { status, message: message.into() }
+    }
+}
+
+/// What the checks need to know about the server.
+#[derive(Debug)]
+pub struct Checks<'a> {
+    /// Origin and token rules.
+    pub policy: &'a AccessPolicy,
+    /// Port of the HTTP listener, named in the 426 answer to plain HTTP requests.
+    pub http_port: u16,
+}
+
+/// How reading the request went wrong before there was anything to check.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The deadline passed or the peer went away mid-request: drop it silently.
+    Gone(io::Error),
+    /// The request is not HTTP we can parse, or too large: answer with this.
+    Refused(Rejection),
+}
+
+/// Reads the request head (up to the blank line) before `deadline`.
+/// Returns all bytes read so far: the head and whatever followed it.
+pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<(Vec<u8>, usize), ReadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Gone(io::ErrorKind::TimedOut.into()));
+        }
+        stream.set_read_timeout(Some(left)).map_err(ReadError::Gone)?;
+        let n = (&*stream).read(&mut chunk).map_err(ReadError::Gone)?;
+        if n == 0 {
+            return Err(ReadError::Gone(io::ErrorKind::UnexpectedEof.into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut headers).parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => return Ok((buf, head_len)),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => continue,
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(ReadError::Refused(Rejection::new(431, "request headers too large")));
+            }
+            Err(e) => return Err(ReadError::Refused(Rejection::new(400, format!("malformed HTTP request: {e}")))),
+        }
+    }
+}
+
+/// Checks a complete request head, in the order a client can best act on:
+/// method and version, path (404), upgrade headers (426), key (400), Origin (403),
+/// token (401).
+pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, Rejection> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    request
+        .parse(&buf[..head_len])
+        .map_err(|e| Rejection::new(400, format!("malformed HTTP request: {e}")))?;
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+
+    if request.method != Some("GET") {
+        return Err(Rejection::new(405, "a WebSocket handshake must be a GET request"));
+    }
+    if request.version != Some(1) {
+        return Err(Rejection::new(400, "a WebSocket handshake needs HTTP/1.1"));
+    }
+    let (path, query) = split_target(request.path.unwrap_or(""));
+    let route = match path {
+        "/echo" => Route::Echo,
+        _ => match room_in_path(path, "/ws/") {
+            Some(name) => Route::Room { name: name.to_string(), raw: query_flag(query, "raw") },
+            None => return Err(Rejection::new(404, format!("no WebSocket endpoint at {path}; try /echo or /ws/<room>"))),
+        },
+    };
+
+    let upgrade = header("Upgrade").is_some_and(|v| has_token(v, "websocket"));
+    let connection = header("Connection").is_some_and(|v| has_token(v, "upgrade"));
+    if !upgrade || !connection {
+        return Err(Rejection::new(
+            426,
+            format!("this port speaks WebSocket only; the page and HTTP endpoints are on port {}", checks.http_port),
+        ));
+    }
+    if header("Sec-WebSocket-Version").map(str::trim) != Some(WEBSOCKET_VERSION) {
+        return Err(Rejection::new(426, "unsupported Sec-WebSocket-Version; this server speaks version 13"));
+    }
+    let key = header("Sec-WebSocket-Key").map(str::trim).unwrap_or("");
+    if !is_valid_key(key) {
+        return Err(Rejection::new(400, "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)"));
+    }
+    if !checks.policy.origin_allowed(header("Origin"), header("Host")) {
+        return Err(Rejection::new(403, "Origin not allowed"));
+    }
+    let token = header("Authorization").and_then(bearer_token).map(str::to_string).or_else(|| query_param(query, "token"));
+    if !checks.policy.token_ok(token.as_deref()) {
+        return Err(Rejection::new(401, "missing or wrong token"));
+    }
+
+    Ok(Accepted { route, accept_key: derive_accept_key(key.as_bytes()), leftover: buf[head_len..].to_vec() })
+}
+
+/// The `101` answer that completes the handshake; after it, both sides speak frames.
+pub fn accept_response(accept_key: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n\r\n"
+    )
+}
+
+/// A refusal: status, a plain-text reason, and the connection closes.
+pub fn rejection_response(rejection: &Rejection) -> String {
+    let body = format!("{}\n", rejection.message);
+    // 426 must say which version we do speak (RFC 6455 §4.4).
+    let version = if rejection.status == 426 { "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {} {}\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        rejection.status,
+        reason_phrase(rejection.status),
+        body.len(),
+    )
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive), as in
+/// `Connection: keep-alive, Upgrade` (what Firefox sends).
+fn has_token(value: &str, token: &str) -> bool {
+    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A key is 16 random bytes in base64: 22 characters plus `==`.
+fn is_valid_key(key: &str) -> bool {
+    key.len() == 24
+        && key.ends_with("==")
+        && key[..22].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn run(request: &str) -> Result<Accepted, Rejection> {
+        run_with(request, &AccessPolicy::default())
+    }
+
+    fn run_with(request: &str, policy: &AccessPolicy) -> Result<Accepted, Rejection> {
+        let head_len = request.find("\r\n\r\n").map(|i| i + 4).unwrap_or(request.len());
+        check(request.as_bytes(), head_len, &Checks { policy, http_port: 8080 })
+    }
+
+    fn upgrade(path: &str, extra: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8081\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn the_rfc_example_key_gives_the_rfc_accept_value() {
+        let accepted = run(&upgrade("/echo", "")).unwrap();
+        assert_eq!(accepted.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(accepted.route, Route::Echo);
+    }
+
+    #[test]
+    fn rooms_and_raw_mode_are_routed() {
+        assert_eq!(run(&upgrade("/ws/ops", "")).unwrap().route, Route::Room { name: "ops".into(), raw: false });
+        assert_eq!(run(&upgrade("/ws/ops?raw=1", "")).unwrap().route, Route::Room { name: "ops".into(), raw: true });
+    }
+
+    #[test]
+    fn bytes_after_the_request_are_kept() {
+        let mut request = upgrade("/echo", "");
+        request.push_str("\u{81}\u{0}");
+        assert_eq!(run(&request).unwrap().leftover, "\u{81}\u{0}".as_bytes());
+    }
+
+    #[test]
+    fn each_refusal_has_its_status() {
+        assert_eq!(run(&upgrade("/nope", "")).unwrap_err().status, 404);
+        assert_eq!(run(&upgrade("/ws/bad.name", "")).unwrap_err().status, 404);
+        assert_eq!(run("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err().status, 426);
+        assert_eq!(run(&upgrade("/echo", "").replace("Version: 13", "Version: 8")).unwrap_err().status, 426);
+        assert_eq!(run(&upgrade("/echo", "").replace(KEY, "short")).unwrap_err().status, 400);
+        assert_eq!(run(&upgrade("/echo", "").replace("GET", "POST")).unwrap_err().status, 405);
+        assert_eq!(run(&upgrade("/echo", "").replace("HTTP/1.1", "HTTP/1.0")).unwrap_err().status, 400);
+        assert_eq!(run(&upgrade("/echo", "Origin: https://evil.example\r\n")).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn the_token_may_come_as_bearer_header_or_query() {
+        let policy = AccessPolicy::new(&crate::Config { token: Some("t0k".into()), ..Default::default() });
+        assert_eq!(run_with(&upgrade("/echo", ""), &policy).unwrap_err().status, 401);
+        assert_eq!(run_with(&upgrade("/echo?token=nope", ""), &policy).unwrap_err().status, 401);
+        assert!(run_with(&upgrade("/echo?token=t0k", ""), &policy).is_ok());
+        assert!(run_with(&upgrade("/echo", "Authorization: Bearer t0k\r\n"), &policy).is_ok());
+    }
+
+    #[test]
+    fn a_426_names_the_version_we_speak() {
+        let text = rejection_response(&Rejection::new(426, "x"));
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The accept loop: one thread takes connections from the WebSocket listener and
+//! gives each its own thread, which performs the handshake and then becomes the
+//! connection's reader.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::connection::{self, Destination, Settings, THREAD_STACK_BYTES, WRITE_TIMEOUT};
+use super::handshake::{self, Checks, ReadError, Rejection, Route};
+use crate::server::Shared;
+
+/// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
+/// does not spin while connections finish and free some.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts connections until `shared.stopping` is set (the server then connects to the
+/// listener once to wake this loop).
+pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("WebSocket accept failed: {e}");
+                if is_out_of_descriptors(&e) {
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+                continue;
+            }
+        };
+        let shared_for_thread = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("ws-read".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || handle(stream, &shared_for_thread));
+        if let Err(e) = spawned {
+            // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
+            log::warn!("cannot start a connection thread: {e}; see README, Capacity");
+        }
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24): this process; ENFILE (23): the whole system.
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// Handshake, admission, then the connection's whole life.
+fn handle(stream: TcpStream, shared: &Shared) {
+    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // Frames are small and latency matters: send each flush at once (no Nagle delay).
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let (buf, head_len) = match handshake::read_request(&stream, deadline) {
+        Ok(read) => read,
+        Err(ReadError::Gone(e)) => {
+            log::debug!("handshake from {peer} abandoned: {e}");
+            return;
+        }
+        Err(ReadError::Refused(rejection)) => return refuse(&stream, peer, &rejection),
+    };
+    let checks = Checks { policy: &shared.policy, http_port: shared.http_addr.port() };
+    let accepted = match handshake::check(&buf, head_len, &checks) {
+        Ok(accepted) => accepted,
+        Err(rejection) => return refuse(&stream, peer, &rejection),
+    };
+    let Some(_slot) = shared.limit.try_acquire() else {
+        let message = format!("server full: {} connections open", shared.config.max_connections);
+        return refuse(&stream, peer, &Rejection { status: 503, message });
+    };
+    if let Err(e) = (&stream).write_all(handshake::accept_response(&accepted.accept_key).as_bytes()) {
+        log::debug!("handshake from {peer}: could not send 101: {e}");
+        return;
+    }
+
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let destination = match accepted.route {
+        Route::Echo => Destination::Echo,
+        Route::Room { name, .. } => Destination::Room(name),
+    };
+    log::debug!("connection {id} from {peer}: open ({destination:?})");
+    let settings = Settings {
+        ping_interval: shared.config.ping_interval,
+        pong_timeout: shared.config.pong_timeout,
+        max_message_bytes: shared.config.max_message_bytes,
+        send_queue: shared.config.send_queue,
+    };
+    connection::serve(
+        id,
+        stream,
+        accepted.leftover,
+        destination,
+        shared.hub.clone(),
+        Arc::clone(&shared.counters),
+        settings,
+    );
+    log::debug!("connection {id} from {peer}: finished");
+}
+
+fn refuse(stream: &TcpStream, peer: SocketAddr, rejection: &Rejection) {
+    log::warn!("refused WebSocket handshake from {peer}: {} {}", rejection.status, rejection.message);
+    let _ = (&*stream).write_all(handshake::rejection_response(rejection).as_bytes());
+}
