@@ -102,12 +102,15 @@ pub enum Command {
         /// How to reach it.
         subscriber: Subscriber,
     },
-    /// A connection closed.
+    /// A connection is closing.
     Leave {
         /// The connection.
         id: ConnId,
         /// The room it was in, if any.
         room: Option<String>,
+        /// Answered once the connection is out of the room: from then on the hub queues
+        /// nothing more for it.
+        done: Option<Sender<()>>,
     },
     /// Broadcast `message` to every member of `room`. When `reached` is given, the hub
     /// answers with the number of members the message was queued to.
@@ -164,9 +167,16 @@ impl Hub {
                 Command::Join { id, room: None, subscriber } => {
                     self.loners.insert(id, subscriber);
                 }
-                Command::Leave { id, room: Some(room) } => self.leave(&room, id),
-                Command::Leave { id, room: None } => {
-                    self.loners.remove(&id);
+                Command::Leave { id, room, done } => {
+                    match room {
+                        Some(room) => self.leave(&room, id),
+                        None => {
+                            self.loners.remove(&id);
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
                 }
                 Command::Publish { room, message, reached } => {
                     let n = self.publish(&room, message, counters);

@@ -137,10 +137,17 @@ pub fn serve(
         Destination::Echo => None,
     };
     if hub.send(Command::Join { id, room: room.clone(), subscriber }).is_ok() {
-        let input = ReadHalf(Arc::clone(&stream));
+        let mut input = ReadHalf(Arc::clone(&stream));
         let ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
-        read_loop(id, ctx, input, &destination, &tx, &hub, &counters);
-        let _ = hub.send(Command::Leave { id, room });
+        let end = read_loop(ctx, &mut input, &destination, &tx, &hub, &counters);
+        // Leave the room and wait until the hub confirms. Every message published
+        // before that moment is then already in our writer's queue, so the close frame
+        // we queue next cannot overtake a message the peer is owed.
+        let (left_tx, left_rx) = crossbeam_channel::bounded(1);
+        if hub.send(Command::Leave { id, room, done: Some(left_tx) }).is_ok() {
+            let _ = left_rx.recv();
+        }
+        finish(id, end, &tx, &input);
     } else {
         let _ = tx.send(Outgoing::Stop); // the hub is gone: the server is stopping
     }
@@ -186,10 +193,13 @@ impl Write for WriteHalf {
     }
 }
 
-/// How the reader's loop ended, decided from tungstenite's error.
+/// How the reader's loop ended.
 enum ReadEnd {
-    /// The close handshake completed normally.
-    Clean,
+    /// The peer sent a close frame (§5.5.1): we answer with the same code.
+    /// tungstenite has already replaced a code not allowed on the wire by 1002.
+    PeerClosed(Option<CloseFrame>),
+    /// Our own close frame was answered, or the writer has stopped: nothing to send.
+    Done,
     /// The peer vanished (reset, EOF without close, or silence past the pong timeout):
     /// there is nobody to send a close frame to.
     Vanished(String),
@@ -197,19 +207,20 @@ enum ReadEnd {
     Fail(CloseFrame),
 }
 
+/// Reads messages until the connection ends: data goes to its destination, and each
+/// control frame that needs an answer is queued for the writer.
 fn read_loop(
-    id: ConnId,
     mut ctx: WebSocketContext,
-    mut input: ReadHalf,
+    input: &mut ReadHalf,
     destination: &Destination,
     to_writer: &Sender<Outgoing>,
     hub: &Sender<Command>,
     counters: &Counters,
-) {
-    let end = loop {
-        let message = match ctx.read(&mut input) {
+) -> ReadEnd {
+    loop {
+        let message = match ctx.read(input) {
             Ok(message) => message,
-            Err(e) => break classify(e),
+            Err(e) => return classify(e),
         };
         let delivered = match message {
             Message::Text(_) | Message::Binary(_) => {
@@ -223,23 +234,31 @@ fn read_loop(
                         .is_ok(),
                 }
             }
-            // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload.
+            // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload, at
+            // once (the writer sends it before anything queued later).
             Message::Ping(payload) => to_writer.send(Outgoing::Pong(payload)).is_ok(),
             // A pong needs no answer: having read it already reset our read deadline.
             Message::Pong(_) => true,
-            // §5.5.1: the peer starts (or answers) the close handshake. We echo its code;
-            // tungstenite has already replaced a code that is not allowed on the wire by
-            // 1002. The next read reports the end of the connection.
-            Message::Close(frame) => to_writer.send(Outgoing::Close(frame)).is_ok(),
+            Message::Close(frame) => return ReadEnd::PeerClosed(frame),
             Message::Frame(_) => true, // raw frames are never returned by read()
         };
         if !delivered {
-            break ReadEnd::Vanished("writer has stopped".into());
+            return ReadEnd::Done; // the writer has stopped (server closing this connection)
         }
-    };
+    }
+}
 
+/// Tells the writer how the connection ends.
+fn finish(id: ConnId, end: ReadEnd, to_writer: &Sender<Outgoing>, input: &ReadHalf) {
     match end {
-        ReadEnd::Clean => log::debug!("connection {id}: closed"),
+        ReadEnd::PeerClosed(frame) => {
+            log::debug!("connection {id}: peer closed ({:?})", frame.as_ref().map(|f| u16::from(f.code)));
+            let _ = to_writer.send(Outgoing::Close(frame));
+        }
+        ReadEnd::Done => {
+            log::debug!("connection {id}: closed");
+            let _ = to_writer.send(Outgoing::Stop);
+        }
         ReadEnd::Vanished(why) => {
             log::debug!("connection {id}: gone ({why})");
             let _ = to_writer.send(Outgoing::Stop);
@@ -247,6 +266,7 @@ fn read_loop(
         ReadEnd::Fail(frame) => {
             log::debug!("connection {id}: failing with {} ({})", u16::from(frame.code), frame.reason);
             if to_writer.send(Outgoing::Close(Some(frame))).is_ok() {
+                // Keep reading until the peer has seen our close frame and hung up.
                 linger(&input.0);
             }
         }
@@ -262,7 +282,7 @@ fn classify(error: WsError) -> ReadEnd {
         ReadEnd::Fail(CloseFrame { code, reason: reason.into() })
     };
     match error {
-        WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Clean,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Done,
         WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             ReadEnd::Vanished("no frame within the pong timeout".into())
         }

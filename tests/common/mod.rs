@@ -1,0 +1,309 @@
+//! Shared test helpers: start a real server on ephemeral loopback ports, and talk to it
+//! over real sockets — with tungstenite's client, or byte by byte with hand-built
+//! frames when a test needs to say exactly what goes on the wire.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use threadcast::{Config, Server, ServerHandle};
+use tungstenite::WebSocket;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+/// Generous bound for anything a test waits on, so a bug fails the test instead of
+/// hanging it.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The repository's `public/` folder.
+pub fn public_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("public")
+}
+
+/// A config on ephemeral loopback ports serving the repository's page.
+pub fn test_config() -> Config {
+    Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ws_addr: "127.0.0.1:0".parse().unwrap(),
+        public_dir: public_dir(),
+        ..Config::default()
+    }
+}
+
+/// Starts a server with the test config, changed by `change`.
+pub fn start_with(change: impl FnOnce(&mut Config)) -> ServerHandle {
+    let mut config = test_config();
+    change(&mut config);
+    Server::start(config).expect("start server")
+}
+
+/// Starts a server with the test config.
+pub fn start() -> ServerHandle {
+    start_with(|_| {})
+}
+
+/// A tungstenite client connected to `path` on the server's WebSocket port.
+pub fn connect(server: &ServerHandle, path: &str) -> WebSocket<TcpStream> {
+    connect_addr(server.ws_addr(), path)
+}
+
+/// A tungstenite client connected to `path` at `addr`.
+pub fn connect_addr(addr: SocketAddr, path: &str) -> WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    let url = format!("ws://{addr}{path}");
+    let (ws, response) = tungstenite::client(url.as_str(), stream).expect("handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// Reads the next data message (skipping pings, which tungstenite answers itself).
+pub fn next_data(ws: &mut WebSocket<TcpStream>) -> tungstenite::Message {
+    loop {
+        match ws.read().expect("read") {
+            m @ (tungstenite::Message::Text(_) | tungstenite::Message::Binary(_)) => return m,
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame arrives and returns its code and reason.
+pub fn expect_close(ws: &mut WebSocket<TcpStream>) -> (CloseCode, String) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(frame))) => return (frame.code, frame.reason.to_string()),
+            Ok(tungstenite::Message::Close(None)) => panic!("close frame without a code"),
+            Ok(_) => continue,
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Raw sockets: hand-built handshakes and frames.
+// ---------------------------------------------------------------------------------
+
+/// Frame opcodes (RFC 6455 §5.2).
+pub mod op {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// A key for the handshake (the RFC's example).
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Sends `request` and reads the response head. Returns the status and the whole head.
+pub fn raw_request(addr: SocketAddr, request: impl AsRef<[u8]>) -> (TcpStream, u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    stream.write_all(request.as_ref()).unwrap();
+    let head = read_head(&mut stream);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (stream, status, head)
+}
+
+/// Reads up to and including the blank line that ends an HTTP response head.
+pub fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An upgrade request for `path` with extra header lines (each ending in `\r\n`).
+pub fn upgrade_request(path: &str, extra_headers: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+}
+
+/// A raw socket that completed the handshake for `path`.
+pub fn raw_connect(addr: SocketAddr, path: &str) -> TcpStream {
+    let (stream, status, head) = raw_request(addr, &upgrade_request(path, ""));
+    assert_eq!(status, 101, "{head}");
+    stream
+}
+
+/// Encodes one client frame: FIN flag, opcode, masked payload (with a fixed mask).
+pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    frame_with(fin, 0, opcode, payload, true)
+}
+
+/// Encodes one frame with full control: reserved bits (`rsv` in bits 4..6 of the first
+/// byte, e.g. 0x40 for RSV1) and whether to mask.
+pub fn frame_with(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | rsv | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// A close frame payload: code then reason.
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+/// One frame read from the server: (fin, opcode, payload).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The close code of a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == op::CLOSE && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// Reads one server frame; `None` at EOF. Panics if the server masked it (it must not).
+pub fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).ok()?;
+    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b).ok()?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b).ok()?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).ok()?;
+    Some(Frame { fin: head[0] & 0x80 != 0, opcode: head[0] & 0x0f, payload })
+}
+
+/// Reads frames, skipping pings, until a non-ping frame (or EOF).
+pub fn read_non_ping(stream: &mut TcpStream) -> Option<Frame> {
+    loop {
+        let f = read_frame(stream)?;
+        if f.opcode != op::PING {
+            return Some(f);
+        }
+    }
+}
+
+/// Reads frames until the close frame and returns its code; asserts that the server
+/// then closes the TCP connection and sends nothing after its close frame.
+pub fn expect_raw_close(stream: &mut TcpStream) -> u16 {
+    let close = read_non_ping(stream).expect("a close frame before EOF");
+    assert_eq!(close.opcode, op::CLOSE, "expected a close frame, got {close:?}");
+    let code = close.close_code().expect("close frame with a code");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "server sent {} bytes after its close frame", rest.len());
+    code
+}
+
+// ---------------------------------------------------------------------------------
+// Plain HTTP.
+// ---------------------------------------------------------------------------------
+
+/// An HTTP response: status, head (status line and headers) and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The value of a header, case-insensitively.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
+pub fn http(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut body = raw[split..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    HttpResponse { status, head, body }
+}
+
+/// GET shorthand.
+pub fn get(addr: SocketAddr, target: &str) -> HttpResponse {
+    http(addr, "GET", target, &[], b"")
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}
+
+/// Threads of this process right now (Linux).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
