@@ -157,7 +157,10 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
 
 /// Parses the command line (without the program name). `env` looks up environment
 /// variables, so tests can pass their own instead of the process environment.
-pub fn parse_args<I, S>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Command, UsageError>
+pub fn parse_args<I, S>(
+    args: I,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, UsageError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
@@ -222,15 +225,19 @@ impl Config {
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, UsageError> {
-    value
-        .parse()
-        .map_err(|_| UsageError(format!("{flag}: '{value}' is not an address like 127.0.0.1:8080")))
+    value.parse().map_err(|_| {
+        UsageError(format!(
+            "{flag}: '{value}' is not an address like 127.0.0.1:8080"
+        ))
+    })
 }
 
 fn parse_count(flag: &str, value: &str) -> Result<usize, UsageError> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(UsageError(format!("{flag}: '{value}' is not a positive whole number"))),
+        _ => Err(UsageError(format!(
+            "{flag}: '{value}' is not a positive whole number"
+        ))),
     }
 }
 
@@ -238,13 +245,19 @@ fn parse_ws_url(value: &str) -> Result<String, UsageError> {
     if value.starts_with("ws://") || value.starts_with("wss://") {
         Ok(value.trim_end_matches('/').to_string())
     } else {
-        Err(UsageError(format!("--public-ws-url: '{value}' must start with ws:// or wss://")))
+        Err(UsageError(format!(
+            "--public-ws-url: '{value}' must start with ws:// or wss://"
+        )))
     }
 }
 
 /// `20` (seconds), `500ms`, `20s` or `2m`.
 pub fn parse_duration(flag: &str, value: &str) -> Result<Duration, UsageError> {
-    let bad = || UsageError(format!("{flag}: '{value}' is not a duration like 20s or 500ms"));
+    let bad = || {
+        UsageError(format!(
+            "{flag}: '{value}' is not a duration like 20s or 500ms"
+        ))
+    };
     let (number, unit_ms) = if let Some(n) = value.strip_suffix("ms") {
         (n, 1)
     } else if let Some(n) = value.strip_suffix('s') {
@@ -270,9 +283,11 @@ fn format_duration(d: Duration) -> String {
 }
 
 fn parse_level(value: &str) -> Result<log::LevelFilter, UsageError> {
-    value
-        .parse()
-        .map_err(|_| UsageError(format!("log level '{value}' is not one of off|error|warn|info|debug|trace")))
+    value.parse().map_err(|_| {
+        UsageError(format!(
+            "log level '{value}' is not one of off|error|warn|info|debug|trace"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -304,7 +319,14 @@ mod tests {
 
     #[test]
     fn flags_accept_space_or_equals() {
-        let c = config(&["--ws=127.0.0.1:0", "--http", "127.0.0.1:0", "--allow-origin", "https://a", "--allow-origin=https://b"]);
+        let c = config(&[
+            "--ws=127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--allow-origin",
+            "https://a",
+            "--allow-origin=https://b",
+        ]);
         assert_eq!(c.ws_addr.port(), 0);
         assert_eq!(c.http_addr.port(), 0);
         assert_eq!(c.allowed_origins, vec!["https://a", "https://b"]);
@@ -313,7 +335,10 @@ mod tests {
     #[test]
     fn durations_take_units() {
         assert_eq!(parse_duration("x", "20").unwrap(), Duration::from_secs(20));
-        assert_eq!(parse_duration("x", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("x", "0").is_err());
         assert!(parse_duration("x", "-1s").is_err());
@@ -328,12 +353,17 @@ mod tests {
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--log-level", "loud"]).is_err());
         assert!(parse(&["--public-ws-url", "http://x"]).is_err());
-        assert!(parse(&["--ping-interval", "40s"]).is_err(), "pong timeout must exceed ping interval");
+        assert!(
+            parse(&["--ping-interval", "40s"]).is_err(),
+            "pong timeout must exceed ping interval"
+        );
     }
 
     #[test]
     fn token_comes_from_the_environment_unless_a_flag_sets_it() {
-        let from_env = parse_args(Vec::<String>::new(), |k| (k == TOKEN_ENV).then(|| "s3cret".to_string()));
+        let from_env = parse_args(Vec::<String>::new(), |k| {
+            (k == TOKEN_ENV).then(|| "s3cret".to_string())
+        });
         match from_env {
             Ok(Command::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("s3cret")),
             other => panic!("{other:?}"),
@@ -344,7 +374,21 @@ mod tests {
     #[test]
     fn help_names_every_flag() {
         let text = help();
-        for flag in ["--http", "--ws", "--public", "--public-ws-url", "--allow-origin", "--token", "--max-connections", "--max-message-bytes", "--ping-interval", "--pong-timeout", "--handshake-timeout", "--send-queue", "--log-level"] {
+        for flag in [
+            "--http",
+            "--ws",
+            "--public",
+            "--public-ws-url",
+            "--allow-origin",
+            "--token",
+            "--max-connections",
+            "--max-message-bytes",
+            "--ping-interval",
+            "--pong-timeout",
+            "--handshake-timeout",
+            "--send-queue",
+            "--log-level",
+        ] {
             assert!(text.contains(flag), "help misses {flag}");
         }
     }

@@ -31,11 +31,15 @@ type Reply = Response<Box<dyn Read + Send>>;
 
 /// Starts the worker threads. They return when `server.unblock()` wakes them after
 /// `Shared::stopping` is set.
-pub fn spawn_workers(server: Arc<tiny_http::Server>, shared: Arc<Shared>) -> Vec<thread::JoinHandle<()>> {
+pub fn spawn_workers(
+    server: Arc<tiny_http::Server>,
+    shared: Arc<Shared>,
+) -> Vec<thread::JoinHandle<()>> {
     let files = Arc::new(StaticFiles::new(&shared.config.public_dir));
     (0..HTTP_WORKERS)
         .map(|i| {
-            let (server, shared, files) = (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&files));
+            let (server, shared, files) =
+                (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&files));
             thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
@@ -113,8 +117,14 @@ fn stats(shared: &Shared) -> Reply {
         .number("connections", shared.limit.open() as u64)
         .raw("rooms", &rooms.finish())
         .number("messages_in", counters.messages_in.load(Ordering::Relaxed))
-        .number("messages_out", counters.messages_out.load(Ordering::Relaxed))
-        .number("slow_consumer_disconnects", counters.slow_consumers.load(Ordering::Relaxed))
+        .number(
+            "messages_out",
+            counters.messages_out.load(Ordering::Relaxed),
+        )
+        .number(
+            "slow_consumer_disconnects",
+            counters.slow_consumers.load(Ordering::Relaxed),
+        )
         .number("uptime_secs", shared.started.elapsed().as_secs())
         .finish();
     json(200, body)
@@ -135,7 +145,11 @@ fn publish(request: &mut Request, path: &str, query: &str, shared: &Shared) -> R
     }
     let limit = shared.config.max_message_bytes;
     let mut body = Vec::new();
-    if let Err(e) = request.as_reader().take(limit as u64 + 1).read_to_end(&mut body) {
+    if let Err(e) = request
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+    {
         return text(400, &format!("could not read the request body: {e}"));
     }
     if body.len() > limit {
@@ -147,12 +161,21 @@ fn publish(request: &mut Request, path: &str, query: &str, shared: &Shared) -> R
     };
     shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    let command = Command::Publish { room: room.to_string(), message, reached: Some(reply_tx) };
+    let command = Command::Publish {
+        room: room.to_string(),
+        message,
+        reached: Some(reply_tx),
+    };
     if shared.hub.send(command).is_err() {
         return text(503, "server shutting down");
     }
     match reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) {
-        Ok(delivered) => json(202, JsonObject::new().number("delivered", delivered as u64).finish()),
+        Ok(delivered) => json(
+            202,
+            JsonObject::new()
+                .number("delivered", delivered as u64)
+                .finish(),
+        ),
         Err(_) => text(503, "hub did not answer"),
     }
 }
@@ -172,7 +195,11 @@ fn static_file(files: &StaticFiles, path: &str) -> Reply {
 }
 
 fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
-    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str())
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
 }
 
 fn body(status: u16, content_type_value: &'static str, body: Vec<u8>) -> Reply {
@@ -187,7 +214,11 @@ fn body(status: u16, content_type_value: &'static str, body: Vec<u8>) -> Reply {
 }
 
 fn text(status: u16, message: &str) -> Reply {
-    body(status, "text/plain; charset=utf-8", format!("{message}\n").into_bytes())
+    body(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{message}\n").into_bytes(),
+    )
 }
 
 fn json(status: u16, json: String) -> Reply {

@@ -59,7 +59,9 @@ pub struct CloseSignal(AtomicU16);
 impl CloseSignal {
     /// Ask for a close with `code`; the first request wins.
     pub fn request(&self, code: u16) {
-        let _ = self.0.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .0
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The close the server asked for, with its reason, if any.
@@ -161,10 +163,18 @@ impl Hub {
     fn run(mut self, commands: Receiver<Command>, counters: &Counters) {
         for command in commands.iter() {
             match command {
-                Command::Join { id, room: Some(room), subscriber } => {
+                Command::Join {
+                    id,
+                    room: Some(room),
+                    subscriber,
+                } => {
                     self.rooms.entry(room).or_default().insert(id, subscriber);
                 }
-                Command::Join { id, room: None, subscriber } => {
+                Command::Join {
+                    id,
+                    room: None,
+                    subscriber,
+                } => {
                     self.loners.insert(id, subscriber);
                 }
                 Command::Leave { id, room, done } => {
@@ -178,7 +188,11 @@ impl Hub {
                         let _ = done.send(());
                     }
                 }
-                Command::Publish { room, message, reached } => {
+                Command::Publish {
+                    room,
+                    message,
+                    reached,
+                } => {
                     let n = self.publish(&room, message, counters);
                     if let Some(reply) = reached {
                         let _ = reply.send(n);
@@ -210,20 +224,24 @@ impl Hub {
             return 0;
         };
         let mut reached = 0;
-        members.retain(|id, member| match member.tx.try_send(Outgoing::Message(message.clone())) {
-            Ok(()) => {
-                reached += 1;
-                true
-            }
-            Err(TrySendError::Full(_)) => {
-                log::warn!("connection {id} in room '{room}' is a slow consumer; closing it with 1008");
-                counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                member.request_close(SLOW_CONSUMER_CODE);
-                false
-            }
-            // Its writer has ended; the reader's Leave is on its way.
-            Err(TrySendError::Disconnected(_)) => false,
-        });
+        members.retain(
+            |id, member| match member.tx.try_send(Outgoing::Message(message.clone())) {
+                Ok(()) => {
+                    reached += 1;
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    log::warn!(
+                        "connection {id} in room '{room}' is a slow consumer; closing it with 1008"
+                    );
+                    counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    member.request_close(SLOW_CONSUMER_CODE);
+                    false
+                }
+                // Its writer has ended; the reader's Leave is on its way.
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+        );
         if members.is_empty() {
             self.rooms.remove(room);
         }
@@ -231,14 +249,22 @@ impl Hub {
     }
 
     fn close_everyone(&mut self) {
-        let everyone = self.rooms.values().flat_map(|m| m.values()).chain(self.loners.values());
+        let everyone = self
+            .rooms
+            .values()
+            .flat_map(|m| m.values())
+            .chain(self.loners.values());
         for member in everyone {
             member.request_close(GOING_AWAY_CODE);
         }
     }
 
     fn room_sizes(&self) -> Vec<(String, usize)> {
-        let mut sizes: Vec<_> = self.rooms.iter().map(|(name, members)| (name.clone(), members.len())).collect();
+        let mut sizes: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(name, members)| (name.clone(), members.len()))
+            .collect();
         sizes.sort();
         sizes
     }

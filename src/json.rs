@@ -19,7 +19,9 @@ impl Default for JsonObject {
 impl JsonObject {
     /// An empty object.
     pub fn new() -> Self {
-        JsonObject { out: String::from("{") }
+        JsonObject {
+            out: String::from("{"),
+        }
     }
 
     fn key(&mut self, key: &str) {
@@ -99,7 +101,12 @@ mod tests {
 
     #[test]
     fn builds_objects_with_commas_between_fields() {
-        let json = JsonObject::new().string("a", "x").number("b", 2).bool("c", true).raw("d", "{}").finish();
+        let json = JsonObject::new()
+            .string("a", "x")
+            .number("b", 2)
+            .bool("c", true)
+            .raw("d", "{}")
+            .finish();
         assert_eq!(json, r#"{"a":"x","b":2,"c":true,"d":{}}"#);
         assert_eq!(JsonObject::new().finish(), "{}");
     }

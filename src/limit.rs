@@ -20,7 +20,11 @@ pub struct Slot(Arc<ConnectionLimit>);
 impl ConnectionLimit {
     /// A limit of `max` open connections.
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(ConnectionLimit { max, open: Mutex::new(0), changed: Condvar::new() })
+        Arc::new(ConnectionLimit {
+            max,
+            open: Mutex::new(0),
+            changed: Condvar::new(),
+        })
     }
 
     /// Takes a place, or `None` when all `max` are in use (the caller answers 503).

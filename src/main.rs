@@ -49,7 +49,14 @@ fn main() -> ExitCode {
         }
     };
     if let Some(signal) = signals.forever().next() {
-        log::info!("received {}, shutting down", if signal == SIGINT { "SIGINT" } else { "SIGTERM" });
+        log::info!(
+            "received {}, shutting down",
+            if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            }
+        );
     }
     server.shutdown();
     ExitCode::SUCCESS

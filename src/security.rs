@@ -53,7 +53,9 @@ impl AccessPolicy {
             return true;
         }
         match (origin_host(&origin), host) {
-            (Some(origin_host), Some(host)) => origin_host.eq_ignore_ascii_case(host_without_port(host)),
+            (Some(origin_host), Some(host)) => {
+                origin_host.eq_ignore_ascii_case(host_without_port(host))
+            }
             _ => false,
         }
     }
@@ -136,7 +138,10 @@ mod tests {
         let p = policy(&[], None);
         assert!(!p.origin_allowed(Some("https://evil.example"), Some("127.0.0.1:8081")));
         assert!(!p.origin_allowed(Some("null"), Some("127.0.0.1:8081")));
-        assert!(!p.origin_allowed(Some("http://127.0.0.1.evil.example"), Some("127.0.0.1:8081")));
+        assert!(!p.origin_allowed(
+            Some("http://127.0.0.1.evil.example"),
+            Some("127.0.0.1:8081")
+        ));
         assert!(!p.origin_allowed(Some("http://localhost:8080"), None));
     }
 

@@ -64,7 +64,8 @@ impl Server {
         let ws_listener = TcpListener::bind(config.ws_addr)?;
         let http_listener = TcpListener::bind(config.http_addr)?;
         let (http_addr, ws_addr) = (http_listener.local_addr()?, ws_listener.local_addr()?);
-        let http_server = tiny_http::Server::from_listener(http_listener, None).map_err(io::Error::other)?;
+        let http_server =
+            tiny_http::Server::from_listener(http_listener, None).map_err(io::Error::other)?;
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
         let counters = Arc::new(Counters::default());
@@ -84,13 +85,21 @@ impl Server {
         let hub = hub::spawn(hub_rx, counters);
         let accept = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new().name("ws-accept".into()).spawn(move || listener::accept_loop(ws_listener, shared))?
+            thread::Builder::new()
+                .name("ws-accept".into())
+                .spawn(move || listener::accept_loop(ws_listener, shared))?
         };
         let http_server = Arc::new(http_server);
         let http_workers = http::spawn_workers(Arc::clone(&http_server), Arc::clone(&shared));
         log::info!("listening http={http_addr} ws={ws_addr}");
 
-        Ok(ServerHandle { shared, hub: Some(hub), accept: Some(accept), http_server: Some(http_server), http_workers })
+        Ok(ServerHandle {
+            shared,
+            hub: Some(hub),
+            accept: Some(accept),
+            http_server: Some(http_server),
+            http_workers,
+        })
     }
 }
 
@@ -124,7 +133,9 @@ pub enum PublishError {
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PublishError::InvalidRoom => write!(f, "room names are 1-64 characters of A-Z a-z 0-9 _ -"),
+            PublishError::InvalidRoom => {
+                write!(f, "room names are 1-64 characters of A-Z a-z 0-9 _ -")
+            }
             PublishError::Stopped => write!(f, "the server is shutting down"),
         }
     }
@@ -159,9 +170,19 @@ impl ServerHandle {
             return Err(PublishError::InvalidRoom);
         }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        let command = Command::Publish { room: room.to_string(), message: message.into(), reached: Some(reply_tx) };
-        self.shared.hub.send(command).map_err(|_| PublishError::Stopped)?;
-        self.shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        let command = Command::Publish {
+            room: room.to_string(),
+            message: message.into(),
+            reached: Some(reply_tx),
+        };
+        self.shared
+            .hub
+            .send(command)
+            .map_err(|_| PublishError::Stopped)?;
+        self.shared
+            .counters
+            .messages_in
+            .fetch_add(1, Ordering::Relaxed);
         reply_rx.recv().map_err(|_| PublishError::Stopped)
     }
 
@@ -177,7 +198,8 @@ impl ServerHandle {
             return true; // already stopped
         }
         // The accept loop is blocked in accept(): one connection wakes it to see the flag.
-        let _ = TcpStream::connect_timeout(&wake_address(self.shared.ws_addr), Duration::from_secs(1));
+        let _ =
+            TcpStream::connect_timeout(&wake_address(self.shared.ws_addr), Duration::from_secs(1));
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -195,7 +217,14 @@ impl ServerHandle {
             let _ = hub.join();
         }
         let drained = self.shared.limit.wait_idle(DRAIN_TIMEOUT);
-        log::info!("shut down ({})", if drained { "all connections closed" } else { "some connections still closing" });
+        log::info!(
+            "shut down ({})",
+            if drained {
+                "all connections closed"
+            } else {
+                "some connections still closing"
+            }
+        );
         drained
     }
 }

@@ -61,7 +61,10 @@ impl StaticFiles {
                 StaticFiles { root: Some(root) }
             }
             _ => {
-                log::info!("{} not found; serving the page built into the binary", dir.display());
+                log::info!(
+                    "{} not found; serving the page built into the binary",
+                    dir.display()
+                );
                 StaticFiles { root: None }
             }
         }
@@ -148,7 +151,10 @@ fn lookup_bundled(segments: &[String]) -> Lookup {
 
 /// The `Content-Type` for a file name, by extension.
 pub fn content_type(name: &str) -> &'static str {
-    let extension = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
     match extension.as_str() {
         "html" | "htm" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
@@ -179,8 +185,14 @@ mod tests {
     #[test]
     fn traversal_in_any_spelling_is_refused() {
         assert!(matches!(safe_segments("/../etc/passwd"), Some(None)));
-        assert!(matches!(safe_segments("/a/%2e%2e/%2E%2E/etc/passwd"), Some(None)));
-        assert!(safe_segments("/a/%252e%252e/x").is_none(), "double encoding");
+        assert!(matches!(
+            safe_segments("/a/%2e%2e/%2E%2E/etc/passwd"),
+            Some(None)
+        ));
+        assert!(
+            safe_segments("/a/%252e%252e/x").is_none(),
+            "double encoding"
+        );
         assert!(safe_segments("/..\\..\\x").is_none(), "backslashes");
         assert!(safe_segments("/a%00.html").is_none(), "NUL");
         assert!(safe_segments("/%zz").is_none());
@@ -190,7 +202,10 @@ mod tests {
 
     #[test]
     fn ordinary_paths_split_into_segments() {
-        assert_eq!(safe_segments("/a//b/./c.js"), Some(Some(vec!["a".into(), "b".into(), "c.js".into()])));
+        assert_eq!(
+            safe_segments("/a//b/./c.js"),
+            Some(Some(vec!["a".into(), "b".into(), "c.js".into()]))
+        );
         assert_eq!(safe_segments("/"), Some(Some(vec![])));
     }
 

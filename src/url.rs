@@ -25,7 +25,10 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 
 /// Whether `?name` is present and not explicitly false (`raw=1`, `raw=true`, `raw`).
 pub fn query_flag(query: &str, name: &str) -> bool {
-    matches!(query_param(query, name).as_deref(), Some("" | "1" | "true" | "yes"))
+    matches!(
+        query_param(query, name).as_deref(),
+        Some("" | "1" | "true" | "yes")
+    )
 }
 
 /// Decodes `%XX` escapes. `None` when an escape is malformed or the result is not UTF-8.
@@ -50,7 +53,9 @@ pub fn percent_decode(s: &str) -> Option<String> {
 /// Whether `name` is a valid room name: 1–64 characters of `[A-Za-z0-9_-]`.
 pub fn is_room_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The room in a path like `/ws/lobby` for `prefix` `/ws/`, if the name is valid.
@@ -70,7 +75,10 @@ mod tests {
 
     #[test]
     fn query_params_are_found_and_decoded() {
-        assert_eq!(query_param("raw=1&token=a%2Bb", "token").as_deref(), Some("a+b"));
+        assert_eq!(
+            query_param("raw=1&token=a%2Bb", "token").as_deref(),
+            Some("a+b")
+        );
         assert_eq!(query_param("token=a+b", "token").as_deref(), Some("a b"));
         assert_eq!(query_param("raw", "raw").as_deref(), Some(""));
         assert_eq!(query_param("", "raw"), None);

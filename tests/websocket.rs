@@ -18,11 +18,19 @@ fn echo_returns_text_and_binary_unchanged_at_every_length_encoding() {
     for len in [0usize, 125, 126, 64 * 1024, 1 << 20] {
         let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
         ws.send(Message::text(text.clone())).unwrap();
-        assert_eq!(next_data(&mut ws), Message::text(text), "text of {len} bytes");
+        assert_eq!(
+            next_data(&mut ws),
+            Message::text(text),
+            "text of {len} bytes"
+        );
 
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         ws.send(Message::binary(bytes.clone())).unwrap();
-        assert_eq!(next_data(&mut ws), Message::binary(bytes), "binary of {len} bytes");
+        assert_eq!(
+            next_data(&mut ws),
+            Message::binary(bytes),
+            "binary of {len} bytes"
+        );
     }
 }
 
@@ -34,7 +42,10 @@ fn a_frame_sent_right_behind_the_handshake_is_not_lost() {
     let (mut stream, status, _) = raw_request(server.ws_addr(), &request);
     assert_eq!(status, 101);
     let echoed = read_non_ping(&mut stream).unwrap();
-    assert_eq!((echoed.opcode, echoed.payload.as_slice()), (op::TEXT, &b"early"[..]));
+    assert_eq!(
+        (echoed.opcode, echoed.payload.as_slice()),
+        (op::TEXT, &b"early"[..])
+    );
 }
 
 #[test]
@@ -50,7 +61,11 @@ fn broadcast_reaches_every_member_of_the_room_and_no_one_else() {
     assert_eq!(next_data(&mut alice), Message::text("soup is ready"));
     assert_eq!(next_data(&mut bob), Message::text("soup is ready"));
     alice.send(Message::binary(vec![1, 2, 3])).unwrap();
-    assert_eq!(next_data(&mut bob), Message::binary(vec![1, 2, 3]), "binary stays binary");
+    assert_eq!(
+        next_data(&mut bob),
+        Message::binary(vec![1, 2, 3]),
+        "binary stays binary"
+    );
 
     // Carol's room gets its own message, and nothing of the kitchen's.
     server.publish("garden", "roses").unwrap();
@@ -63,7 +78,10 @@ fn wait_for_members(server: &threadcast::ServerHandle, room: &str, n: usize) {
     let deadline = Instant::now() + TEST_TIMEOUT;
     let needle = format!("\"{room}\":{n}");
     while !get(server.http_addr(), "/stats").text().contains(&needle) {
-        assert!(Instant::now() < deadline, "room {room} never reached {n} members");
+        assert!(
+            Instant::now() < deadline,
+            "room {room} never reached {n} members"
+        );
         thread::yield_now();
     }
 }
@@ -105,21 +123,36 @@ fn a_slow_consumer_is_closed_with_1008_while_others_keep_receiving() {
     let payload = vec![7u8; 64 * 1024];
     let mut reached_after_kick = None;
     for i in 0..300 {
-        let reached = server.publish("feed", Message::binary(payload.clone())).unwrap();
+        let reached = server
+            .publish("feed", Message::binary(payload.clone()))
+            .unwrap();
         if reached == 1 && reached_after_kick.is_none() {
             reached_after_kick = Some(i);
         }
-        ack_rx.recv_timeout(TEST_TIMEOUT).expect("fast member keeps receiving");
+        ack_rx
+            .recv_timeout(TEST_TIMEOUT)
+            .expect("fast member keeps receiving");
     }
-    assert_eq!(reader.join().unwrap(), 300, "the fast member got every message");
-    assert!(reached_after_kick.is_some(), "the slow member was dropped from the room");
+    assert_eq!(
+        reader.join().unwrap(),
+        300,
+        "the fast member got every message"
+    );
+    assert!(
+        reached_after_kick.is_some(),
+        "the slow member was dropped from the room"
+    );
 
     // When the slow client finally reads, it finds what fitted in its queue and the
     // socket buffers, then the close frame that explains why.
     let (code, reason) = expect_close(&mut slow);
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.contains("slow consumer"), "{reason}");
-    assert!(get(server.http_addr(), "/stats").text().contains("\"slow_consumer_disconnects\":1"));
+    assert!(
+        get(server.http_addr(), "/stats")
+            .text()
+            .contains("\"slow_consumer_disconnects\":1")
+    );
 }
 
 #[test]
@@ -127,9 +160,15 @@ fn a_ping_gets_a_pong_with_the_same_payload() {
     let server = start();
     for path in ["/echo", "/ws/pingers"] {
         let mut stream = raw_connect(server.ws_addr(), path);
-        stream.write_all(&frame(true, op::PING, b"are you there?")).unwrap();
+        stream
+            .write_all(&frame(true, op::PING, b"are you there?"))
+            .unwrap();
         let pong = read_non_ping(&mut stream).unwrap();
-        assert_eq!((pong.opcode, pong.payload.as_slice()), (op::PONG, &b"are you there?"[..]), "{path}");
+        assert_eq!(
+            (pong.opcode, pong.payload.as_slice()),
+            (op::PONG, &b"are you there?"[..]),
+            "{path}"
+        );
     }
 }
 
@@ -137,14 +176,24 @@ fn a_ping_gets_a_pong_with_the_same_payload() {
 fn a_ping_between_fragments_is_answered_before_the_message_completes() {
     let server = start();
     let mut stream = raw_connect(server.ws_addr(), "/echo");
-    stream.write_all(&frame(false, op::TEXT, b"hello ")).unwrap();
+    stream
+        .write_all(&frame(false, op::TEXT, b"hello "))
+        .unwrap();
     stream.write_all(&frame(true, op::PING, b"mid")).unwrap();
     // The message is still incomplete, yet the pong must come now.
     let pong = read_non_ping(&mut stream).unwrap();
-    assert_eq!((pong.opcode, pong.payload.as_slice()), (op::PONG, &b"mid"[..]));
-    stream.write_all(&frame(true, op::CONTINUATION, b"world")).unwrap();
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (op::PONG, &b"mid"[..])
+    );
+    stream
+        .write_all(&frame(true, op::CONTINUATION, b"world"))
+        .unwrap();
     let text = read_non_ping(&mut stream).unwrap();
-    assert_eq!((text.opcode, text.payload.as_slice()), (op::TEXT, &b"hello world"[..]));
+    assert_eq!(
+        (text.opcode, text.payload.as_slice()),
+        (op::TEXT, &b"hello world"[..])
+    );
 }
 
 #[test]
@@ -159,12 +208,18 @@ fn the_server_pings_idle_clients_and_drops_silent_ones_after_the_pong_timeout() 
     let first = read_frame(&mut silent).expect("a ping");
     assert_eq!(first.opcode, op::PING);
     while read_frame(&mut silent).is_some() {}
-    assert!(started.elapsed() >= Duration::from_millis(300), "dropped too early");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "dropped too early"
+    );
 
     // A tungstenite client answers pings as it reads, so it survives many timeouts.
     let mut alive = connect(&server, "/echo");
     let until = Instant::now() + Duration::from_millis(1200);
-    alive.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    alive
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     while Instant::now() < until {
         match alive.read() {
             Ok(_) => {}
@@ -172,7 +227,10 @@ fn the_server_pings_idle_clients_and_drops_silent_ones_after_the_pong_timeout() 
             Err(e) => panic!("a client answering pings was dropped: {e}"),
         }
     }
-    alive.get_ref().set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    alive
+        .get_ref()
+        .set_read_timeout(Some(TEST_TIMEOUT))
+        .unwrap();
     alive.send(Message::text("still here")).unwrap();
     assert_eq!(next_data(&mut alive), Message::text("still here"));
 }
@@ -180,9 +238,16 @@ fn the_server_pings_idle_clients_and_drops_silent_ones_after_the_pong_timeout() 
 #[test]
 fn a_client_close_is_answered_with_the_same_code_then_the_tcp_connection_ends() {
     let server = start();
-    for (code, reason) in [(1000u16, "bye"), (1001, ""), (3000, "app"), (4999, "custom")] {
+    for (code, reason) in [
+        (1000u16, "bye"),
+        (1001, ""),
+        (3000, "app"),
+        (4999, "custom"),
+    ] {
         let mut stream = raw_connect(server.ws_addr(), "/echo");
-        stream.write_all(&frame(true, op::CLOSE, &close_payload(code, reason))).unwrap();
+        stream
+            .write_all(&frame(true, op::CLOSE, &close_payload(code, reason)))
+            .unwrap();
         assert_eq!(expect_raw_close(&mut stream), code);
     }
 }
@@ -191,13 +256,37 @@ fn a_client_close_is_answered_with_the_same_code_then_the_tcp_connection_ends() 
 fn protocol_errors_close_with_the_matching_code() {
     let server = start_with(|c| c.max_message_bytes = 1024);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("invalid close code", frame(true, op::CLOSE, &close_payload(1005, "")), 1002),
+        (
+            "invalid close code",
+            frame(true, op::CLOSE, &close_payload(1005, "")),
+            1002,
+        ),
         ("reserved opcode", frame(true, 0x3, b""), 1002),
-        ("RSV1 without extension", frame_with(true, 0x40, op::TEXT, b"x", true), 1002),
-        ("unmasked client frame", frame_with(true, 0, op::TEXT, b"x", false), 1002),
-        ("continuation without start", frame(true, op::CONTINUATION, b"x"), 1002),
-        ("invalid UTF-8", frame(true, op::TEXT, &[0xce, 0xba, 0xff]), 1007),
-        ("oversize message", frame(true, op::BINARY, &[0u8; 2000]), 1009),
+        (
+            "RSV1 without extension",
+            frame_with(true, 0x40, op::TEXT, b"x", true),
+            1002,
+        ),
+        (
+            "unmasked client frame",
+            frame_with(true, 0, op::TEXT, b"x", false),
+            1002,
+        ),
+        (
+            "continuation without start",
+            frame(true, op::CONTINUATION, b"x"),
+            1002,
+        ),
+        (
+            "invalid UTF-8",
+            frame(true, op::TEXT, &[0xce, 0xba, 0xff]),
+            1007,
+        ),
+        (
+            "oversize message",
+            frame(true, op::BINARY, &[0u8; 2000]),
+            1009,
+        ),
     ];
     for (name, bytes, expected) in cases {
         let mut stream = raw_connect(server.ws_addr(), "/echo");
@@ -210,7 +299,8 @@ fn protocol_errors_close_with_the_matching_code() {
 fn an_oversize_message_is_refused_with_1009_through_tungstenite_too() {
     let server = start_with(|c| c.max_message_bytes = 1000);
     let mut ws = connect(&server, "/ws/big");
-    ws.send(Message::binary(Bytes::from(vec![0u8; 1001]))).unwrap();
+    ws.send(Message::binary(Bytes::from(vec![0u8; 1001])))
+        .unwrap();
     assert_eq!(expect_close(&mut ws).0, CloseCode::Size);
 }
 
@@ -231,10 +321,23 @@ fn handshakes_from_another_site_are_refused_with_403() {
 fn a_token_is_required_when_set_and_accepted_by_header_or_query() {
     let server = start_with(|c| c.token = Some("s3cret".into()));
     let addr = server.ws_addr();
-    assert_eq!(raw_request(addr, &upgrade_request("/ws/a", "")).1, 401);
-    assert_eq!(raw_request(addr, &upgrade_request("/ws/a?token=wrong", "")).1, 401);
-    assert_eq!(raw_request(addr, &upgrade_request("/ws/a?token=s3cret", "")).1, 101);
-    assert_eq!(raw_request(addr, &upgrade_request("/ws/a", "Authorization: Bearer s3cret\r\n")).1, 101);
+    assert_eq!(raw_request(addr, upgrade_request("/ws/a", "")).1, 401);
+    assert_eq!(
+        raw_request(addr, upgrade_request("/ws/a?token=wrong", "")).1,
+        401
+    );
+    assert_eq!(
+        raw_request(addr, upgrade_request("/ws/a?token=s3cret", "")).1,
+        101
+    );
+    assert_eq!(
+        raw_request(
+            addr,
+            upgrade_request("/ws/a", "Authorization: Bearer s3cret\r\n")
+        )
+        .1,
+        101
+    );
 }
 
 #[test]
@@ -242,29 +345,51 @@ fn handshakes_beyond_max_connections_get_503_until_one_closes() {
     let server = start_with(|c| c.max_connections = 2);
     let mut a = connect(&server, "/echo");
     let _b = connect(&server, "/echo");
-    assert_eq!(raw_request(server.ws_addr(), &upgrade_request("/echo", "")).1, 503);
+    assert_eq!(
+        raw_request(server.ws_addr(), upgrade_request("/echo", "")).1,
+        503
+    );
     a.close(None).unwrap();
     while a.read().is_ok() {} // wait for the close handshake to finish
     let deadline = Instant::now() + TEST_TIMEOUT;
     while server.connections() > 1 {
-        assert!(Instant::now() < deadline, "the closed connection never freed its slot");
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection never freed its slot"
+        );
         thread::yield_now();
     }
-    assert_eq!(raw_request(server.ws_addr(), &upgrade_request("/echo", "")).1, 101);
+    assert_eq!(
+        raw_request(server.ws_addr(), upgrade_request("/echo", "")).1,
+        101
+    );
 }
 
 #[test]
 fn wrong_paths_get_404_and_plain_http_gets_426_pointing_to_the_http_port() {
     let server = start();
     let addr = server.ws_addr();
-    assert_eq!(raw_request(addr, &upgrade_request("/nowhere", "")).1, 404);
-    assert_eq!(raw_request(addr, &upgrade_request("/ws/has.dot", "")).1, 404);
-    assert_eq!(raw_request(addr, &upgrade_request(&format!("/ws/{}", "a".repeat(65)), "")).1, 404);
+    assert_eq!(raw_request(addr, upgrade_request("/nowhere", "")).1, 404);
+    assert_eq!(raw_request(addr, upgrade_request("/ws/has.dot", "")).1, 404);
+    assert_eq!(
+        raw_request(
+            addr,
+            upgrade_request(&format!("/ws/{}", "a".repeat(65)), "")
+        )
+        .1,
+        404
+    );
 
     let plain = get(addr, "/echo");
     assert_eq!(plain.status, 426);
     assert_eq!(plain.header("Sec-WebSocket-Version").as_deref(), Some("13"));
-    assert!(plain.text().contains(&server.http_addr().port().to_string()), "{}", plain.text());
+    assert!(
+        plain
+            .text()
+            .contains(&server.http_addr().port().to_string()),
+        "{}",
+        plain.text()
+    );
 
     let old = upgrade_request("/echo", "").replace("Version: 13", "Version: 8");
     let (_, status, head) = raw_request(addr, &old);
@@ -285,7 +410,9 @@ fn room_names_ignore_the_query_string_and_raw_mode_is_accepted() {
 #[test]
 fn shutdown_sends_1001_to_every_client() {
     let server = start();
-    let mut clients: Vec<_> = (0..5).map(|i| connect(&server, if i % 2 == 0 { "/echo" } else { "/ws/x" })).collect();
+    let mut clients: Vec<_> = (0..5)
+        .map(|i| connect(&server, if i % 2 == 0 { "/echo" } else { "/ws/x" }))
+        .collect();
     wait_for_members(&server, "x", 2);
     let stopper = thread::spawn(move || server.shutdown());
     for client in &mut clients {
@@ -295,5 +422,8 @@ fn shutdown_sends_1001_to_every_client() {
     }
     // Clients completing the close handshake let shutdown drain in time.
     drop(clients);
-    assert!(stopper.join().unwrap(), "every connection finished within the drain timeout");
+    assert!(
+        stopper.join().unwrap(),
+        "every connection finished within the drain timeout"
+    );
 }

@@ -112,7 +112,10 @@ pub fn serve(
     }
 
     let (tx, rx) = crossbeam_channel::bounded(settings.send_queue);
-    let subscriber = Subscriber { tx: tx.clone(), close: Arc::new(CloseSignal::default()) };
+    let subscriber = Subscriber {
+        tx: tx.clone(),
+        close: Arc::new(CloseSignal::default()),
+    };
     let close = Arc::clone(&subscriber.close);
 
     let writer = {
@@ -136,7 +139,14 @@ pub fn serve(
         Destination::Room(name) => Some(name.clone()),
         Destination::Echo => None,
     };
-    if hub.send(Command::Join { id, room: room.clone(), subscriber }).is_ok() {
+    if hub
+        .send(Command::Join {
+            id,
+            room: room.clone(),
+            subscriber,
+        })
+        .is_ok()
+    {
         let mut input = ReadHalf(Arc::clone(&stream));
         let ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
         let end = read_loop(ctx, &mut input, &destination, &tx, &hub, &counters);
@@ -144,7 +154,14 @@ pub fn serve(
         // before that moment is then already in our writer's queue, so the close frame
         // we queue next cannot overtake a message the peer is owed.
         let (left_tx, left_rx) = crossbeam_channel::bounded(1);
-        if hub.send(Command::Leave { id, room, done: Some(left_tx) }).is_ok() {
+        if hub
+            .send(Command::Leave {
+                id,
+                room,
+                done: Some(left_tx),
+            })
+            .is_ok()
+        {
             let _ = left_rx.recv();
         }
         finish(id, end, &tx, &input);
@@ -230,7 +247,11 @@ fn read_loop(
                     // the queue fills and we stop reading, and TCP slows the client down.
                     Destination::Echo => to_writer.send(Outgoing::Message(message)).is_ok(),
                     Destination::Room(room) => hub
-                        .send(Command::Publish { room: room.clone(), message, reached: None })
+                        .send(Command::Publish {
+                            room: room.clone(),
+                            message,
+                            reached: None,
+                        })
                         .is_ok(),
                 }
             }
@@ -252,7 +273,10 @@ fn read_loop(
 fn finish(id: ConnId, end: ReadEnd, to_writer: &Sender<Outgoing>, input: &ReadHalf) {
     match end {
         ReadEnd::PeerClosed(frame) => {
-            log::debug!("connection {id}: peer closed ({:?})", frame.as_ref().map(|f| u16::from(f.code)));
+            log::debug!(
+                "connection {id}: peer closed ({:?})",
+                frame.as_ref().map(|f| u16::from(f.code))
+            );
             let _ = to_writer.send(Outgoing::Close(frame));
         }
         ReadEnd::Done => {
@@ -264,7 +288,11 @@ fn finish(id: ConnId, end: ReadEnd, to_writer: &Sender<Outgoing>, input: &ReadHa
             let _ = to_writer.send(Outgoing::Stop);
         }
         ReadEnd::Fail(frame) => {
-            log::debug!("connection {id}: failing with {} ({})", u16::from(frame.code), frame.reason);
+            log::debug!(
+                "connection {id}: failing with {} ({})",
+                u16::from(frame.code),
+                frame.reason
+            );
             if to_writer.send(Outgoing::Close(Some(frame))).is_ok() {
                 // Keep reading until the peer has seen our close frame and hung up.
                 linger(&input.0);
@@ -279,11 +307,19 @@ fn classify(error: WsError) -> ReadEnd {
     let fail = |code: CloseCode, reason: String| {
         let mut reason = reason;
         truncate_utf8(&mut reason, MAX_CLOSE_REASON);
-        ReadEnd::Fail(CloseFrame { code, reason: reason.into() })
+        ReadEnd::Fail(CloseFrame {
+            code,
+            reason: reason.into(),
+        })
     };
     match error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Done,
-        WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        WsError::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             ReadEnd::Vanished("no frame within the pong timeout".into())
         }
         WsError::Io(e) => ReadEnd::Vanished(e.to_string()),
@@ -291,10 +327,14 @@ fn classify(error: WsError) -> ReadEnd {
             ReadEnd::Vanished("connection ended without a close frame".into())
         }
         WsError::Protocol(e) => fail(CloseCode::Protocol, e.to_string()),
-        WsError::Utf8(_) => fail(CloseCode::Invalid, "invalid UTF-8 in a text message or close reason".into()),
-        WsError::Capacity(CapacityError::MessageTooLong { max_size, .. }) => {
-            fail(CloseCode::Size, format!("message larger than {max_size} bytes"))
-        }
+        WsError::Utf8(_) => fail(
+            CloseCode::Invalid,
+            "invalid UTF-8 in a text message or close reason".into(),
+        ),
+        WsError::Capacity(CapacityError::MessageTooLong { max_size, .. }) => fail(
+            CloseCode::Size,
+            format!("message larger than {max_size} bytes"),
+        ),
         WsError::Capacity(e) => fail(CloseCode::Size, e.to_string()),
         WsError::AttackAttempt => fail(CloseCode::Policy, "attack attempt".into()),
         e => fail(CloseCode::Error, format!("internal error: {e}")),
@@ -305,7 +345,10 @@ fn classify(error: WsError) -> ReadEnd {
 fn linger(stream: &TcpStream) {
     let deadline = Instant::now() + CLOSE_LINGER;
     let mut sink = [0u8; 1024];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
         if stream.set_read_timeout(Some(left)).is_err() {
             return;
         }
@@ -374,7 +417,10 @@ fn write_loop(
             break Err(e);
         }
         if let Some((code, reason)) = close.requested() {
-            next = Next::Close(Some(CloseFrame { code, reason: reason.into() }));
+            next = Next::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
         }
         // Heartbeat: ping on schedule, even while data flows, so a peer that only
         // receives still answers with pongs and its reader never times out.
@@ -413,7 +459,12 @@ fn write_loop(
 }
 
 /// Writes (into tungstenite's buffer) one queued item.
-fn write_one(ctx: &mut WebSocketContext, out: &mut WriteHalf, item: Outgoing, counters: &Counters) -> Result<Next, WsError> {
+fn write_one(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    item: Outgoing,
+    counters: &Counters,
+) -> Result<Next, WsError> {
     match item {
         Outgoing::Message(message) => {
             ctx.write(out, message)?;

@@ -70,7 +70,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        Rejection { status, message: message.into() }
+        Rejection {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -102,7 +105,9 @@ pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<(Vec<u8>, u
         if left.is_zero() {
             return Err(ReadError::Gone(io::ErrorKind::TimedOut.into()));
         }
-        stream.set_read_timeout(Some(left)).map_err(ReadError::Gone)?;
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(ReadError::Gone)?;
         let n = (&*stream).read(&mut chunk).map_err(ReadError::Gone)?;
         if n == 0 {
             return Err(ReadError::Gone(io::ErrorKind::UnexpectedEof.into()));
@@ -114,9 +119,17 @@ pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<(Vec<u8>, u
             Ok(httparse::Status::Complete(head_len)) => return Ok((buf, head_len)),
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => continue,
             Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(ReadError::Refused(Rejection::new(431, "request headers too large")));
+                return Err(ReadError::Refused(Rejection::new(
+                    431,
+                    "request headers too large",
+                )));
             }
-            Err(e) => return Err(ReadError::Refused(Rejection::new(400, format!("malformed HTTP request: {e}")))),
+            Err(e) => {
+                return Err(ReadError::Refused(Rejection::new(
+                    400,
+                    format!("malformed HTTP request: {e}"),
+                )));
+            }
         }
     }
 }
@@ -139,7 +152,10 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
     };
 
     if request.method != Some("GET") {
-        return Err(Rejection::new(405, "a WebSocket handshake must be a GET request"));
+        return Err(Rejection::new(
+            405,
+            "a WebSocket handshake must be a GET request",
+        ));
     }
     if request.version != Some(1) {
         return Err(Rejection::new(400, "a WebSocket handshake needs HTTP/1.1"));
@@ -148,8 +164,16 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
     let route = match path {
         "/echo" => Route::Echo,
         _ => match room_in_path(path, "/ws/") {
-            Some(name) => Route::Room { name: name.to_string(), raw: query_flag(query, "raw") },
-            None => return Err(Rejection::new(404, format!("no WebSocket endpoint at {path}; try /echo or /ws/<room>"))),
+            Some(name) => Route::Room {
+                name: name.to_string(),
+                raw: query_flag(query, "raw"),
+            },
+            None => {
+                return Err(Rejection::new(
+                    404,
+                    format!("no WebSocket endpoint at {path}; try /echo or /ws/<room>"),
+                ));
+            }
         },
     };
 
@@ -158,25 +182,44 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
     if !upgrade || !connection {
         return Err(Rejection::new(
             426,
-            format!("this port speaks WebSocket only; the page and HTTP endpoints are on port {}", checks.http_port),
+            format!(
+                "this port speaks WebSocket only; the page and HTTP endpoints are on port {}",
+                checks.http_port
+            ),
         ));
     }
     if header("Sec-WebSocket-Version").map(str::trim) != Some(WEBSOCKET_VERSION) {
-        return Err(Rejection::new(426, "unsupported Sec-WebSocket-Version; this server speaks version 13"));
+        return Err(Rejection::new(
+            426,
+            "unsupported Sec-WebSocket-Version; this server speaks version 13",
+        ));
     }
     let key = header("Sec-WebSocket-Key").map(str::trim).unwrap_or("");
     if !is_valid_key(key) {
-        return Err(Rejection::new(400, "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)"));
+        return Err(Rejection::new(
+            400,
+            "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)",
+        ));
     }
-    if !checks.policy.origin_allowed(header("Origin"), header("Host")) {
+    if !checks
+        .policy
+        .origin_allowed(header("Origin"), header("Host"))
+    {
         return Err(Rejection::new(403, "Origin not allowed"));
     }
-    let token = header("Authorization").and_then(bearer_token).map(str::to_string).or_else(|| query_param(query, "token"));
+    let token = header("Authorization")
+        .and_then(bearer_token)
+        .map(str::to_string)
+        .or_else(|| query_param(query, "token"));
     if !checks.policy.token_ok(token.as_deref()) {
         return Err(Rejection::new(401, "missing or wrong token"));
     }
 
-    Ok(Accepted { route, accept_key: derive_accept_key(key.as_bytes()), leftover: buf[head_len..].to_vec() })
+    Ok(Accepted {
+        route,
+        accept_key: derive_accept_key(key.as_bytes()),
+        leftover: buf[head_len..].to_vec(),
+    })
 }
 
 /// The `101` answer that completes the handshake; after it, both sides speak frames.
@@ -190,7 +233,11 @@ pub fn accept_response(accept_key: &str) -> String {
 pub fn rejection_response(rejection: &Rejection) -> String {
     let body = format!("{}\n", rejection.message);
     // 426 must say which version we do speak (RFC 6455 §4.4).
-    let version = if rejection.status == 426 { "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" } else { "" };
+    let version = if rejection.status == 426 {
+        "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"
+    } else {
+        ""
+    };
     format!(
         "HTTP/1.1 {} {}\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         rejection.status,
@@ -216,14 +263,18 @@ fn reason_phrase(status: u16) -> &'static str {
 /// Whether a comma-separated header value contains `token` (case-insensitive), as in
 /// `Connection: keep-alive, Upgrade` (what Firefox sends).
 fn has_token(value: &str, token: &str) -> bool {
-    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// A key is 16 random bytes in base64: 22 characters plus `==`.
 fn is_valid_key(key: &str) -> bool {
     key.len() == 24
         && key.ends_with("==")
-        && key[..22].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        && key[..22]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 #[cfg(test)]
@@ -237,8 +288,18 @@ mod tests {
     }
 
     fn run_with(request: &str, policy: &AccessPolicy) -> Result<Accepted, Rejection> {
-        let head_len = request.find("\r\n\r\n").map(|i| i + 4).unwrap_or(request.len());
-        check(request.as_bytes(), head_len, &Checks { policy, http_port: 8080 })
+        let head_len = request
+            .find("\r\n\r\n")
+            .map(|i| i + 4)
+            .unwrap_or(request.len());
+        check(
+            request.as_bytes(),
+            head_len,
+            &Checks {
+                policy,
+                http_port: 8080,
+            },
+        )
     }
 
     fn upgrade(path: &str, extra: &str) -> String {
@@ -256,8 +317,20 @@ mod tests {
 
     #[test]
     fn rooms_and_raw_mode_are_routed() {
-        assert_eq!(run(&upgrade("/ws/ops", "")).unwrap().route, Route::Room { name: "ops".into(), raw: false });
-        assert_eq!(run(&upgrade("/ws/ops?raw=1", "")).unwrap().route, Route::Room { name: "ops".into(), raw: true });
+        assert_eq!(
+            run(&upgrade("/ws/ops", "")).unwrap().route,
+            Route::Room {
+                name: "ops".into(),
+                raw: false
+            }
+        );
+        assert_eq!(
+            run(&upgrade("/ws/ops?raw=1", "")).unwrap().route,
+            Route::Room {
+                name: "ops".into(),
+                raw: true
+            }
+        );
     }
 
     #[test]
@@ -271,19 +344,60 @@ mod tests {
     fn each_refusal_has_its_status() {
         assert_eq!(run(&upgrade("/nope", "")).unwrap_err().status, 404);
         assert_eq!(run(&upgrade("/ws/bad.name", "")).unwrap_err().status, 404);
-        assert_eq!(run("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err().status, 426);
-        assert_eq!(run(&upgrade("/echo", "").replace("Version: 13", "Version: 8")).unwrap_err().status, 426);
-        assert_eq!(run(&upgrade("/echo", "").replace(KEY, "short")).unwrap_err().status, 400);
-        assert_eq!(run(&upgrade("/echo", "").replace("GET", "POST")).unwrap_err().status, 405);
-        assert_eq!(run(&upgrade("/echo", "").replace("HTTP/1.1", "HTTP/1.0")).unwrap_err().status, 400);
-        assert_eq!(run(&upgrade("/echo", "Origin: https://evil.example\r\n")).unwrap_err().status, 403);
+        assert_eq!(
+            run("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            426
+        );
+        assert_eq!(
+            run(&upgrade("/echo", "").replace("Version: 13", "Version: 8"))
+                .unwrap_err()
+                .status,
+            426
+        );
+        assert_eq!(
+            run(&upgrade("/echo", "").replace(KEY, "short"))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            run(&upgrade("/echo", "").replace("GET", "POST"))
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            run(&upgrade("/echo", "").replace("HTTP/1.1", "HTTP/1.0"))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            run(&upgrade("/echo", "Origin: https://evil.example\r\n"))
+                .unwrap_err()
+                .status,
+            403
+        );
     }
 
     #[test]
     fn the_token_may_come_as_bearer_header_or_query() {
-        let policy = AccessPolicy::new(&crate::Config { token: Some("t0k".into()), ..Default::default() });
-        assert_eq!(run_with(&upgrade("/echo", ""), &policy).unwrap_err().status, 401);
-        assert_eq!(run_with(&upgrade("/echo?token=nope", ""), &policy).unwrap_err().status, 401);
+        let policy = AccessPolicy::new(&crate::Config {
+            token: Some("t0k".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            run_with(&upgrade("/echo", ""), &policy).unwrap_err().status,
+            401
+        );
+        assert_eq!(
+            run_with(&upgrade("/echo?token=nope", ""), &policy)
+                .unwrap_err()
+                .status,
+            401
+        );
         assert!(run_with(&upgrade("/echo?token=t0k", ""), &policy).is_ok());
         assert!(run_with(&upgrade("/echo", "Authorization: Bearer t0k\r\n"), &policy).is_ok());
     }

@@ -53,7 +53,9 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 /// Handshake, admission, then the connection's whole life.
 fn handle(stream: TcpStream, shared: &Shared) {
-    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Frames are small and latency matters: send each flush at once (no Nagle delay).
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -67,16 +69,30 @@ fn handle(stream: TcpStream, shared: &Shared) {
         }
         Err(ReadError::Refused(rejection)) => return refuse(&stream, peer, &rejection),
     };
-    let checks = Checks { policy: &shared.policy, http_port: shared.http_addr.port() };
+    let checks = Checks {
+        policy: &shared.policy,
+        http_port: shared.http_addr.port(),
+    };
     let accepted = match handshake::check(&buf, head_len, &checks) {
         Ok(accepted) => accepted,
         Err(rejection) => return refuse(&stream, peer, &rejection),
     };
     let Some(_slot) = shared.limit.try_acquire() else {
-        let message = format!("server full: {} connections open", shared.config.max_connections);
-        return refuse(&stream, peer, &Rejection { status: 503, message });
+        let message = format!(
+            "server full: {} connections open",
+            shared.config.max_connections
+        );
+        return refuse(
+            &stream,
+            peer,
+            &Rejection {
+                status: 503,
+                message,
+            },
+        );
     };
-    if let Err(e) = (&stream).write_all(handshake::accept_response(&accepted.accept_key).as_bytes()) {
+    if let Err(e) = (&stream).write_all(handshake::accept_response(&accepted.accept_key).as_bytes())
+    {
         log::debug!("handshake from {peer}: could not send 101: {e}");
         return;
     }
@@ -106,6 +122,10 @@ fn handle(stream: TcpStream, shared: &Shared) {
 }
 
 fn refuse(stream: &TcpStream, peer: SocketAddr, rejection: &Rejection) {
-    log::warn!("refused WebSocket handshake from {peer}: {} {}", rejection.status, rejection.message);
+    log::warn!(
+        "refused WebSocket handshake from {peer}: {} {}",
+        rejection.status,
+        rejection.message
+    );
     let _ = (&*stream).write_all(handshake::rejection_response(rejection).as_bytes());
 }

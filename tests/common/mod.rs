@@ -73,7 +73,9 @@ pub fn next_data(ws: &mut WebSocket<TcpStream>) -> tungstenite::Message {
 pub fn expect_close(ws: &mut WebSocket<TcpStream>) -> (CloseCode, String) {
     loop {
         match ws.read() {
-            Ok(tungstenite::Message::Close(Some(frame))) => return (frame.code, frame.reason.to_string()),
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                return (frame.code, frame.reason.to_string());
+            }
             Ok(tungstenite::Message::Close(None)) => panic!("close frame without a code"),
             Ok(_) => continue,
             Err(e) => panic!("connection ended without a close frame: {e}"),
@@ -104,7 +106,11 @@ pub fn raw_request(addr: SocketAddr, request: impl AsRef<[u8]>) -> (TcpStream, u
     stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
     stream.write_all(request.as_ref()).unwrap();
     let head = read_head(&mut stream);
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (stream, status, head)
 }
 
@@ -131,7 +137,7 @@ pub fn upgrade_request(path: &str, extra_headers: &str) -> String {
 
 /// A raw socket that completed the handshake for `path`.
 pub fn raw_connect(addr: SocketAddr, path: &str) -> TcpStream {
-    let (stream, status, head) = raw_request(addr, &upgrade_request(path, ""));
+    let (stream, status, head) = raw_request(addr, upgrade_request(path, ""));
     assert_eq!(status, 101, "{head}");
     stream
 }
@@ -185,7 +191,8 @@ pub struct Frame {
 impl Frame {
     /// The close code of a close frame.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == op::CLOSE && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == op::CLOSE && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
@@ -209,7 +216,11 @@ pub fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
     };
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).ok()?;
-    Some(Frame { fin: head[0] & 0x80 != 0, opcode: head[0] & 0x0f, payload })
+    Some(Frame {
+        fin: head[0] & 0x80 != 0,
+        opcode: head[0] & 0x0f,
+        payload,
+    })
 }
 
 /// Reads frames, skipping pings, until a non-ping frame (or EOF).
@@ -226,11 +237,19 @@ pub fn read_non_ping(stream: &mut TcpStream) -> Option<Frame> {
 /// then closes the TCP connection and sends nothing after its close frame.
 pub fn expect_raw_close(stream: &mut TcpStream) -> u16 {
     let close = read_non_ping(stream).expect("a close frame before EOF");
-    assert_eq!(close.opcode, op::CLOSE, "expected a close frame, got {close:?}");
+    assert_eq!(
+        close.opcode,
+        op::CLOSE,
+        "expected a close frame, got {close:?}"
+    );
     let code = close.close_code().expect("close frame with a code");
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "server sent {} bytes after its close frame", rest.len());
+    assert!(
+        rest.is_empty(),
+        "server sent {} bytes after its close frame",
+        rest.len()
+    );
     code
 }
 
@@ -256,16 +275,27 @@ impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|line| {
             let (k, v) = line.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 }
 
 /// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
-pub fn http(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -274,11 +304,22 @@ pub fn http(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(raw.len());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut body = raw[split..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     HttpResponse { status, head, body }
@@ -292,7 +333,11 @@ pub fn get(addr: SocketAddr, target: &str) -> HttpResponse {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&data[..line_end]).unwrap_or("0").trim(),
+            16,
+        )
+        .unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -305,5 +350,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// Threads of this process right now (Linux).
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

@@ -1,0 +1,302 @@
+//! The HTTP listener: static files (and their safety), `/config.json`, `/healthz`,
+//! `/stats`, and `POST /publish/<room>`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+
+use common::*;
+use tungstenite::Message;
+
+#[test]
+fn the_page_and_its_assets_are_served_with_the_right_content_type() {
+    let server = start();
+    let addr = server.http_addr();
+    let index = get(addr, "/");
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.header("Content-Type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(index.text().contains("<script src=\"app.js\">"));
+    assert_eq!(
+        index.header("X-Content-Type-Options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(get(addr, "/index.html").body, index.body);
+    assert_eq!(
+        get(addr, "/app.js").header("Content-Type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        get(addr, "/style.css").header("Content-Type").as_deref(),
+        Some("text/css; charset=utf-8")
+    );
+    assert_eq!(
+        get(addr, "/favicon.svg").header("Content-Type").as_deref(),
+        Some("image/svg+xml")
+    );
+    assert_eq!(
+        get(addr, "/app.js?v=2").status,
+        200,
+        "query strings are ignored"
+    );
+    assert_eq!(get(addr, "/missing.js").status, 404);
+}
+
+#[test]
+fn every_content_type_we_promise_is_sent() {
+    let dir = temp_public();
+    for (name, expected) in [
+        ("a.json", "application/json"),
+        ("a.png", "image/png"),
+        ("a.ico", "image/x-icon"),
+        ("a.wasm", "application/wasm"),
+        ("a.txt", "text/plain; charset=utf-8"),
+    ] {
+        std::fs::write(dir.join(name), b"x").unwrap();
+        let server = start_with(|c| c.public_dir = dir.clone());
+        assert_eq!(
+            get(server.http_addr(), &format!("/{name}"))
+                .header("Content-Type")
+                .as_deref(),
+            Some(expected),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn head_sends_headers_without_a_body() {
+    let server = start();
+    let response = http(server.http_addr(), "HEAD", "/", &[], b"");
+    assert_eq!(response.status, 200);
+    assert!(response.body.is_empty());
+    let full = get(server.http_addr(), "/");
+    assert_eq!(
+        response.header("Content-Length"),
+        Some(full.body.len().to_string())
+    );
+}
+
+#[test]
+fn nothing_outside_the_public_folder_is_ever_served() {
+    let dir = temp_public();
+    std::fs::write(dir.join("inside.txt"), b"inside").unwrap();
+    let secret = dir.parent().unwrap().join(format!(
+        "{}-secret.txt",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&secret, b"top secret").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("etc")).unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let server = start_with(|c| c.public_dir = dir.clone());
+    let addr = server.http_addr();
+
+    assert_eq!(get(addr, "/inside.txt").text(), "inside");
+    let secret_name = secret.file_name().unwrap().to_string_lossy().to_string();
+    for target in [
+        format!("/../{secret_name}"),
+        format!("/sub/../../{secret_name}"),
+        format!("/%2e%2e/{secret_name}"),
+        format!("/%2E%2E%2F{secret_name}"),
+        format!("/%252e%252e/{secret_name}"),
+        format!("/..%5c{secret_name}"),
+        "/link.txt".to_string(),
+        "/etc/passwd".to_string(),
+        "/etc/hostname".to_string(),
+        "//etc/passwd".to_string(),
+        "/inside.txt%00.html".to_string(),
+        format!("/{}", "a/".repeat(600)),
+    ] {
+        let response = get(addr, &target);
+        assert!(
+            matches!(response.status, 400 | 404),
+            "{target} gave {}",
+            response.status
+        );
+        assert!(
+            !response.text().contains("top secret") && !response.text().contains("root:"),
+            "{target} leaked"
+        );
+    }
+    // A folder without index.html is not listed.
+    assert_eq!(get(addr, "/sub/").status, 404);
+    let _ = std::fs::remove_file(secret);
+}
+
+#[test]
+fn the_bundled_page_is_served_when_the_public_folder_is_missing() {
+    let server = start_with(|c| c.public_dir = PathBuf::from("/nonexistent/threadcast-public"));
+    let index = get(server.http_addr(), "/");
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.body,
+        std::fs::read(public_dir().join("index.html")).unwrap()
+    );
+    assert_eq!(get(server.http_addr(), "/app.js").status, 200);
+}
+
+#[test]
+fn healthz_answers_ok() {
+    let server = start();
+    let response = get(server.http_addr(), "/healthz");
+    assert_eq!((response.status, response.text().trim()), (200, "ok"));
+}
+
+#[test]
+fn config_json_points_the_page_at_the_websocket_port_on_the_host_it_used() {
+    let server = start();
+    let response = http(server.http_addr(), "GET", "/config.json", &[], b"");
+    assert_eq!(
+        response.header("Content-Type").as_deref(),
+        Some("application/json")
+    );
+    // `http()` sends Host: 127.0.0.1:<http port>.
+    let expected = format!("\"ws_url\":\"ws://127.0.0.1:{}\"", server.ws_addr().port());
+    assert!(response.text().contains(&expected), "{}", response.text());
+
+    let mut stream = TcpStream::connect(server.http_addr()).unwrap();
+    stream
+        .write_all(
+            b"GET /config.json HTTP/1.1\r\nHost: example.test:8080\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains(&format!(
+            "\"ws_url\":\"ws://example.test:{}\"",
+            server.ws_addr().port()
+        )),
+        "{text}"
+    );
+
+    let behind_proxy =
+        start_with(|c| c.public_ws_url = Some("wss://chat.example.com/ws-base".into()));
+    assert!(
+        get(behind_proxy.http_addr(), "/config.json")
+            .text()
+            .contains("\"ws_url\":\"wss://chat.example.com/ws-base\"")
+    );
+}
+
+#[test]
+fn stats_reports_connections_rooms_and_message_counts() {
+    let server = start();
+    let mut a = connect(&server, "/ws/alpha");
+    let _b = connect(&server, "/ws/alpha");
+    let _echo = connect(&server, "/echo");
+    a.send(Message::text("x")).unwrap();
+    let _ = next_data(&mut a);
+    let stats = get(server.http_addr(), "/stats").text();
+    for expected in [
+        "\"connections\":3",
+        "\"rooms\":{\"alpha\":2}",
+        "\"messages_in\":1",
+        "\"slow_consumer_disconnects\":0",
+        "\"uptime_secs\":",
+    ] {
+        assert!(stats.contains(expected), "{expected} missing in {stats}");
+    }
+    assert!(stats.contains("\"messages_out\":"), "{stats}");
+}
+
+#[test]
+fn publish_broadcasts_the_body_to_the_room_and_reports_members_reached() {
+    let server = start();
+    let mut a = connect(&server, "/ws/news");
+    let mut b = connect(&server, "/ws/news");
+    // Each join is processed before the hub answers a later publish from the same
+    // thread of events; wait until both are in the room.
+    while !get(server.http_addr(), "/stats")
+        .text()
+        .contains("\"news\":2")
+    {
+        std::thread::yield_now();
+    }
+    let response = http(
+        server.http_addr(),
+        "POST",
+        "/publish/news",
+        &[],
+        b"extra! extra!",
+    );
+    assert_eq!(response.status, 202);
+    assert_eq!(response.text(), "{\"delivered\":2}");
+    assert_eq!(next_data(&mut a), Message::text("extra! extra!"));
+    assert_eq!(next_data(&mut b), Message::text("extra! extra!"));
+
+    // A body that is not UTF-8 arrives as a binary message.
+    http(
+        server.http_addr(),
+        "POST",
+        "/publish/news",
+        &[],
+        &[0xff, 0x00, 0x01],
+    );
+    assert_eq!(next_data(&mut a), Message::binary(vec![0xff, 0x00, 0x01]));
+}
+
+#[test]
+fn publish_checks_method_room_size_and_token() {
+    let server = start_with(|c| {
+        c.token = Some("t0ken".into());
+        c.max_message_bytes = 10;
+    });
+    let addr = server.http_addr();
+    assert_eq!(http(addr, "POST", "/publish/news", &[], b"hi").status, 401);
+    assert_eq!(
+        http(addr, "POST", "/publish/news?token=bad", &[], b"hi").status,
+        401
+    );
+    assert_eq!(
+        http(addr, "POST", "/publish/news?token=t0ken", &[], b"hi").status,
+        202
+    );
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/publish/news",
+            &[("Authorization", "Bearer t0ken")],
+            b"hi"
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/publish/news?token=t0ken",
+            &[],
+            b"01234567890"
+        )
+        .status,
+        413
+    );
+    assert_eq!(
+        http(addr, "POST", "/publish/bad.room?token=t0ken", &[], b"hi").status,
+        404
+    );
+    assert_eq!(http(addr, "GET", "/publish/news", &[], b"").status, 405);
+    assert_eq!(http(addr, "DELETE", "/index.html", &[], b"").status, 405);
+}
+
+/// A fresh folder under the system temp dir, unique to this test process and call.
+fn temp_public() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "threadcast-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
