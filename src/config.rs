@@ -32,6 +32,16 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages that may wait for one connection's writer. A client that falls this far
 /// behind a room is a slow consumer and is disconnected (close 1008).
 pub const DEFAULT_SEND_QUEUE: usize = 256;
+/// Messages each room keeps for clients that reconnect.
+pub const DEFAULT_HISTORY: usize = 1000;
+/// Bytes each room's history may hold, so a room of large messages cannot eat the
+/// memory: 1000 messages of 1 KiB with their envelopes fit comfortably.
+pub const DEFAULT_HISTORY_BYTES: usize = 4 << 20;
+/// How long a long-poll request waits for a message before answering with none.
+/// Under the 30 s idle timeout of many proxies.
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
+/// The room of the built-in demo feed (a line every second with the time and stats).
+pub const DEMO_FEED_ROOM: &str = "ticker";
 /// Log level when neither `--log-level` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
 /// Environment variable that may carry the token, so it need not appear in `ps` output.
@@ -67,6 +77,34 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Outgoing messages queued per connection before it counts as slow. Default 256.
     pub send_queue: usize,
+    /// Messages kept per room for resuming clients. Default 1000.
+    pub history: usize,
+    /// Bytes kept per room. Default 4 MiB.
+    pub history_bytes: usize,
+    /// Longest wait of a long-poll request. Default 25 s.
+    pub poll_timeout: Duration,
+    /// Live feeds: each line a command prints becomes a message in its room.
+    pub feeds: Vec<Feed>,
+    /// Run the built-in demo feed in room `ticker`. Default true.
+    pub demo_feed: bool,
+}
+
+/// A live feed: `--feed ROOM=COMMAND` (or `ROOM=-` for standard input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feed {
+    /// Room the lines go to.
+    pub room: String,
+    /// Where the lines come from.
+    pub source: FeedSource,
+}
+
+/// Where a feed's lines come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedSource {
+    /// A shell command (`sh -c`), restarted with backoff whenever it exits.
+    Command(String),
+    /// The server's own standard input, until it ends.
+    Stdin,
 }
 
 impl Default for Config {
@@ -84,6 +122,11 @@ impl Default for Config {
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             send_queue: DEFAULT_SEND_QUEUE,
+            history: DEFAULT_HISTORY,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            poll_timeout: DEFAULT_POLL_TIMEOUT,
+            feeds: Vec::new(),
+            demo_feed: true,
         }
     }
 }
@@ -135,6 +178,13 @@ FLAGS:
   --handshake-timeout DUR  deadline for the upgrade request      [default: {hs}]
   --send-queue N           messages queued per client before it is a slow consumer
                            (closed with 1008)                    [default: {queue}]
+  --history N              messages each room keeps for resuming clients [default: {history}]
+  --history-bytes N        bytes each room's history may hold    [default: {history_bytes}]
+  --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
+  --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
+                           restarting it when it exits; ROOM=- reads standard input
+                           (repeatable)
+  --no-demo-feed           do not run the demo feed in room '{demo}' (a line a second)
   --log-level LEVEL        off|error|warn|info|debug|trace (or env RUST_LOG) [default: info]
   -h, --help               print this help
   -V, --version            print the version
@@ -152,6 +202,10 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
         pong = format_duration(DEFAULT_PONG_TIMEOUT),
         hs = format_duration(DEFAULT_HANDSHAKE_TIMEOUT),
         queue = DEFAULT_SEND_QUEUE,
+        history = DEFAULT_HISTORY,
+        history_bytes = DEFAULT_HISTORY_BYTES,
+        poll = format_duration(DEFAULT_POLL_TIMEOUT),
+        demo = DEMO_FEED_ROOM,
     )
 }
 
@@ -202,6 +256,11 @@ where
             "--pong-timeout" => config.pong_timeout = parse_duration(&flag, &value()?)?,
             "--handshake-timeout" => config.handshake_timeout = parse_duration(&flag, &value()?)?,
             "--send-queue" => config.send_queue = parse_count(&flag, &value()?)?,
+            "--history" => config.history = parse_count(&flag, &value()?)?,
+            "--history-bytes" => config.history_bytes = parse_count(&flag, &value()?)?,
+            "--poll-timeout" => config.poll_timeout = parse_duration(&flag, &value()?)?,
+            "--feed" => config.feeds.push(parse_feed(&value()?)?),
+            "--no-demo-feed" => config.demo_feed = false,
             "--log-level" => level = parse_level(&value()?)?,
             _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
         }
@@ -239,6 +298,27 @@ fn parse_count(flag: &str, value: &str) -> Result<usize, UsageError> {
             "{flag}: '{value}' is not a positive whole number"
         ))),
     }
+}
+
+fn parse_feed(value: &str) -> Result<Feed, UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "--feed: '{value}' is not ROOM=COMMAND or ROOM=- (room: 1-64 of A-Z a-z 0-9 _ -)"
+        ))
+    };
+    let (room, command) = value.split_once('=').ok_or_else(bad)?;
+    if !crate::url::is_room_name(room) || command.trim().is_empty() {
+        return Err(bad());
+    }
+    let source = if command == "-" {
+        FeedSource::Stdin
+    } else {
+        FeedSource::Command(command.to_string())
+    };
+    Ok(Feed {
+        room: room.to_string(),
+        source,
+    })
 }
 
 fn parse_ws_url(value: &str) -> Result<String, UsageError> {
@@ -315,6 +395,37 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(20));
         assert_eq!(c.pong_timeout, Duration::from_secs(30));
         assert!(c.token.is_none());
+        assert_eq!((c.history, c.history_bytes), (1000, 4 << 20));
+        assert_eq!(c.poll_timeout, Duration::from_secs(25));
+        assert!(c.demo_feed && c.feeds.is_empty());
+    }
+
+    #[test]
+    fn feeds_name_a_room_and_a_command_or_stdin() {
+        let c = config(&[
+            "--feed",
+            "logs=-",
+            "--feed=clock=date; sleep 1",
+            "--no-demo-feed",
+        ]);
+        assert_eq!(
+            c.feeds[0],
+            Feed {
+                room: "logs".into(),
+                source: FeedSource::Stdin
+            }
+        );
+        assert_eq!(
+            c.feeds[1],
+            Feed {
+                room: "clock".into(),
+                source: FeedSource::Command("date; sleep 1".into())
+            }
+        );
+        assert!(!c.demo_feed);
+        assert!(parse(&["--feed", "no-equals"]).is_err());
+        assert!(parse(&["--feed", "bad room=x"]).is_err());
+        assert!(parse(&["--feed", "room="]).is_err());
     }
 
     #[test]

@@ -1,30 +1,35 @@
 //! The HTTP listener (tiny_http): the page and static files, plus the plain-HTTP
-//! endpoints `/config.json`, `/healthz`, `/stats` and `POST /publish/<room>`.
+//! endpoints `/config.json`, `/healthz`, `/stats`, `POST /publish/<room>`, and the
+//! fallback transports `GET /events/<room>` (SSE) and `GET /poll/<room>`.
 //!
 //! tiny_http accepts connections and parses requests on its own threads; a few worker
-//! threads here take finished requests from it with `recv()` and answer them.
+//! threads here take finished requests from it with `recv()` and answer them. The
+//! long-lived requests (SSE, long poll) each get a thread of their own, counted
+//! against `--max-connections` like a WebSocket, so the workers stay free.
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
-use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 use tungstenite::Message;
 
-use crate::hub::Command;
+use crate::envelope;
+use crate::hub::{Command, HUB_REPLY_TIMEOUT};
 use crate::json::JsonObject;
+use crate::room::Resume;
 use crate::security::{bearer_token, host_without_port};
 use crate::server::Shared;
 use crate::static_files::{Lookup, StaticFiles};
 use crate::url::{query_param, room_in_path, split_target};
+use crate::ws::connection::THREAD_STACK_BYTES;
+use crate::ws::handshake::resume_from_query;
+use crate::{poll, sse};
 
 /// Threads answering HTTP requests. Every answer is quick (a file, a counter, a hand-off
 /// to the hub), so a few threads serve many clients.
 pub const HTTP_WORKERS: usize = 4;
-/// How long an HTTP request waits for the hub to answer before giving up with 503.
-pub const HUB_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Any response body: a file, or bytes we built.
 type Reply = Response<Box<dyn Read + Send>>;
@@ -56,10 +61,13 @@ pub fn spawn_workers(
         .collect()
 }
 
-fn handle(mut request: Request, shared: &Shared, files: &StaticFiles) {
+fn handle(mut request: Request, shared: &Arc<Shared>, files: &StaticFiles) {
     let url = request.url().to_string();
     let (path, query) = split_target(&url);
     let read_only = matches!(request.method(), Method::Get | Method::Head);
+    if read_only && (path.starts_with("/events/") || path.starts_with("/poll/")) {
+        return start_long_lived(request, shared);
+    }
     let reply = match path {
         "/healthz" if read_only => text(200, "ok"),
         "/config.json" if read_only => json(200, config_json(&request, shared)),
@@ -105,17 +113,29 @@ fn stats(shared: &Shared) -> Reply {
     if shared.hub.send(Command::Stats(reply_tx)).is_err() {
         return text(503, "server shutting down");
     }
-    let Ok(room_sizes) = reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) else {
+    let Ok(room_stats) = reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) else {
         return text(503, "hub did not answer");
     };
     let mut rooms = JsonObject::new();
-    for (name, members) in &room_sizes {
-        rooms.number(name, *members as u64);
+    let (mut history_messages, mut history_bytes) = (0, 0);
+    for room in &room_stats {
+        history_messages += room.history_messages;
+        history_bytes += room.history_bytes;
+        let figures = JsonObject::new()
+            .number("members", room.members as u64)
+            .number("history_messages", room.history_messages as u64)
+            .number("history_bytes", room.history_bytes as u64)
+            .finish();
+        rooms.raw(&room.name, &figures);
     }
     let counters = &shared.counters;
     let body = JsonObject::new()
         .number("connections", shared.limit.open() as u64)
+        .number("sse_streams", counters.sse_streams.get())
+        .number("polls_waiting", counters.polls_waiting.get())
         .raw("rooms", &rooms.finish())
+        .number("history_messages", history_messages as u64)
+        .number("history_bytes", history_bytes as u64)
         .number("messages_in", counters.messages_in.load(Ordering::Relaxed))
         .number(
             "messages_out",
@@ -130,18 +150,93 @@ fn stats(shared: &Shared) -> Reply {
     json(200, body)
 }
 
+/// The token from `Authorization: Bearer` or `?token=`.
+fn request_token(request: &Request, query: &str) -> Option<String> {
+    header(request, "Authorization")
+        .and_then(bearer_token)
+        .map(str::to_string)
+        .or_else(|| query_param(query, "token"))
+}
+
+/// `GET /events/<room>` and `GET /poll/<room>`: checked here, then handed to a thread
+/// of their own (they may stay open for a long time), holding a connection slot.
+fn start_long_lived(request: Request, shared: &Arc<Shared>) {
+    let url = request.url().to_string();
+    let (path, query) = split_target(&url);
+    let (prefix, kind) = if path.starts_with("/events/") {
+        ("/events/", "sse")
+    } else {
+        ("/poll/", "poll")
+    };
+    let refuse = |request: Request, reply: Reply| {
+        let _ = request.respond(reply);
+    };
+    let Some(room) = room_in_path(path, prefix) else {
+        return refuse(
+            request,
+            text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -"),
+        );
+    };
+    if !shared
+        .policy
+        .token_ok(request_token(&request, query).as_deref())
+    {
+        return refuse(request, text(401, "missing or wrong token"));
+    }
+    let Some(slot) = shared.limit.try_acquire() else {
+        return refuse(
+            request,
+            text(
+                503,
+                &format!(
+                    "server full: {} connections open",
+                    shared.config.max_connections
+                ),
+            ),
+        );
+    };
+    // The browser's automatic SSE reconnect sends Last-Event-ID (`<epoch>:<id>`) and
+    // reuses the original URL, so the header wins over `?since=`.
+    let resume = match header(&request, "Last-Event-ID").and_then(envelope::parse_event_id) {
+        Some((epoch, id)) => Resume::Since {
+            id,
+            epoch: Some(epoch),
+        },
+        None => resume_from_query(query),
+    };
+    let (room, shared) = (room.to_string(), Arc::clone(shared));
+    let spawned = thread::Builder::new()
+        .name(kind.into())
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || {
+            if kind == "sse" {
+                sse::serve(request, room, resume, shared, slot);
+            } else {
+                poll::serve(request, room, resume, shared, slot);
+            }
+        });
+    if let Err(e) = spawned {
+        // The request went down with the closure; tiny_http answers it with 500.
+        log::warn!("cannot start a thread for {kind}: {e}; see README, Capacity");
+    }
+}
+
 /// `POST /publish/<room>`: the body becomes one message (text if it is valid UTF-8,
 /// binary otherwise) for every member of the room.
 fn publish(request: &mut Request, path: &str, query: &str, shared: &Shared) -> Reply {
     let Some(room) = room_in_path(path, "/publish/") else {
         return text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -");
     };
-    let token = header(request, "Authorization")
-        .and_then(bearer_token)
-        .map(str::to_string)
-        .or_else(|| query_param(query, "token"));
-    if !shared.policy.token_ok(token.as_deref()) {
+    if !shared
+        .policy
+        .token_ok(request_token(request, query).as_deref())
+    {
         return text(401, "missing or wrong token");
+    }
+    let cid =
+        query_param(query, "cid").or_else(|| header(request, "X-Client-Id").map(str::to_string));
+    if cid.as_deref().is_some_and(|c| !envelope::is_client_id(c)) {
+        return text(400, "client ids are 1-64 characters of A-Z a-z 0-9 _ -");
     }
     let limit = shared.config.max_message_bytes;
     let mut body = Vec::new();
@@ -164,16 +259,21 @@ fn publish(request: &mut Request, path: &str, query: &str, shared: &Shared) -> R
     let command = Command::Publish {
         room: room.to_string(),
         message,
-        reached: Some(reply_tx),
+        cid,
+        from: None,
+        reply: Some(reply_tx),
     };
     if shared.hub.send(command).is_err() {
         return text(503, "server shutting down");
     }
     match reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) {
-        Ok(delivered) => json(
+        Ok(published) => json(
             202,
             JsonObject::new()
-                .number("delivered", delivered as u64)
+                .number("delivered", published.delivered as u64)
+                .number("id", published.id)
+                .string("epoch", &envelope::format_epoch(published.epoch))
+                .bool("duplicate", published.duplicate)
                 .finish(),
         ),
         Err(_) => text(503, "hub did not answer"),

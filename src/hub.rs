@@ -7,15 +7,35 @@
 //! The hub never waits for a client. It hands each member its copy with `try_send`;
 //! a member whose queue is full is a *slow consumer*: it is removed from its room and
 //! asked to close with 1008 (policy violation), and everyone else keeps receiving.
+//!
+//! Each room also keeps its history ([`crate::room::History`]); because the hub does a
+//! join and the replay of missed messages in one step, no publish can fall between
+//! them: a resuming client sees every message exactly once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::room::{CatchUp, Duplicate, History, HistoryLimits, Resume, RoomMessage};
+
+/// Rooms with no members that keep their history for returning clients; past this
+/// many, the least recently used one is dropped (bounds memory whatever names
+/// clients invent).
+pub const MAX_IDLE_ROOMS: usize = 1024;
+/// Member-count updates are sent while a room has at most this many members; above
+/// it every join would cost a message to every member (quadratic traffic).
+pub const PRESENCE_MAX_MEMBERS: usize = 100;
+
+/// How long shutdown lets connections finish their close handshakes.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest anyone waits for the hub to answer a request (stats, publish, leave).
+pub const HUB_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Commands waiting for the hub. When readers publish faster than the hub fans out,
 /// they wait here (back-pressure) instead of growing memory without bound.
@@ -37,8 +57,15 @@ pub type ConnId = u64;
 /// socket passes through one of these, in order, so frames never interleave.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A text or binary message for the peer.
+    /// A message to send as it is (echo).
     Message(Message),
+    /// A room message; the writer sends its enveloped or raw form.
+    Room(Arc<RoomMessage>),
+    /// What a joining member is owed before live messages: welcome, gap, replay.
+    /// One queue item however long the replay, so a resume never overflows the queue.
+    Joined(Box<Joined>),
+    /// A control notice for enveloped members.
+    Notice(Notice),
     /// The reply to a ping the reader received (same payload).
     Pong(tungstenite::Bytes),
     /// Send this close frame, then stop writing. `None` is a close frame without a code
@@ -48,6 +75,31 @@ pub enum Outgoing {
     Wake,
     /// The peer is gone (no close frame possible): stop without writing.
     Stop,
+}
+
+/// The catch-up a member gets when it joins a room.
+#[derive(Debug)]
+pub struct Joined {
+    /// The room's name.
+    pub room: String,
+    /// Welcome facts, gap and replay.
+    pub plan: CatchUp,
+}
+
+/// Control notices (see `docs/PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// To a publisher that gave a client id: which id its message got.
+    Ack {
+        /// The client's id for the message.
+        cid: String,
+        /// The room id it got (the first copy's, for a duplicate).
+        id: u64,
+        /// The room had seen this client id already; nothing was broadcast.
+        duplicate: bool,
+    },
+    /// The room's member count changed.
+    Members(usize),
 }
 
 /// A close the server asks of a connection from outside its own threads (slow
@@ -74,22 +126,64 @@ impl CloseSignal {
     }
 }
 
-/// The hub's handle on one connection: the queue to its writer and its close flag.
+/// The hub's handle on one connection: the queue to its writer, its close flag, and
+/// whether it wants payloads only (raw) or the envelope and control notices.
 #[derive(Clone, Debug)]
 pub struct Subscriber {
     /// The connection's bounded outgoing queue.
     pub tx: Sender<Outgoing>,
     /// Where the hub asks the connection to close.
     pub close: Arc<CloseSignal>,
+    /// Raw mode: no catch-up, no notices, payloads exactly as published.
+    pub raw: bool,
 }
 
 impl Subscriber {
+    /// A subscriber with a fresh queue of `capacity`; returns the receiving end too.
+    pub fn new(capacity: usize, raw: bool) -> (Subscriber, Receiver<Outgoing>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (
+            Subscriber {
+                tx,
+                close: Arc::new(CloseSignal::default()),
+                raw,
+            },
+            rx,
+        )
+    }
+
     /// Ask this connection to close with `code`, and wake its writer if it is idle.
     pub fn request_close(&self, code: u16) {
         self.close.request(code);
         // If the queue is full the writer is busy and will see the flag anyway.
         let _ = self.tx.try_send(Outgoing::Wake);
     }
+}
+
+/// What a publish produced, for publishers that asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Members the message was queued to (0 for a duplicate).
+    pub delivered: usize,
+    /// The message's id in the room.
+    pub id: u64,
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The client id had been seen already; nothing was broadcast.
+    pub duplicate: bool,
+}
+
+/// One room's figures, for `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomStats {
+    /// The room's name.
+    pub name: String,
+    /// Members right now.
+    pub members: usize,
+    /// Messages in history.
+    pub history_messages: usize,
+    /// Bytes of history.
+    pub history_bytes: usize,
 }
 
 /// What connections and the HTTP side ask of the hub.
@@ -103,6 +197,8 @@ pub enum Command {
         room: Option<String>,
         /// How to reach it.
         subscriber: Subscriber,
+        /// Where it wants to start in the room's history.
+        resume: Resume,
     },
     /// A connection is closing.
     Leave {
@@ -114,18 +210,21 @@ pub enum Command {
         /// nothing more for it.
         done: Option<Sender<()>>,
     },
-    /// Broadcast `message` to every member of `room`. When `reached` is given, the hub
-    /// answers with the number of members the message was queued to.
+    /// Broadcast `message` to every member of `room` and keep it in history.
     Publish {
         /// Target room.
         room: String,
-        /// The message, shared by every member (the payload is reference-counted).
+        /// The payload (text or binary), shared by every member.
         message: Message,
-        /// Where to report how many members got it.
-        reached: Option<Sender<usize>>,
+        /// The publisher's own id for it, to drop repeats.
+        cid: Option<String>,
+        /// The publishing connection, which gets the ack when `cid` is set.
+        from: Option<ConnId>,
+        /// Where to report the outcome.
+        reply: Option<Sender<Published>>,
     },
-    /// Report every room with its member count, sorted by name.
-    Stats(Sender<Vec<(String, usize)>>),
+    /// Report every room, sorted by name.
+    Stats(Sender<Vec<RoomStats>>),
     /// Ask every connection to close with 1001 and stop the hub.
     Shutdown,
 }
@@ -133,139 +232,383 @@ pub enum Command {
 /// Counters shared by every thread (atomics: no lock, no hub round trip).
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Messages received from clients and `/publish`.
+    /// Messages received from clients and publishers.
     pub messages_in: AtomicU64,
     /// Messages written to clients.
     pub messages_out: AtomicU64,
     /// Connections closed with 1008 because their queue was full.
     pub slow_consumers: AtomicU64,
+    /// Server-Sent Events streams open right now.
+    pub sse_streams: Gauge,
+    /// Long-poll requests waiting right now.
+    pub polls_waiting: Gauge,
+}
+
+/// A count of things in progress; [`Gauge::enter`] counts one until the guard drops.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+/// Counts one for its [`Gauge`] while it lives.
+#[derive(Debug)]
+pub struct GaugeGuard<'a>(&'a Gauge);
+
+impl Gauge {
+    /// Counts one until the returned guard is dropped.
+    pub fn enter(&self) -> GaugeGuard<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(self)
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Starts the hub thread. It runs until it gets [`Command::Shutdown`] or every sender
 /// of `commands` is gone.
-pub fn spawn(commands: Receiver<Command>, counters: Arc<Counters>) -> thread::JoinHandle<()> {
+pub fn spawn(
+    commands: Receiver<Command>,
+    counters: Arc<Counters>,
+    limits: HistoryLimits,
+) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("hub".into())
-        .spawn(move || Hub::default().run(commands, &counters))
+        .spawn(move || Hub::new(limits).run(commands, &counters))
         .expect("spawn hub thread")
 }
 
+/// A room: its members and its history.
+struct Room {
+    members: HashMap<ConnId, Subscriber>,
+    history: History,
+    /// The hub's clock when the room was last used, to find the least recently used.
+    last_used: u64,
+}
+
 /// The hub's state: only the hub thread ever sees it.
-#[derive(Default)]
 struct Hub {
-    /// Room name → its members.
-    rooms: HashMap<String, HashMap<ConnId, Subscriber>>,
+    rooms: HashMap<String, Room>,
     /// Connections in no room (echo); the hub knows them only to close them at shutdown.
     loners: HashMap<ConnId, Subscriber>,
+    limits: HistoryLimits,
+    /// Counts commands; a cheap clock for "least recently used".
+    clock: u64,
 }
 
 impl Hub {
+    fn new(limits: HistoryLimits) -> Self {
+        Hub {
+            rooms: HashMap::new(),
+            loners: HashMap::new(),
+            limits,
+            clock: 0,
+        }
+    }
+
     fn run(mut self, commands: Receiver<Command>, counters: &Counters) {
         for command in commands.iter() {
+            self.clock += 1;
             match command {
                 Command::Join {
                     id,
-                    room: Some(room),
+                    room: Some(name),
                     subscriber,
+                    resume,
                 } => {
-                    self.rooms.entry(room).or_default().insert(id, subscriber);
+                    self.join(name, id, subscriber, &resume, counters);
                 }
                 Command::Join {
                     id,
                     room: None,
                     subscriber,
+                    ..
                 } => {
                     self.loners.insert(id, subscriber);
                 }
-                Command::Leave { id, room, done } => {
-                    match room {
-                        Some(room) => self.leave(&room, id),
-                        None => {
-                            self.loners.remove(&id);
-                        }
-                    }
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
-                }
+                command @ Command::Leave { .. } => self.apply_leave(command, counters),
                 Command::Publish {
                     room,
                     message,
-                    reached,
+                    cid,
+                    from,
+                    reply,
                 } => {
-                    let n = self.publish(&room, message, counters);
-                    if let Some(reply) = reached {
-                        let _ = reply.send(n);
+                    let published = self.publish(room, message, cid, from, counters);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(published);
                     }
                 }
                 Command::Stats(reply) => {
-                    let _ = reply.send(self.room_sizes());
+                    let _ = reply.send(self.stats());
                 }
                 Command::Shutdown => {
                     self.close_everyone();
+                    self.drain(&commands, counters);
                     return;
                 }
             }
         }
     }
 
-    fn leave(&mut self, room: &str, id: ConnId) {
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(&id);
-            if members.is_empty() {
-                self.rooms.remove(room);
+    /// After asking everyone to close: keep answering `Leave`s (their senders wait for
+    /// the answer) until every connection has left or [`DRAIN_TIMEOUT`] passes. A
+    /// connection that joins now is asked to close at once.
+    fn drain(&mut self, commands: &Receiver<Command>, counters: &Counters) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.loners.is_empty() || self.rooms.values().any(|r| !r.members.is_empty()) {
+            match commands.recv_deadline(deadline) {
+                Ok(Command::Join { id, subscriber, .. }) => {
+                    subscriber.request_close(GOING_AWAY_CODE);
+                    self.loners.insert(id, subscriber);
+                }
+                Ok(command @ Command::Leave { .. }) => self.apply_leave(command, counters),
+                Ok(Command::Stats(reply)) => {
+                    let _ = reply.send(self.stats());
+                }
+                Ok(_) => {} // publishes are refused: their reply channel closes
+                Err(_) => break,
+            }
+        }
+        // Answer whatever is still queued, so no connection waits on a closed hub.
+        for command in commands.try_iter() {
+            self.apply_leave(command, counters);
+        }
+    }
+
+    fn apply_leave(&mut self, command: Command, counters: &Counters) {
+        if let Command::Leave { id, room, done } = command {
+            match room {
+                Some(name) => self.leave(&name, id, counters),
+                None => {
+                    self.loners.remove(&id);
+                }
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
             }
         }
     }
 
-    /// Fan-out: offer the message to every member without ever blocking.
-    fn publish(&mut self, room: &str, message: Message, counters: &Counters) -> usize {
-        let Some(members) = self.rooms.get_mut(room) else {
-            return 0;
-        };
-        let mut reached = 0;
-        members.retain(
-            |id, member| match member.tx.try_send(Outgoing::Message(message.clone())) {
-                Ok(()) => {
-                    reached += 1;
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    log::warn!(
-                        "connection {id} in room '{room}' is a slow consumer; closing it with 1008"
-                    );
-                    counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    member.request_close(SLOW_CONSUMER_CODE);
-                    false
-                }
-                // Its writer has ended; the reader's Leave is on its way.
-                Err(TrySendError::Disconnected(_)) => false,
-            },
-        );
-        if members.is_empty() {
-            self.rooms.remove(room);
+    fn room(&mut self, name: String) -> &mut Room {
+        let clock = self.clock;
+        let limits = self.limits;
+        let room = self.rooms.entry(name).or_insert_with(|| Room {
+            members: HashMap::new(),
+            history: History::new(limits),
+            last_used: clock,
+        });
+        room.last_used = clock;
+        room
+    }
+
+    /// Adds the member and queues its catch-up in the same step, so the replay and the
+    /// live stream meet with no gap and no duplicate.
+    fn join(
+        &mut self,
+        name: String,
+        id: ConnId,
+        subscriber: Subscriber,
+        resume: &Resume,
+        counters: &Counters,
+    ) {
+        let room = self.room(name.clone());
+        room.members.insert(id, subscriber.clone());
+        if !subscriber.raw {
+            let plan = room.history.catch_up(resume, room.members.len());
+            if !offer(
+                id,
+                &subscriber,
+                Outgoing::Joined(Box::new(Joined {
+                    room: name.clone(),
+                    plan,
+                })),
+                counters,
+            ) {
+                room.members.remove(&id);
+            }
         }
-        reached
+        self.announce_members(&name, counters);
+    }
+
+    fn leave(&mut self, name: &str, id: ConnId, counters: &Counters) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room.members.remove(&id).is_some() {
+            self.announce_members(name, counters);
+        }
+        self.tidy(name);
+    }
+
+    /// Keeps the message in history and offers it to every member without ever
+    /// blocking. Members that cannot take it are dropped as slow consumers.
+    fn publish(
+        &mut self,
+        name: String,
+        message: Message,
+        cid: Option<String>,
+        from: Option<ConnId>,
+        counters: &Counters,
+    ) -> Published {
+        let room = self.room(name.clone());
+        let epoch = room.history.epoch();
+        let ack_to = |room: &Room, notice: Notice| {
+            if let Some(sender) = from.and_then(|id| room.members.get(&id).map(|m| (id, m))) {
+                if !sender.1.raw {
+                    offer(sender.0, sender.1, Outgoing::Notice(notice), counters);
+                }
+            }
+        };
+        let message = match room.history.append(message, cid.clone()) {
+            Ok(message) => message,
+            Err(Duplicate { id }) => {
+                if let Some(cid) = cid {
+                    ack_to(
+                        room,
+                        Notice::Ack {
+                            cid,
+                            id,
+                            duplicate: true,
+                        },
+                    );
+                }
+                return Published {
+                    delivered: 0,
+                    id,
+                    epoch,
+                    duplicate: true,
+                };
+            }
+        };
+        let before = room.members.len();
+        room.members.retain(|member_id, member| {
+            offer(
+                *member_id,
+                member,
+                Outgoing::Room(Arc::clone(&message)),
+                counters,
+            )
+        });
+        let delivered = room.members.len();
+        if let Some(cid) = cid {
+            ack_to(
+                room,
+                Notice::Ack {
+                    cid,
+                    id: message.id,
+                    duplicate: false,
+                },
+            );
+        }
+        if delivered != before {
+            self.announce_members(&name, counters);
+        }
+        self.tidy(&name);
+        Published {
+            delivered,
+            id: message.id,
+            epoch,
+            duplicate: false,
+        }
+    }
+
+    /// Tells enveloped members the room's new size (small rooms only).
+    fn announce_members(&mut self, name: &str, counters: &Counters) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let count = room.members.len();
+        if count == 0 || count > PRESENCE_MAX_MEMBERS {
+            return;
+        }
+        room.members.retain(|id, member| {
+            member.raw
+                || offer(
+                    *id,
+                    member,
+                    Outgoing::Notice(Notice::Members(count)),
+                    counters,
+                )
+        });
+    }
+
+    /// Drops a room nobody needs, and the least recently used idle room when there
+    /// are too many of them.
+    fn tidy(&mut self, name: &str) {
+        if self
+            .rooms
+            .get(name)
+            .is_some_and(|r| r.members.is_empty() && r.history.is_empty())
+        {
+            self.rooms.remove(name);
+        }
+        // Counting idle rooms is a scan, so only when there could be too many.
+        if self.rooms.len() > MAX_IDLE_ROOMS
+            && self.rooms.values().filter(|r| r.members.is_empty()).count() > MAX_IDLE_ROOMS
+        {
+            let oldest = self
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.members.is_empty())
+                .min_by_key(|(_, r)| r.last_used)
+                .map(|(n, _)| n.clone());
+            if let Some(oldest) = oldest {
+                log::debug!(
+                    "dropping idle room '{oldest}' and its history ({MAX_IDLE_ROOMS} idle rooms kept)"
+                );
+                self.rooms.remove(&oldest);
+            }
+        }
     }
 
     fn close_everyone(&mut self) {
         let everyone = self
             .rooms
             .values()
-            .flat_map(|m| m.values())
+            .flat_map(|r| r.members.values())
             .chain(self.loners.values());
         for member in everyone {
             member.request_close(GOING_AWAY_CODE);
         }
     }
 
-    fn room_sizes(&self) -> Vec<(String, usize)> {
-        let mut sizes: Vec<_> = self
+    fn stats(&self) -> Vec<RoomStats> {
+        let mut stats: Vec<_> = self
             .rooms
             .iter()
-            .map(|(name, members)| (name.clone(), members.len()))
+            .map(|(name, room)| RoomStats {
+                name: name.clone(),
+                members: room.members.len(),
+                history_messages: room.history.len(),
+                history_bytes: room.history.bytes(),
+            })
             .collect();
-        sizes.sort();
-        sizes
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
+    }
+}
+
+/// Offers one item to a member without blocking. A full queue makes it a slow
+/// consumer: it is asked to close with 1008. Returns whether the member stays.
+fn offer(id: ConnId, member: &Subscriber, item: Outgoing, counters: &Counters) -> bool {
+    match member.tx.try_send(item) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            log::warn!(
+                "connection {id} is a slow consumer (send queue full); closing it with 1008"
+            );
+            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            member.request_close(SLOW_CONSUMER_CODE);
+            false
+        }
+        // Its writer has ended; its reader's Leave is on its way.
+        Err(TrySendError::Disconnected(_)) => false,
     }
 }

@@ -9,7 +9,9 @@
 //! Reading order for a newcomer: [`config`] (what can be set), [`server`] (start and
 //! stop), [`ws::handshake`] (the HTTP upgrade), [`ws::connection`] (the two threads
 //! of one connection: ping/pong, close, the single writer), [`hub`] (rooms and
-//! fan-out, slow consumers), [`http`] (the HTTP endpoints).
+//! fan-out, slow consumers), [`room`] and [`envelope`] (ids, history, the wire
+//! format; see `docs/PROTOCOL.md`), [`http`], [`sse`] and [`poll`] (the HTTP side
+//! and the fallback transports), [`feed`] (live feeds).
 //!
 //! ## Example
 //! Start a server on ephemeral ports, push a message into a room from Rust, stop it:
@@ -31,12 +33,18 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod envelope;
+pub mod feed;
 pub mod http;
+pub mod http_listener;
 pub mod hub;
 pub mod json;
 pub mod limit;
+pub mod poll;
+pub mod room;
 pub mod security;
 pub mod server;
+pub mod sse;
 pub mod static_files;
 pub mod url;
 pub mod ws;

@@ -1,6 +1,9 @@
 //! Counting open connections against `--max-connections`, and waiting for them to
-//! finish at shutdown.
+//! finish at shutdown; bounding the handshakes in progress.
 
+use std::collections::VecDeque;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -61,6 +64,136 @@ impl Drop for Slot {
     }
 }
 
+/// Handshakes in progress: accepted sockets that have not yet sent a complete upgrade
+/// request. They do not count against `--max-connections` (nothing is admitted until
+/// the request is checked), so they get their own ceiling. A client that opens sockets
+/// and sends nothing (slowloris) would otherwise hold a thread and a descriptor per
+/// socket for the whole handshake deadline, and enough of them would exhaust both.
+///
+/// When the ceiling is reached, the **oldest** pending handshake is cut off to make
+/// room for the new one. A real client finishes its handshake within a round trip, so
+/// it is almost never the oldest; an attacker has to keep opening sockets faster than
+/// we cut them to stay in the way, and even then only costs the ceiling's worth of
+/// threads.
+#[derive(Debug)]
+pub struct PendingHandshakes {
+    max: usize,
+    queue: Mutex<Pending>,
+    evicted: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    next_id: u64,
+    /// Oldest first.
+    sockets: VecDeque<(u64, Arc<TcpStream>)>,
+}
+
+/// One handshake in progress. Leaves the registry when finished or dropped.
+#[derive(Debug)]
+pub struct PendingHandshake {
+    id: u64,
+    stream: Arc<TcpStream>,
+    owner: Arc<PendingHandshakes>,
+}
+
+impl PendingHandshakes {
+    /// A registry holding at most `max` handshakes in progress (at least one).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(PendingHandshakes {
+            max: max.max(1),
+            queue: Mutex::new(Pending::default()),
+            evicted: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a freshly accepted socket, cutting off the oldest pending handshake if
+    /// the registry is full.
+    pub fn admit(self: &Arc<Self>, stream: TcpStream) -> PendingHandshake {
+        let stream = Arc::new(stream);
+        let (id, oldest) = {
+            let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let oldest = if pending.sockets.len() >= self.max {
+                pending.sockets.pop_front()
+            } else {
+                None
+            };
+            let id = pending.next_id;
+            pending.next_id += 1;
+            pending.sockets.push_back((id, Arc::clone(&stream)));
+            (id, oldest)
+        };
+        if let Some((_, oldest)) = oldest {
+            // Its thread's read fails at once and the thread ends; the lock is not held
+            // across this system call.
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            let _ = oldest.shutdown(Shutdown::Both);
+            log::debug!("too many handshakes in progress: cut off the oldest");
+        }
+        PendingHandshake {
+            id,
+            stream,
+            owner: Arc::clone(self),
+        }
+    }
+
+    /// Handshakes in progress right now.
+    pub fn len(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sockets
+            .len()
+    }
+
+    /// Whether no handshake is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Handshakes cut off so far to make room for newer ones.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Removes `id`; true if it was still registered (not cut off).
+    fn remove(&self, id: u64) -> bool {
+        let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        match pending.sockets.iter().position(|(i, _)| *i == id) {
+            Some(at) => {
+                pending.sockets.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl PendingHandshake {
+    /// The socket, for reading the request and answering it.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The handshake is complete: leaves the registry and hands back the socket, or
+    /// `None` if it was cut off in the meantime (its socket is already shut down).
+    pub fn finish(self) -> Option<TcpStream> {
+        let registered = self.owner.remove(self.id);
+        let stream = Arc::clone(&self.stream);
+        drop(self); // drops our other reference; `remove` again finds nothing
+        if !registered {
+            return None;
+        }
+        Arc::try_unwrap(stream).ok()
+    }
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.owner.remove(self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +207,35 @@ mod tests {
         drop(a);
         assert_eq!(limit.open(), 1);
         assert!(limit.try_acquire().is_some());
+    }
+
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    #[test]
+    fn a_full_registry_cuts_off_the_oldest_handshake() {
+        let pending = PendingHandshakes::new(2);
+        let (a, mut a_client) = socket_pair();
+        let (b, _b_client) = socket_pair();
+        let (c, _c_client) = socket_pair();
+        let first = pending.admit(a);
+        let second = pending.admit(b);
+        assert_eq!(pending.len(), 2);
+        let third = pending.admit(c);
+        assert_eq!((pending.len(), pending.evicted()), (2, 1));
+        // The oldest socket was shut down: its client sees the end of the stream.
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut a_client, &mut buf).unwrap(), 0);
+        assert!(
+            first.finish().is_none(),
+            "a cut-off handshake has no socket"
+        );
+        assert!(second.finish().is_some());
+        drop(third);
+        assert!(pending.is_empty());
     }
 
     #[test]

@@ -10,6 +10,21 @@
 //!
 //! **Token.** An optional shared secret, compared in constant time so a timing
 //! attacker cannot learn it byte by byte, and never logged.
+//!
+//! **Host (DNS rebinding).** The Origin check alone cannot stop this attack: a page on
+//! `http://evil.example:8080` waits until its DNS entry expires, then answers the next
+//! lookup of `evil.example` with `127.0.0.1`. The browser now sends the page's requests
+//! to *our* loopback server, and to the browser they are same-origin (Origin and Host
+//! both say `evil.example`), so the page may read every answer: `/stats`, room
+//! messages, anything a local-only server thought was private. What gives it away is
+//! the `Host` header, which still names the attacker's domain. So on a loopback
+//! connection we accept only Host values that name loopback (`localhost`,
+//! `*.localhost`, `127.0.0.0/8`, `[::1]`, with any port) plus names the operator lists
+//! with `--allow-host`; anything else gets 403. A request without Host (not a browser)
+//! passes. Connections from other machines are not checked: the server was bound to a
+//! public address on purpose, and Origin and token rules protect it there.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
 
@@ -19,6 +34,10 @@ pub struct AccessPolicy {
     allowed_origins: Vec<String>,
     any_origin: bool,
     token: Option<String>,
+    /// Extra names accepted in `Host` on loopback connections, normalized.
+    allowed_hosts: Vec<String>,
+    /// `--allow-host '*'`: the Host check is off.
+    any_host: bool,
 }
 
 impl AccessPolicy {
@@ -37,7 +56,39 @@ impl AccessPolicy {
                 .collect(),
             any_origin,
             token: config.token.clone(),
+            allowed_hosts: Vec::new(),
+            any_host: false,
         }
+    }
+
+    /// Adds names that may appear in `Host` on loopback connections besides loopback
+    /// itself (`--allow-host NAME`, repeatable; `*` turns the check off, logged as a
+    /// warning). Names compare case-insensitively, without port or trailing dot.
+    #[must_use]
+    pub fn allow_hosts<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        for name in names {
+            let name = name.as_ref();
+            if name.trim() == "*" {
+                log::warn!("--allow-host '*': DNS rebinding protection is off");
+                self.any_host = true;
+            } else {
+                self.allowed_hosts.push(normalize_host(name));
+            }
+        }
+        self
+    }
+
+    /// Whether a request with this `Host` header (if any), arriving from `peer`, may
+    /// proceed: the DNS-rebinding guard described in the module documentation.
+    pub fn host_allowed(&self, host: Option<&str>, peer: IpAddr) -> bool {
+        if !peer.to_canonical().is_loopback() || self.any_host {
+            return true; // only loopback connections can be reached by rebinding a name
+        }
+        let Some(host) = host else {
+            return true; // not a browser: browsers always send Host
+        };
+        let name = normalize_host(host);
+        is_loopback_name(&name) || self.allowed_hosts.contains(&name)
     }
 
     /// Whether a handshake with this `Origin` (if any) and `Host` may proceed.
@@ -96,6 +147,29 @@ fn normalize_origin(origin: &str) -> String {
 fn origin_host(origin: &str) -> Option<&str> {
     let (_scheme, rest) = origin.split_once("://")?;
     Some(host_without_port(rest))
+}
+
+/// A `Host` value as compared by the rebinding guard: no port, no trailing dot,
+/// lowercase. `LocalHost.:8080` → `localhost`.
+pub fn normalize_host(host: &str) -> String {
+    let name = host_without_port(host);
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// Whether a normalized host name can only mean this machine: `localhost` and
+/// `*.localhost` (RFC 6761: never sent to DNS by browsers), an IPv4 literal in
+/// 127.0.0.0/8, or a bracketed IPv6 loopback literal (`[::1]`, `[::ffff:127.0.0.1]`).
+/// IP literals cannot be rebound, and only loopback ones reach a loopback listener.
+pub fn is_loopback_name(name: &str) -> bool {
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return inner
+            .parse::<Ipv6Addr>()
+            .is_ok_and(|ip| IpAddr::V6(ip).to_canonical().is_loopback());
+    }
+    name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`; `example.com` unchanged.
@@ -175,6 +249,76 @@ mod tests {
         assert_eq!(bearer_token("bearer  abc "), Some("abc"));
         assert_eq!(bearer_token("Basic abc"), None);
         assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn loopback_names_pass_the_rebinding_guard_with_any_port() {
+        let p = policy(&[], None);
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.:1",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:8081",
+            "[0:0:0:0:0:0:0:1]:9",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            assert!(p.host_allowed(Some(host), LOOPBACK), "{host}");
+        }
+    }
+
+    #[test]
+    fn other_names_on_a_loopback_connection_are_refused() {
+        let p = policy(&[], None);
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "localhostx",
+            "127.0.0.1:80x",
+            "127.1",
+            "0.0.0.0",
+            "10.0.0.1:8080",
+            "[::2]",
+            "[::1",
+            "::1",
+            "",
+            " ",
+        ] {
+            assert!(!p.host_allowed(Some(host), LOOPBACK), "{host:?}");
+        }
+        let v6_peer = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert!(!p.host_allowed(Some("evil.example"), v6_peer));
+        let mapped_peer: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(!p.host_allowed(Some("evil.example"), mapped_peer));
+    }
+
+    #[test]
+    fn allowed_hosts_and_the_wildcard_open_the_guard() {
+        let p = policy(&[], None).allow_hosts(["App.Example.", "other.test"]);
+        assert!(p.host_allowed(Some("app.example:8080"), LOOPBACK));
+        assert!(p.host_allowed(Some("OTHER.test"), LOOPBACK));
+        assert!(!p.host_allowed(Some("sub.app.example"), LOOPBACK));
+        assert!(
+            policy(&[], None)
+                .allow_hosts(["*"])
+                .host_allowed(Some("x.example"), LOOPBACK)
+        );
+    }
+
+    #[test]
+    fn remote_peers_and_requests_without_host_are_not_checked() {
+        let p = policy(&[], None);
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        assert!(p.host_allowed(Some("my-server.lan:8080"), lan));
+        assert!(p.host_allowed(None, LOOPBACK));
     }
 
     #[test]

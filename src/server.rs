@@ -13,15 +13,16 @@ use crossbeam_channel::Sender;
 use tungstenite::Message;
 
 use crate::config::Config;
+use crate::feed::Feeds;
 use crate::http;
 use crate::hub::{self, Command, Counters, HUB_QUEUE};
 use crate::limit::ConnectionLimit;
+use crate::room::HistoryLimits;
 use crate::security::AccessPolicy;
 use crate::url::is_room_name;
 use crate::ws::listener;
 
-/// How long shutdown waits for connections to finish their close handshakes.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+pub use crate::hub::DRAIN_TIMEOUT;
 
 /// State every thread of the server can see. Immutable settings plus atomics and
 /// channels; the room table itself lives only in the hub thread.
@@ -82,7 +83,12 @@ impl Server {
             next_id: AtomicU64::new(1),
         });
 
-        let hub = hub::spawn(hub_rx, counters);
+        let limits = HistoryLimits {
+            messages: shared.config.history,
+            bytes: shared.config.history_bytes,
+        };
+        let hub = hub::spawn(hub_rx, counters, limits);
+        let feeds = Feeds::start(&shared);
         let accept = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
@@ -96,6 +102,7 @@ impl Server {
         Ok(ServerHandle {
             shared,
             hub: Some(hub),
+            feeds,
             accept: Some(accept),
             http_server: Some(http_server),
             http_workers,
@@ -107,6 +114,7 @@ impl Server {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     hub: Option<JoinHandle<()>>,
+    feeds: Feeds,
     accept: Option<JoinHandle<()>>,
     http_server: Option<Arc<tiny_http::Server>>,
     http_workers: Vec<JoinHandle<()>>,
@@ -159,6 +167,20 @@ impl ServerHandle {
         self.shared.limit.open()
     }
 
+    /// Members of `room` right now (0 for a room that does not exist). Asks the hub,
+    /// so a join that completed before this call is counted.
+    pub fn members(&self, room: &str) -> usize {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        if self.shared.hub.send(Command::Stats(reply_tx)).is_err() {
+            return 0;
+        }
+        reply_rx
+            .recv()
+            .ok()
+            .and_then(|rooms| rooms.into_iter().find(|r| r.name == room))
+            .map_or(0, |r| r.members)
+    }
+
     /// Broadcasts `message` into `room` from Rust code, exactly as if a client had
     /// sent it. Returns the number of members it was queued to.
     ///
@@ -173,7 +195,9 @@ impl ServerHandle {
         let command = Command::Publish {
             room: room.to_string(),
             message: message.into(),
-            reached: Some(reply_tx),
+            cid: None,
+            from: None,
+            reply: Some(reply_tx),
         };
         self.shared
             .hub
@@ -183,7 +207,10 @@ impl ServerHandle {
             .counters
             .messages_in
             .fetch_add(1, Ordering::Relaxed);
-        reply_rx.recv().map_err(|_| PublishError::Stopped)
+        reply_rx
+            .recv()
+            .map(|published| published.delivered)
+            .map_err(|_| PublishError::Stopped)
     }
 
     /// Graceful shutdown: stop accepting on both listeners, send every WebSocket
@@ -212,10 +239,12 @@ impl ServerHandle {
             }
             drop(server); // closes the HTTP listener
         }
+        self.feeds.stop();
         let _ = self.shared.hub.send(Command::Shutdown);
         if let Some(hub) = self.hub.take() {
             let _ = hub.join();
         }
+        // The hub has waited for the connections to leave; their threads end right after.
         let drained = self.shared.limit.wait_idle(DRAIN_TIMEOUT);
         log::info!(
             "shut down ({})",

@@ -51,12 +51,13 @@ fn a_frame_sent_right_behind_the_handshake_is_not_lost() {
 #[test]
 fn broadcast_reaches_every_member_of_the_room_and_no_one_else() {
     let server = start();
-    let mut alice = connect(&server, "/ws/kitchen");
-    let mut bob = connect(&server, "/ws/kitchen");
-    let mut carol = connect(&server, "/ws/garden");
+    let mut alice = connect(&server, "/ws/kitchen?raw=1");
+    let mut bob = connect(&server, "/ws/kitchen?raw=1");
+    let mut carol = connect(&server, "/ws/garden?raw=1");
     // The hub applies joins in order, so once the publish reports two members both
     // have joined; then a message from alice reaches both, sender included.
     wait_for_members(&server, "kitchen", 2);
+    wait_for_members(&server, "garden", 1);
     alice.send(Message::text("soup is ready")).unwrap();
     assert_eq!(next_data(&mut alice), Message::text("soup is ready"));
     assert_eq!(next_data(&mut bob), Message::text("soup is ready"));
@@ -72,24 +73,12 @@ fn broadcast_reaches_every_member_of_the_room_and_no_one_else() {
     assert_eq!(next_data(&mut carol), Message::text("roses"));
 }
 
-/// Publishes an empty probe to a throwaway room until `room` is seen with `n` members;
-/// a join is complete once the hub has processed it, which `/stats` shows.
-fn wait_for_members(server: &threadcast::ServerHandle, room: &str, n: usize) {
-    let deadline = Instant::now() + TEST_TIMEOUT;
-    let needle = format!("\"{room}\":{n}");
-    while !get(server.http_addr(), "/stats").text().contains(&needle) {
-        assert!(
-            Instant::now() < deadline,
-            "room {room} never reached {n} members"
-        );
-        thread::yield_now();
-    }
-}
-
 #[test]
 fn a_room_of_200_clients_receives_100_messages_in_order() {
     let server = start();
-    let mut clients: Vec<_> = (0..200).map(|_| connect(&server, "/ws/big")).collect();
+    let mut clients: Vec<_> = (0..200)
+        .map(|_| connect(&server, "/ws/big?raw=1"))
+        .collect();
     wait_for_members(&server, "big", 200);
     for i in 0..100 {
         assert_eq!(server.publish("big", format!("message {i}")).unwrap(), 200);
@@ -104,8 +93,8 @@ fn a_room_of_200_clients_receives_100_messages_in_order() {
 #[test]
 fn a_slow_consumer_is_closed_with_1008_while_others_keep_receiving() {
     let server = start_with(|c| c.send_queue = 4);
-    let mut slow = connect(&server, "/ws/feed");
-    let mut fast = connect(&server, "/ws/feed");
+    let mut slow = connect(&server, "/ws/feed?raw=1");
+    let mut fast = connect(&server, "/ws/feed?raw=1");
     wait_for_members(&server, "feed", 2);
 
     // The fast member reads in its own thread and acknowledges each message, so the
@@ -298,7 +287,7 @@ fn protocol_errors_close_with_the_matching_code() {
 #[test]
 fn an_oversize_message_is_refused_with_1009_through_tungstenite_too() {
     let server = start_with(|c| c.max_message_bytes = 1000);
-    let mut ws = connect(&server, "/ws/big");
+    let mut ws = connect(&server, "/ws/big?raw=1");
     ws.send(Message::binary(Bytes::from(vec![0u8; 1001])))
         .unwrap();
     assert_eq!(expect_close(&mut ws).0, CloseCode::Size);
@@ -401,10 +390,19 @@ fn wrong_paths_get_404_and_plain_http_gets_426_pointing_to_the_http_port() {
 fn room_names_ignore_the_query_string_and_raw_mode_is_accepted() {
     let server = start();
     let mut raw = connect(&server, "/ws/lobby?raw=1");
-    let mut plain = connect(&server, "/ws/lobby");
+    let mut plain = connect(&server, "/ws/lobby?x=1");
     wait_for_members(&server, "lobby", 2);
     plain.send(Message::text("hi")).unwrap();
     assert_eq!(next_data(&mut raw), Message::text("hi"));
+    // The enveloped member gets the same payload behind its header line.
+    loop {
+        let text = next_data(&mut plain).into_text().unwrap();
+        if let Some((header, payload)) = text.split_once('\n') {
+            assert!(header.contains("\"type\":\"message\""), "{header}");
+            assert_eq!(payload, "hi");
+            break;
+        }
+    }
 }
 
 #[test]

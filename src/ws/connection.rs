@@ -35,7 +35,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
-use crate::hub::{CloseSignal, Command, ConnId, Counters, Outgoing, Subscriber};
+use crate::envelope;
+use crate::hub::{
+    CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Subscriber,
+};
+use crate::room::Resume;
 
 /// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
 /// allocated up front for every connection; 8 KiB keeps thousands of idle
@@ -79,7 +83,14 @@ pub enum Destination {
     /// Back to the same connection (`/echo`).
     Echo,
     /// To every member of a room, through the hub.
-    Room(String),
+    Room {
+        /// The room.
+        name: String,
+        /// Raw mode: payloads exactly as published, no envelope, no `cid:` parsing.
+        raw: bool,
+        /// Where to start in the room's history.
+        resume: Resume,
+    },
 }
 
 /// Runs a connection whose handshake is complete: the calling thread becomes the
@@ -111,11 +122,12 @@ pub fn serve(
         return;
     }
 
-    let (tx, rx) = crossbeam_channel::bounded(settings.send_queue);
-    let subscriber = Subscriber {
-        tx: tx.clone(),
-        close: Arc::new(CloseSignal::default()),
+    let (room, raw, resume) = match &destination {
+        Destination::Room { name, raw, resume } => (Some(name.clone()), *raw, resume.clone()),
+        Destination::Echo => (None, true, Resume::Live),
     };
+    let (subscriber, rx) = Subscriber::new(settings.send_queue, raw);
+    let tx = subscriber.tx.clone();
     let close = Arc::clone(&subscriber.close);
 
     let writer = {
@@ -125,7 +137,10 @@ pub fn serve(
         thread::Builder::new()
             .name(format!("ws-write-{id}"))
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || write_loop(id, ctx, out, rx, &close, &counters, settings.ping_interval))
+            .spawn(move || {
+                let inbox = Inbox { queue: rx, close };
+                write_loop(id, ctx, out, &inbox, &counters, settings.ping_interval, raw)
+            })
     };
     let writer = match writer {
         Ok(handle) => handle,
@@ -135,21 +150,17 @@ pub fn serve(
         }
     };
 
-    let room = match &destination {
-        Destination::Room(name) => Some(name.clone()),
-        Destination::Echo => None,
+    let join = Command::Join {
+        id,
+        room: room.clone(),
+        subscriber,
+        resume,
     };
-    if hub
-        .send(Command::Join {
-            id,
-            room: room.clone(),
-            subscriber,
-        })
-        .is_ok()
-    {
+    if hub.send(join).is_ok() {
         let mut input = ReadHalf(Arc::clone(&stream));
-        let ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
-        let end = read_loop(ctx, &mut input, &destination, &tx, &hub, &counters);
+        let mut ctx =
+            WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
+        let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, &counters);
         // Leave the room and wait until the hub confirms. Every message published
         // before that moment is then already in our writer's queue, so the close frame
         // we queue next cannot overtake a message the peer is owed.
@@ -162,9 +173,9 @@ pub fn serve(
             })
             .is_ok()
         {
-            let _ = left_rx.recv();
+            let _ = left_rx.recv_timeout(HUB_REPLY_TIMEOUT);
         }
-        finish(id, end, &tx, &input);
+        finish(id, end, &tx, &mut ctx, &mut input);
     } else {
         let _ = tx.send(Outgoing::Stop); // the hub is gone: the server is stopping
     }
@@ -227,7 +238,8 @@ enum ReadEnd {
 /// Reads messages until the connection ends: data goes to its destination, and each
 /// control frame that needs an answer is queued for the writer.
 fn read_loop(
-    mut ctx: WebSocketContext,
+    id: ConnId,
+    ctx: &mut WebSocketContext,
     input: &mut ReadHalf,
     destination: &Destination,
     to_writer: &Sender<Outgoing>,
@@ -246,13 +258,23 @@ fn read_loop(
                     // Blocking send: if the client sends faster than it reads its echoes,
                     // the queue fills and we stop reading, and TCP slows the client down.
                     Destination::Echo => to_writer.send(Outgoing::Message(message)).is_ok(),
-                    Destination::Room(room) => hub
-                        .send(Command::Publish {
-                            room: room.clone(),
+                    Destination::Room { name, raw, .. } => {
+                        // An enveloped client may name its message (`cid:<id>` line) so
+                        // the room can drop a resent copy; raw clients are never parsed.
+                        let (cid, message) = if *raw {
+                            (None, message)
+                        } else {
+                            envelope::split_client_id(message)
+                        };
+                        let publish = Command::Publish {
+                            room: name.clone(),
                             message,
-                            reached: None,
-                        })
-                        .is_ok(),
+                            cid,
+                            from: Some(id),
+                            reply: None,
+                        };
+                        hub.send(publish).is_ok()
+                    }
                 }
             }
             // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload, at
@@ -270,7 +292,13 @@ fn read_loop(
 }
 
 /// Tells the writer how the connection ends.
-fn finish(id: ConnId, end: ReadEnd, to_writer: &Sender<Outgoing>, input: &ReadHalf) {
+fn finish(
+    id: ConnId,
+    end: ReadEnd,
+    to_writer: &Sender<Outgoing>,
+    ctx: &mut WebSocketContext,
+    input: &mut ReadHalf,
+) {
     match end {
         ReadEnd::PeerClosed(frame) => {
             log::debug!(
@@ -295,7 +323,7 @@ fn finish(id: ConnId, end: ReadEnd, to_writer: &Sender<Outgoing>, input: &ReadHa
             );
             if to_writer.send(Outgoing::Close(Some(frame))).is_ok() {
                 // Keep reading until the peer has seen our close frame and hung up.
-                linger(&input.0);
+                linger(ctx, input);
             }
         }
     }
@@ -341,19 +369,20 @@ fn classify(error: WsError) -> ReadEnd {
     }
 }
 
-/// Reads and discards input until the peer closes, an error, or CLOSE_LINGER passes.
-fn linger(stream: &TcpStream) {
+/// After failing a connection: keep reading (and ignoring) frames until the peer's
+/// close reply arrives, the peer hangs up, a frame is unreadable, or CLOSE_LINGER
+/// passes. Then our close frame has surely reached the peer before the socket closes.
+fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
     let deadline = Instant::now() + CLOSE_LINGER;
-    let mut sink = [0u8; 1024];
     while let Some(left) = deadline
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        if stream.set_read_timeout(Some(left)).is_err() {
+        if input.0.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match (&*stream).read(&mut sink) {
-            Ok(0) | Err(_) => return,
+        match ctx.read(input) {
+            Ok(Message::Close(_)) | Err(_) => return,
             Ok(_) => {}
         }
     }
@@ -368,15 +397,23 @@ enum Next {
     Stop,
 }
 
+/// What the writer listens to: its queue, and the server's close requests.
+struct Inbox {
+    queue: Receiver<Outgoing>,
+    close: Arc<CloseSignal>,
+}
+
+/// The writer thread: the only code that writes to this connection's socket.
 fn write_loop(
     id: ConnId,
     mut ctx: WebSocketContext,
     mut out: WriteHalf,
-    queue: Receiver<Outgoing>,
-    close: &CloseSignal,
+    inbox: &Inbox,
     counters: &Counters,
     ping_interval: Duration,
+    raw: bool,
 ) {
+    let Inbox { queue, close } = inbox;
     let mut next_ping = Instant::now() + ping_interval;
     let mut failure = None;
     let result = loop {
@@ -397,7 +434,7 @@ fn write_loop(
             if close.requested().is_some() {
                 break; // the server wants this connection closed: skip the rest
             }
-            match write_one(&mut ctx, &mut out, outgoing, counters) {
+            match write_one(&mut ctx, &mut out, outgoing, counters, raw) {
                 Ok(Next::Continue) => {}
                 Ok(other) => {
                     next = other;
@@ -458,26 +495,61 @@ fn write_loop(
     }
 }
 
-/// Writes (into tungstenite's buffer) one queued item.
+/// Writes (into tungstenite's buffer) one queued item. `raw` connections get room
+/// payloads as published and no control frames; the others get the envelope.
 fn write_one(
     ctx: &mut WebSocketContext,
     out: &mut WriteHalf,
     item: Outgoing,
     counters: &Counters,
+    raw: bool,
 ) -> Result<Next, WsError> {
     match item {
-        Outgoing::Message(message) => {
-            ctx.write(out, message)?;
-            counters.messages_out.fetch_add(1, Ordering::Relaxed);
-            Ok(Next::Continue)
+        Outgoing::Message(message) => write_data(ctx, out, message, counters)?,
+        Outgoing::Room(message) => {
+            let message = if raw { &message.raw } else { &message.framed };
+            write_data(ctx, out, message.clone(), counters)?;
         }
-        Outgoing::Pong(payload) => {
-            ctx.write(out, Message::Pong(payload))?;
-            Ok(Next::Continue)
+        Outgoing::Joined(joined) if !raw => {
+            let plan = &joined.plan;
+            ctx.write(
+                out,
+                Message::text(envelope::welcome_json(&joined.room, plan)),
+            )?;
+            if let Some((from, to)) = plan.gap {
+                ctx.write(out, Message::text(envelope::gap_json(from, to)))?;
+            }
+            for message in &plan.replay {
+                write_data(ctx, out, message.framed.clone(), counters)?;
+            }
         }
-        Outgoing::Close(frame) => Ok(Next::Close(frame)),
-        Outgoing::Wake => Ok(Next::Continue),
-        Outgoing::Stop => Ok(Next::Stop),
+        Outgoing::Notice(notice) if !raw => ctx.write(out, Message::text(notice_json(&notice)))?,
+        Outgoing::Joined(_) | Outgoing::Notice(_) => {}
+        Outgoing::Pong(payload) => ctx.write(out, Message::Pong(payload))?,
+        Outgoing::Close(frame) => return Ok(Next::Close(frame)),
+        Outgoing::Wake => {}
+        Outgoing::Stop => return Ok(Next::Stop),
+    }
+    Ok(Next::Continue)
+}
+
+/// Buffers one data message and counts it.
+fn write_data(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    message: Message,
+    counters: &Counters,
+) -> Result<(), WsError> {
+    ctx.write(out, message)?;
+    counters.messages_out.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The control frame for a notice.
+pub fn notice_json(notice: &Notice) -> String {
+    match notice {
+        Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
+        Notice::Members(count) => envelope::members_json(*count),
     }
 }
 

@@ -18,11 +18,12 @@
 //! of being lost.
 
 use std::io::{self, Read};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::time::Instant;
 
 use tungstenite::handshake::derive_accept_key;
 
+use crate::room::Resume;
 use crate::security::{AccessPolicy, bearer_token};
 use crate::url::{query_flag, query_param, room_in_path, split_target};
 
@@ -45,6 +46,8 @@ pub enum Route {
         name: String,
         /// `?raw=1`: payloads exactly as published, nothing added.
         raw: bool,
+        /// `?since=<id>&epoch=<epoch>`: where to start in the room's history.
+        resume: Resume,
     },
 }
 
@@ -84,6 +87,9 @@ pub struct Checks<'a> {
     pub policy: &'a AccessPolicy,
     /// Port of the HTTP listener, named in the 426 answer to plain HTTP requests.
     pub http_port: u16,
+    /// Address of the client, for the Host check against DNS rebinding (applied to
+    /// loopback clients only; see [`AccessPolicy::host_allowed`]).
+    pub peer: IpAddr,
 }
 
 /// How reading the request went wrong before there was anything to check.
@@ -135,8 +141,8 @@ pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<(Vec<u8>, u
 }
 
 /// Checks a complete request head, in the order a client can best act on:
-/// method and version, path (404), upgrade headers (426), key (400), Origin (403),
-/// token (401).
+/// method and version, path (404), upgrade headers (426), key (400), Host (403),
+/// Origin (403), token (401).
 pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, Rejection> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
@@ -167,6 +173,7 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
             Some(name) => Route::Room {
                 name: name.to_string(),
                 raw: query_flag(query, "raw"),
+                resume: resume_from_query(query),
             },
             None => {
                 return Err(Rejection::new(
@@ -201,6 +208,12 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
             "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)",
         ));
     }
+    if !checks.policy.host_allowed(header("Host"), checks.peer) {
+        return Err(Rejection::new(
+            403,
+            "Host not allowed: a loopback server answers only to loopback names (see --allow-host)",
+        ));
+    }
     if !checks
         .policy
         .origin_allowed(header("Origin"), header("Host"))
@@ -220,6 +233,18 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
         accept_key: derive_accept_key(key.as_bytes()),
         leftover: buf[head_len..].to_vec(),
     })
+}
+
+/// `since=<id>` (and optionally `epoch=<epoch>`) from a query string; anything
+/// unreadable means "live only".
+pub fn resume_from_query(query: &str) -> Resume {
+    match query_param(query, "since").and_then(|s| s.parse().ok()) {
+        Some(id) => Resume::Since {
+            id,
+            epoch: query_param(query, "epoch").and_then(|e| crate::envelope::parse_epoch(&e)),
+        },
+        None => Resume::Live,
+    }
 }
 
 /// The `101` answer that completes the handshake; after it, both sides speak frames.
@@ -282,6 +307,7 @@ mod tests {
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn run(request: &str) -> Result<Accepted, Rejection> {
         run_with(request, &AccessPolicy::default())
@@ -298,6 +324,7 @@ mod tests {
             &Checks {
                 policy,
                 http_port: 8080,
+                peer: LOOPBACK,
             },
         )
     }
@@ -321,14 +348,16 @@ mod tests {
             run(&upgrade("/ws/ops", "")).unwrap().route,
             Route::Room {
                 name: "ops".into(),
-                raw: false
+                raw: false,
+                resume: Resume::Live
             }
         );
         assert_eq!(
             run(&upgrade("/ws/ops?raw=1", "")).unwrap().route,
             Route::Room {
                 name: "ops".into(),
-                raw: true
+                raw: true,
+                resume: Resume::Live
             }
         );
     }
@@ -400,6 +429,20 @@ mod tests {
         );
         assert!(run_with(&upgrade("/echo?token=t0k", ""), &policy).is_ok());
         assert!(run_with(&upgrade("/echo", "Authorization: Bearer t0k\r\n"), &policy).is_ok());
+    }
+
+    #[test]
+    fn a_loopback_client_must_name_a_loopback_host() {
+        let evil = upgrade("/echo", "").replace("Host: 127.0.0.1:8081", "Host: evil.example:8081");
+        // Same host in Origin and Host: the Origin check alone would let it through.
+        let rebound = evil.replace("\r\n\r\n", "\r\nOrigin: http://evil.example:8080\r\n\r\n");
+        assert_eq!(run(&evil).unwrap_err().status, 403);
+        assert_eq!(run(&rebound).unwrap_err().status, 403);
+        let localhost =
+            upgrade("/echo", "").replace("Host: 127.0.0.1:8081", "Host: localhost:8081");
+        assert!(run(&localhost).is_ok());
+        let policy = AccessPolicy::default().allow_hosts(["evil.example"]);
+        assert!(run_with(&rebound, &policy).is_ok());
     }
 
     #[test]

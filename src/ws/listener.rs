@@ -11,15 +11,22 @@ use std::time::{Duration, Instant};
 
 use super::connection::{self, Destination, Settings, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use super::handshake::{self, Checks, ReadError, Rejection, Route};
+use crate::limit::{PendingHandshake, PendingHandshakes};
 use crate::server::Shared;
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Most handshakes in progress at once (each holds a thread and a socket for up to
+/// `--handshake-timeout`). Far above what real clients need, since each finishes within
+/// a round trip; beyond it the oldest is cut off (see [`PendingHandshakes`]), so a
+/// slowloris flood cannot exhaust threads or descriptors nor lock out real clients.
+pub const MAX_PENDING_HANDSHAKES: usize = 512;
 
 /// Accepts connections until `shared.stopping` is set (the server then connects to the
 /// listener once to wake this loop).
 pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let pending = PendingHandshakes::new(MAX_PENDING_HANDSHAKES);
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             break;
@@ -34,11 +41,12 @@ pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let handshake = pending.admit(stream);
         let shared_for_thread = Arc::clone(&shared);
         let spawned = thread::Builder::new()
             .name("ws-read".into())
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || handle(stream, &shared_for_thread));
+            .spawn(move || handle(handshake, &shared_for_thread));
         if let Err(e) = spawned {
             // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
             log::warn!("cannot start a connection thread: {e}; see README, Capacity");
@@ -52,7 +60,8 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 }
 
 /// Handshake, admission, then the connection's whole life.
-fn handle(stream: TcpStream, shared: &Shared) {
+fn handle(pending: PendingHandshake, shared: &Shared) {
+    let stream = pending.stream();
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -61,21 +70,22 @@ fn handle(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
 
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let (buf, head_len) = match handshake::read_request(&stream, deadline) {
+    let (buf, head_len) = match handshake::read_request(stream, deadline) {
         Ok(read) => read,
         Err(ReadError::Gone(e)) => {
             log::debug!("handshake from {peer} abandoned: {e}");
             return;
         }
-        Err(ReadError::Refused(rejection)) => return refuse(&stream, peer, &rejection),
+        Err(ReadError::Refused(rejection)) => return refuse(stream, peer, &rejection),
     };
     let checks = Checks {
         policy: &shared.policy,
         http_port: shared.http_addr.port(),
+        peer: peer.ip(),
     };
     let accepted = match handshake::check(&buf, head_len, &checks) {
         Ok(accepted) => accepted,
-        Err(rejection) => return refuse(&stream, peer, &rejection),
+        Err(rejection) => return refuse(stream, peer, &rejection),
     };
     let Some(_slot) = shared.limit.try_acquire() else {
         let message = format!(
@@ -83,13 +93,19 @@ fn handle(stream: TcpStream, shared: &Shared) {
             shared.config.max_connections
         );
         return refuse(
-            &stream,
+            stream,
             peer,
             &Rejection {
                 status: 503,
                 message,
             },
         );
+    };
+    // The handshake is complete: the socket leaves the pending registry (unless it was
+    // cut off meanwhile to make room for newer handshakes).
+    let Some(stream) = pending.finish() else {
+        log::debug!("handshake from {peer} was cut off: too many in progress");
+        return;
     };
     if let Err(e) = (&stream).write_all(handshake::accept_response(&accepted.accept_key).as_bytes())
     {
@@ -100,7 +116,7 @@ fn handle(stream: TcpStream, shared: &Shared) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let destination = match accepted.route {
         Route::Echo => Destination::Echo,
-        Route::Room { name, .. } => Destination::Room(name),
+        Route::Room { name, raw, resume } => Destination::Room { name, raw, resume },
     };
     log::debug!("connection {id} from {peer}: open ({destination:?})");
     let settings = Settings {

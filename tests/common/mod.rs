@@ -58,6 +58,19 @@ pub fn connect_addr(addr: SocketAddr, path: &str) -> WebSocket<TcpStream> {
     ws
 }
 
+/// Waits (bounded) until the hub has `n` members in `room`: a client's join reaches
+/// the hub just after its handshake, so it may trail the client's `connect`.
+pub fn wait_for_members(server: &ServerHandle, room: &str, n: usize) {
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    while server.members(room) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "room {room} never reached {n} members"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// Reads the next data message (skipping pings, which tungstenite answers itself).
 pub fn next_data(ws: &mut WebSocket<TcpStream>) -> tungstenite::Message {
     loop {
@@ -353,4 +366,87 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------
+// Isolation and resource counting (conformance, hostile input, faults).
+// ---------------------------------------------------------------------------------
+
+/// Environment variable set in the child process of [`run_alone`].
+pub const ALONE_ENV: &str = "THREADCAST_TEST_ALONE";
+
+/// Runs the `#[ignore]`d test `name` (its full path, e.g. `faults::churn::inner`) of
+/// this test binary alone in a child process and asserts that it passed. Tests that
+/// count the threads or descriptors of the whole process need this: the other tests of
+/// the same binary run in parallel threads of one process. The inner test must start
+/// with `if !alone() { return; }`, so a plain `cargo test -- --ignored` skips it.
+pub fn run_alone(name: &str) {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(ALONE_ENV, "1")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{name} failed when run alone:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Whether this process is the child of [`run_alone`].
+pub fn alone() -> bool {
+    std::env::var_os(ALONE_ENV).is_some()
+}
+
+/// File descriptors open in this process right now (Linux).
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of this process in KiB (Linux).
+pub fn rss_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `condition` until it holds, failing the test with `what` after [`TEST_TIMEOUT`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A fresh, empty folder under the system's temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "threadcast-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

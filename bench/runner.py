@@ -1,0 +1,736 @@
+#!/usr/bin/env python3
+"""Run the threadcast benchmark suite and write BENCHMARKS.md.
+
+Started by bench/run.sh after it has installed and built everything; it can
+also be run by hand (python3 bench/runner.py --help). Python standard library
+only.
+
+For every case of every scenario it runs the load generator against each
+server in turn, interleaved over several repeats (A B C A B C ...) so that
+drift of the shared machine hits every server alike. Each run gets a freshly
+started server. Every run's JSON line is kept in bench/results/results.jsonl;
+BENCHMARKS.md shows the median over the repeats and the ratio
+threadcast/peer, with SVG plots in bench/results/.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+LOG_DIR = os.path.join(BENCH_DIR, "target", "bench-logs")
+LOADGEN = os.path.join(BENCH_DIR, "target", "release", "loadgen")
+REPORT_PATH = os.path.join(ROOT, "BENCHMARKS.md")
+
+# How long a server may take to print its listening line.
+SERVER_START_TIMEOUT_S = 30
+# How long a server gets to exit after SIGTERM before SIGKILL.
+SERVER_STOP_TIMEOUT_S = 10
+# Extra time a loadgen run gets on top of its own expected duration.
+LOADGEN_TIMEOUT_SLACK_S = 90
+LISTEN_RE = re.compile(r"listening\b.*\bws=(\S+)")
+
+THREADCAST = "threadcast"
+SERVERS = {
+    THREADCAST: [os.path.join(ROOT, "target", "release", "threadcast"),
+                 "--http", "127.0.0.1:0", "--ws", "127.0.0.1:0",
+                 "--max-connections", "20000", "--log-level", "info"],
+    "gorilla": [os.path.join(BENCH_DIR, "go", "wspeer"), "-addr", "127.0.0.1:0"],
+    "node-ws": ["node", os.path.join(BENCH_DIR, "node", "server.js"), "--port", "0"],
+}
+SERVER_NOTES = {
+    THREADCAST: "this project: 2 threads per connection (reader + writer), tiny_http + tungstenite",
+    "gorilla": "Go, gorilla/websocket (Debian package), hub goroutine + readPump/writePump per client",
+    "node-ws": "Node.js, npm `ws`, single-threaded event loop",
+}
+SERVER_COLORS = {THREADCAST: "#d62728", "gorilla": "#1f77b4", "node-ws": "#2ca02c"}
+
+
+class Case:
+    """One loadgen invocation (run once per server per repeat)."""
+
+    def __init__(self, scenario, key, mode, args, expect_s, repeats=None):
+        self.scenario = scenario   # table it belongs to
+        self.key = key             # row label within the table
+        self.mode = mode
+        self.args = args           # loadgen options (strings)
+        self.expect_s = expect_s   # rough wall time of one run
+        self.repeats = repeats     # overrides the suite's repeat count
+
+    def name(self):
+        return f"{self.scenario}/{self.key}"
+
+
+def suite(quick):
+    """The scenarios of the issue; --quick runs a smaller, shorter subset."""
+    cases = []
+    echo_secs, warm = ("2", "0.5") if quick else ("3", "1")
+    for conns in ([10, 100] if quick else [1, 10, 100, 1000]):
+        cases.append(Case("echo-64B", conns, "echo",
+                          ["--conns", str(conns), "--window", "8", "--size", "64",
+                           "--duration", echo_secs, "--warmup", warm],
+                          float(echo_secs) + float(warm) + 0.6))
+    cases.append(Case("echo-64KiB", 10, "echo",
+                      ["--conns", "10", "--window", "8", "--size", "65536",
+                       "--duration", echo_secs, "--warmup", warm],
+                      float(echo_secs) + float(warm) + 0.6))
+    fan_secs = "3" if quick else "5"
+    for subs in ([100] if quick else [100, 1000, 5000]):
+        cases.append(Case("fanout", subs, "fanout",
+                          ["--subscribers", str(subs), "--rate", "100", "--size", "64",
+                           "--duration", fan_secs], int(fan_secs) + 2 + subs / 500))
+    for conns in ([1000] if quick else [1000, 5000, 10000]):
+        cases.append(Case("idle-conns", conns, "conns",
+                          ["--conns", str(conns), "--connect-rate", "2000"], 4 + conns / 2000))
+    hold = "5" if quick else "30"
+    # One 30 s window already averages over time, so the full suite runs the
+    # idle-CPU case once per server to stay inside its time budget.
+    cases.append(Case("idle-cpu", 1000, "idle",
+                      ["--conns", "1000", "--hold", hold, "--settle", "2"], int(hold) + 4,
+                      repeats=1))
+    return cases
+
+
+# ---------------------------------------------------------------- running
+
+def start_server(name, log_path):
+    log = open(log_path, "wb")
+    # A session of its own puts the server in its own scheduler autogroup, so
+    # a server with thousands of runnable threads cannot starve the load
+    # generator (which gets its own session too): each gets half the CPU
+    # when both want more.
+    proc = subprocess.Popen(SERVERS[name], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with open(log_path, "rb") as f:
+            m = LISTEN_RE.search(f.read().decode(errors="replace"))
+        if m:
+            return proc, m.group(1), log
+        time.sleep(0.05)
+    stop_server(proc, log)
+    tail = open(log_path, "rb").read()[-2000:].decode(errors="replace")
+    raise RuntimeError(f"{name} did not report a listening address:\n{tail}")
+
+
+def stop_server(proc, log):
+    """Stop the server we started; returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+    return proc.returncode
+
+
+def machine_busy_secs():
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + (fields[7] if len(fields) > 7 else 0)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def run_case(case, server, repeat, run_no):
+    tag = f"{run_no:03d}-{case.scenario}-{case.key}-{server}-r{repeat}"
+    server_log = os.path.join(LOG_DIR, tag + ".server.log")
+    result = {"scenario": case.scenario, "key": case.key, "server": server,
+              "repeat": repeat, "mode": case.mode}
+    try:
+        proc, addr, log = start_server(server, server_log)
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        result["error"] = f"server start: {e}"
+        return result
+    cmd = [LOADGEN, case.mode, "--addr", addr, "--label", server,
+           "--server-pid", str(proc.pid)] + case.args
+    busy0, wall0 = machine_busy_secs(), time.monotonic()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True,
+                             timeout=case.expect_s + LOADGEN_TIMEOUT_SLACK_S)
+        with open(os.path.join(LOG_DIR, tag + ".loadgen.log"), "w") as f:
+            f.write(out.stderr)
+        lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+        if lines:
+            result.update(json.loads(lines[-1]))
+        else:
+            result["error"] = f"loadgen exit {out.returncode}: {out.stderr[-500:]}"
+    except subprocess.TimeoutExpired:
+        result["error"] = "loadgen timed out"
+    busy, wall = machine_busy_secs() - busy0, time.monotonic() - wall0
+    if "server_cpu_secs_total" in result and "loadgen_cpu_secs_total" in result:
+        # CPU that neither the server nor the load generator used: other
+        # processes on the machine, a measure of how disturbed the run was.
+        other = max(0.0, busy - result["server_cpu_secs_total"] - result["loadgen_cpu_secs_total"])
+        result["other_cpu_percent"] = 100 * other / (wall * (os.cpu_count() or 1))
+    alive = proc.poll() is None
+    status = stop_server(proc, log)
+    if not alive:
+        result["server_died"] = True
+        result["server_exit"] = status
+        result.setdefault("error", f"server exited during the run (status {status})")
+    return result
+
+
+# ------------------------------------------------------------ aggregation
+
+# Counters where the worst repeat matters more than the median.
+WORST_OF = {"mismatches", "unanswered", "lost", "lost_incl_disconnected", "duplicates",
+            "reordered", "corrupt", "slow_disconnected", "other_disconnected",
+            "closed_during_run", "closed_while_held", "conns_failed"}
+
+
+def aggregate(results):
+    """{(scenario, key, server): {metric: value}} over the successful repeats."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["scenario"], r["key"], r["server"]), []).append(r)
+    agg = {}
+    for k, runs in groups.items():
+        ok = [r for r in runs if "error" not in r]
+        a = {"runs": len(runs), "ok_runs": len(ok),
+             "errors": sorted({r["error"] for r in runs if "error" in r})}
+        metrics = {m for r in ok for m, v in r.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for m in metrics:
+            vals = [r[m] for r in ok if isinstance(r.get(m), (int, float))]
+            if vals:
+                a[m] = max(vals) if m in WORST_OF else statistics.median(vals)
+        for m in {m for r in ok for m, v in r.items() if isinstance(v, bool)}:
+            vals = [r[m] for r in ok if m in r]
+            a[m] = (sum(vals), len(vals))
+        reasons = {}
+        for r in ok:
+            for src in ("disconnect_reasons",):
+                for reason, n in (r.get(src) or {}).items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+        a["disconnect_reasons"] = reasons
+        agg[k] = a
+    return agg
+
+
+# ------------------------------------------------------------- formatting
+
+def fmt(v, digits=3):
+    if v is None:
+        return "–"
+    if isinstance(v, tuple):  # (true count, runs) of a boolean
+        yes, n = v
+        return "yes" if yes == n else ("no" if yes == 0 else f"{yes}/{n} runs")
+    if isinstance(v, float) and not math.isfinite(v):
+        return "–"
+    av = abs(v)
+    if av >= 1000:
+        return f"{v:,.0f}"
+    if av >= 100 or float(v).is_integer():
+        return f"{v:.0f}"
+    return f"{v:.{digits}g}"
+
+
+def ratio(a, b):
+    if a is None or b is None or isinstance(a, tuple) or a <= 0 or b <= 0:
+        return "–"
+    r = a / b
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
+# Table layout per scenario: (title, row-key heading, [(metric, heading, ratio?)], notes)
+TABLES = [
+    ("echo-64B", "Echo, 64 B messages, 8 in flight per connection", "conns", [
+        ("round_trips_per_sec", "round trips/s", True),
+        ("rtt_p50_us", "RTT p50 µs", True),
+        ("rtt_p99_us", "RTT p99 µs", True),
+        ("rtt_max_us", "RTT max µs", False),
+        ("server_cpu_secs_total", "server CPU s", False),
+        ("mismatches", "mismatches", False),
+    ]),
+    ("echo-64KiB", "Echo, 64 KiB messages, 8 in flight per connection", "conns", [
+        ("round_trips_per_sec", "round trips/s", True),
+        ("mbytes_per_sec", "MB/s echoed", True),
+        ("rtt_p50_us", "RTT p50 µs", True),
+        ("rtt_p99_us", "RTT p99 µs", True),
+        ("rtt_max_us", "RTT max µs", False),
+        ("mismatches", "mismatches", False),
+    ]),
+    ("fanout", "Fan-out: 1 publisher, 100 msg/s of 64 B, to N subscribers", "subscribers", [
+        ("deliveries_per_sec", "deliveries/s", True),
+        ("expected_deliveries_per_sec", "offered/s", False),
+        ("latency_p50_us", "latency p50 µs", True),
+        ("latency_p99_us", "latency p99 µs", True),
+        ("latency_max_us", "latency max µs", False),
+        ("lost", "lost", False),
+        ("drain_cut_off", "cut off", False),
+        ("duplicates", "dup", False),
+        ("slow_disconnected", "slow-dropped", False),
+        ("other_disconnected", "other drops", False),
+        ("server_cpu_secs_total", "server CPU s", False),
+    ]),
+    ("idle-conns", "Idle connections held, then one broadcast to all, then closed", "conns", [
+        ("conns_open", "held", False),
+        ("open_secs", "open s", False),
+        ("server_rss_per_conn_kb", "server RSS KiB/conn", True),
+        ("kernel_kb_per_conn", "kernel KiB/conn", True),
+        ("machine_kb_per_conn_excl_loadgen", "MemAvailable KiB/conn", True),
+        ("server_threads_held", "server threads", False),
+        ("broadcast_receivers", "broadcast got", False),
+        ("broadcast_all_ms", "broadcast to all ms", True),
+        ("threads_returned", "threads back", False),
+        ("rss_returned", "RSS back", False),
+        ("server_rss_after_kb", "RSS after KiB", False),
+    ]),
+    ("idle-cpu", "Idle CPU: 1,000 idle connections held", "conns", [
+        ("hold_secs", "held s", False),
+        ("server_cpu_secs", "server CPU s", True),
+        ("server_cpu_percent", "server CPU %", False),
+        ("server_threads", "server threads", False),
+        ("server_rss_kb", "server RSS KiB", True),
+    ]),
+]
+
+
+def background_load(results, scenario):
+    vals = [r["other_cpu_percent"] for r in results
+            if r["scenario"] == scenario and "other_cpu_percent" in r]
+    if not vals:
+        return ""
+    return (f"_Other processes used a median {statistics.median(vals):.0f} % (max {max(vals):.0f} %) "
+            "of the machine's CPU during these runs._")
+
+
+def table_md(scenario, key_heading, columns, agg, servers, keys):
+    peers = [s for s in servers if s != THREADCAST]
+    head = [key_heading, "server"]
+    for m, h, r in columns:
+        head.append(h)
+        if r and THREADCAST in servers and peers:
+            head.append("tc/peer")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        tc = agg.get((scenario, key, THREADCAST), {})
+        for s in servers:
+            a = agg.get((scenario, key, s))
+            if a is None:
+                continue
+            row = [fmt(key), s]
+            failed = a["ok_runs"] == 0
+            for m, h, r in columns:
+                row.append("failed" if failed else fmt(a.get(m)))
+                if r and THREADCAST in servers and peers:
+                    row.append("" if s == THREADCAST or failed else ratio(tc.get(m), a.get(m)))
+            lines.append("| " + " | ".join(row) + " |")
+    notes = []
+    for key in keys:
+        for s in servers:
+            a = agg.get((scenario, key, s))
+            if not a:
+                continue
+            if a["errors"]:
+                notes.append(f"- {fmt(key)} / {s}: {a['runs'] - a['ok_runs']} of {a['runs']} runs failed: "
+                             + "; ".join(e.splitlines()[0][:200] for e in a["errors"]))
+            if a.get("disconnect_reasons"):
+                notes.append(f"- {fmt(key)} / {s}: subscribers disconnected during the run: "
+                             + ", ".join(f"{k} ×{v}" for k, v in sorted(a["disconnect_reasons"].items())))
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+# ---------------------------------------------------------------- SVG plots
+
+SVG_W, SVG_H = 640, 380
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 70, 140, 40, 50
+
+
+def _esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _nice_ticks(lo, hi, log):
+    if log:
+        decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        mults = (1, 2, 5) if len(decades) <= 3 else (1,)
+        return [m * 10 ** e for e in decades for m in mults]
+    step = 10 ** math.floor(math.log10(max(hi - lo, 1e-9)))
+    for mult in (1, 2, 5, 10):
+        if (hi - lo) / (step * mult) <= 6:
+            step *= mult
+            break
+    t, out = math.floor(lo / step) * step, []
+    while t <= hi + step * 1e-9:
+        out.append(t)
+        t += step
+    return out
+
+
+def _svg_frame(title, xlabel, ylabel):
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{SVG_H}" '
+            f'viewBox="0 0 {SVG_W} {SVG_H}" font-family="sans-serif" font-size="12">',
+            f'<rect width="{SVG_W}" height="{SVG_H}" fill="white"/>',
+            f'<text x="{SVG_W / 2}" y="22" text-anchor="middle" font-size="15">{_esc(title)}</text>',
+            f'<text x="{MARGIN_L + (SVG_W - MARGIN_L - MARGIN_R) / 2}" y="{SVG_H - 10}" '
+            f'text-anchor="middle">{_esc(xlabel)}</text>',
+            f'<text transform="translate(16,{MARGIN_T + (SVG_H - MARGIN_T - MARGIN_B) / 2}) rotate(-90)" '
+            f'text-anchor="middle">{_esc(ylabel)}</text>']
+
+
+def _legend(names):
+    out = []
+    for i, n in enumerate(names):
+        y = MARGIN_T + 10 + i * 20
+        x = SVG_W - MARGIN_R + 15
+        out.append(f'<rect x="{x}" y="{y - 9}" width="12" height="12" fill="{SERVER_COLORS.get(n, "#777")}"/>')
+        out.append(f'<text x="{x + 18}" y="{y + 1}">{_esc(n)}</text>')
+    return out
+
+
+def _tick_label(v):
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def line_chart(path, title, xlabel, ylabel, series, logx=True, logy=True):
+    """series: {name: [(x, y), ...]}; points with y <= 0 on a log axis are skipped."""
+    pts = [(x, y) for s in series.values() for x, y in s if y is not None and (y > 0 or not logy)]
+    if not pts:
+        return False
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    xlo, xhi = min(xs), max(xs)
+    ylo, yhi = (min(ys), max(ys))
+    if logy:
+        ylo, yhi = 10 ** math.floor(math.log10(ylo)), 10 ** math.ceil(math.log10(yhi))
+    else:
+        ylo, yhi = 0, yhi * 1.1
+    if xlo == xhi:
+        xlo, xhi = xlo / 2, xhi * 2
+    pw, ph = SVG_W - MARGIN_L - MARGIN_R, SVG_H - MARGIN_T - MARGIN_B
+
+    def tx(x):
+        f = (math.log10(x) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo)) if logx \
+            else (x - xlo) / (xhi - xlo)
+        return MARGIN_L + f * pw
+
+    def ty(y):
+        f = (math.log10(y) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo)) if logy \
+            else (y - ylo) / (yhi - ylo)
+        return MARGIN_T + ph - f * ph
+
+    out = _svg_frame(title, xlabel, ylabel)
+    for t in _nice_ticks(ylo, yhi, logy):
+        if ylo <= t <= yhi:
+            y = ty(t)
+            out.append(f'<line x1="{MARGIN_L}" x2="{MARGIN_L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{MARGIN_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick_label(t)}</text>')
+    for x in sorted(set(xs)):
+        out.append(f'<text x="{tx(x):.1f}" y="{MARGIN_T + ph + 18}" text-anchor="middle">{_tick_label(x)}</text>')
+    out.append(f'<rect x="{MARGIN_L}" y="{MARGIN_T}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
+    for name, s in series.items():
+        s = [(x, y) for x, y in s if y is not None and (y > 0 or not logy)]
+        color = SERVER_COLORS.get(name, "#777")
+        if len(s) > 1:
+            d = " ".join(f"{tx(x):.1f},{ty(y):.1f}" for x, y in s)
+            out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, y in s:
+            out.append(f'<circle cx="{tx(x):.1f}" cy="{ty(y):.1f}" r="4" fill="{color}"><title>'
+                       f'{_esc(name)}: {y:,.1f}</title></circle>')
+    out += _legend(list(series))
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return True
+
+
+def bar_chart(path, title, xlabel, ylabel, groups, series):
+    """groups: x labels; series: {name: [value per group or None]}."""
+    vals = [v for s in series.values() for v in s if v is not None]
+    if not vals:
+        return False
+    yhi = max(max(vals) * 1.1, 1e-9)
+    pw, ph = SVG_W - MARGIN_L - MARGIN_R, SVG_H - MARGIN_T - MARGIN_B
+    out = _svg_frame(title, xlabel, ylabel)
+    for t in _nice_ticks(0, yhi, False):
+        if t <= yhi:
+            y = MARGIN_T + ph - t / yhi * ph
+            out.append(f'<line x1="{MARGIN_L}" x2="{MARGIN_L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{MARGIN_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick_label(t)}</text>')
+    gw = pw / len(groups)
+    bw = gw * 0.8 / len(series)
+    for gi, g in enumerate(groups):
+        out.append(f'<text x="{MARGIN_L + gw * (gi + 0.5):.1f}" y="{MARGIN_T + ph + 18}" '
+                   f'text-anchor="middle">{_esc(g)}</text>')
+        for si, (name, s) in enumerate(series.items()):
+            v = s[gi]
+            x = MARGIN_L + gw * gi + gw * 0.1 + si * bw
+            if v is None:  # the run failed: say so where the bar would be
+                out.append(f'<text x="{x + bw / 2:.1f}" y="{MARGIN_T + ph - 4}" text-anchor="end" '
+                           f'font-size="10" fill="{SERVER_COLORS.get(name, "#777")}" '
+                           f'transform="rotate(-90 {x + bw / 2:.1f} {MARGIN_T + ph - 4})">failed / no data</text>')
+                continue
+            h = max(v, 0) / yhi * ph  # a negative reading (noise) draws no bar
+            out.append(f'<rect x="{x:.1f}" y="{MARGIN_T + ph - h:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
+                       f'fill="{SERVER_COLORS.get(name, "#777")}"><title>{_esc(name)}: {v:,.2f}</title></rect>')
+            out.append(f'<text x="{x + bw / 2 - 1:.1f}" y="{MARGIN_T + ph - h - 4:.1f}" text-anchor="middle" '
+                       f'font-size="10">{v:,.1f}</text>')
+    out.append(f'<rect x="{MARGIN_L}" y="{MARGIN_T}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
+    out += _legend(list(series))
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return True
+
+
+def make_plots(agg, servers, cases):
+    keys = lambda sc: sorted({c.key for c in cases if c.scenario == sc})  # noqa: E731
+    made = []
+
+    def ok(sc, k, s, m):
+        a = agg.get((sc, k, s))
+        return a.get(m) if a and a["ok_runs"] else None
+
+    p = os.path.join(RESULTS_DIR, "fanout-p99.svg")
+    if line_chart(p, "Fan-out delivery latency p99 (100 msg/s)", "subscribers", "p99 latency (ms, log)",
+                  {s: [(k, (ok("fanout", k, s, "latency_p99_us") or 0) / 1e3) for k in keys("fanout")]
+                   for s in servers}):
+        made.append(("Fan-out p99 delivery latency vs subscribers", p))
+    p = os.path.join(RESULTS_DIR, "echo-throughput.svg")
+    if line_chart(p, "Echo round trips/s (64 B, window 8)", "connections", "round trips/s (log)",
+                  {s: [(k, ok("echo-64B", k, s, "round_trips_per_sec")) for k in keys("echo-64B")]
+                   for s in servers}):
+        made.append(("Echo throughput vs connections", p))
+    ks = keys("idle-conns")
+    for metric, fname, title in [
+            ("server_rss_per_conn_kb", "idle-memory-rss.svg", "Server RSS per idle connection"),
+            ("kernel_kb_per_conn", "idle-memory-kernel.svg",
+             "Kernel memory per idle connection (stacks, page tables, slab, TCP)"),
+            ("machine_kb_per_conn_excl_loadgen", "idle-memory-machine.svg",
+             "MemAvailable drop per idle connection (excl. loadgen RSS)")]:
+        p = os.path.join(RESULTS_DIR, fname)
+        if bar_chart(p, title, "connections held", "KiB per connection", [fmt(k) for k in ks],
+                     {s: [ok("idle-conns", k, s, metric) for k in ks] for s in servers}):
+            made.append((title, p))
+    return made
+
+
+# ------------------------------------------------------------------ report
+
+def sh(cmd):
+    try:
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def read_first(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+# Memory mappings per thread in a Rust program: the thread's stack and its
+# guard page (glibc), and the alternate signal stack and its guard page that
+# Rust's std sets up in every thread it spawns.
+MAPS_PER_THREAD = 4
+# Threads per threadcast connection (reader + writer).
+THREADS_PER_CONN = 2
+# Mappings, pids and fds a server needs besides its connections.
+RESERVE = 200
+
+
+def capacity_limits():
+    """How many thread-per-connection connections each kernel limit allows."""
+    out = []
+    try:
+        maps = int(read_first("/proc/sys/vm/max_map_count"))
+        out.append(f"vm.max_map_count {maps:,} → ~{(maps - RESERVE) // (MAPS_PER_THREAD * THREADS_PER_CONN):,}")
+        pids = int(read_first("/proc/sys/kernel/pid_max"))
+        out.append(f"kernel.pid_max {pids:,} → ~{(pids - RESERVE) // THREADS_PER_CONN:,}")
+        tmax = int(read_first("/proc/sys/kernel/threads-max"))
+        out.append(f"kernel.threads-max {tmax:,} → ~{tmax // THREADS_PER_CONN:,}")
+        nproc = sh("ulimit -u")
+        if nproc.isdigit():
+            out.append(f"ulimit -u {int(nproc):,} → ~{int(nproc) // THREADS_PER_CONN:,}")
+        nofile = sh("ulimit -Sn")
+        if nofile.isdigit():
+            out.append(f"ulimit -n {int(nofile):,} → ~{int(nofile) - RESERVE:,}")
+    except ValueError:
+        pass
+    return "; ".join(out)
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def threadcast_build_info():
+    binary = SERVERS[THREADCAST][0]
+    try:
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(binary), datetime.timezone.utc)
+    except OSError:
+        return "missing"
+    head = sh(f"git -C '{ROOT}' rev-parse --short HEAD 2>/dev/null") or "no commit yet"
+    dirty = " (work tree has changes)" if sh(f"git -C '{ROOT}' status --porcelain -- src Cargo.toml") else ""
+    return f"built {built:%Y-%m-%d %H:%M} UTC; repository at {head}{dirty}"
+
+
+def machine_info(date=None, build=None):
+    model = "?"
+    for line in read_first("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = next((l.split()[1] for l in read_first("/proc/meminfo").splitlines() if l.startswith("MemTotal")), "0")
+    return [
+        ("date (UTC)", date or utc_now()),
+        ("cores", f"{os.cpu_count()} ({model})"),
+        ("memory", f"{int(mem) / 1048576:.1f} GiB"),
+        ("kernel", f"{platform.system()} {platform.release()}"),
+        ("open files (ulimit -n, soft/hard)", sh("ulimit -Sn") + " / " + sh("ulimit -Hn")),
+        ("max user processes (ulimit -u)", sh("ulimit -u")),
+        ("kernel.pid_max / threads-max", read_first("/proc/sys/kernel/pid_max") + " / "
+         + read_first("/proc/sys/kernel/threads-max")),
+        ("vm.max_map_count", read_first("/proc/sys/vm/max_map_count")),
+        ("scheduler autogroups", read_first("/proc/sys/kernel/sched_autogroup_enabled").replace("1", "on")
+         .replace("0", "off")),
+        ("ephemeral ports", read_first("/proc/sys/net/ipv4/ip_local_port_range").replace("\t", "–")),
+        ("connections a 2-threads-per-connection server can hold, by limit", capacity_limits()),
+        ("threadcast binary", build or threadcast_build_info()),
+        ("rustc", sh("rustc --version")),
+        ("go", sh("go version")),
+        ("gorilla/websocket", sh("dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev")),
+        ("node / ws", sh("node --version") + " / " + sh(
+            f"node -p \"require('{BENCH_DIR}/node/node_modules/ws/package.json').version\"")),
+    ]
+
+
+def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=None, note="", build=None):
+    agg = aggregate(results)
+    out = ["# threadcast benchmarks", "",
+           f"Generated by `bench/run.sh{' --quick' if quick else ''}` (see bench/README.md for how to run "
+           "it and what every column means). All traffic is on 127.0.0.1; the load generator "
+           "(one thread, non-blocking sockets) shares the machine's cores with the server under test.",
+           "",
+           f"Each figure is the **median over {repeats} repeat(s)** (error counters: the worst repeat); "
+           "runs were interleaved server by server (A B C A B C) and every run had a freshly started "
+           "server. **tc/peer** is threadcast's figure divided by that peer's: above 1 means threadcast's "
+           "number is higher (better for throughput, worse for latency, memory and CPU).",
+           f"Suite wall time: {elapsed / 60:.1f} min.", ""]
+    if note:
+        out += [f"**Note:** {note}", ""]
+    out += ["## Machine", "",
+           "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in machine_info(date, build)]
+    out += ["", "## Servers", ""] + [f"- **{s}**: {SERVER_NOTES[s]}" for s in servers]
+    for scenario, title, key_heading, columns in TABLES:
+        keys = sorted({c.key for c in cases if c.scenario == scenario})
+        if not keys:
+            continue
+        reps = next((c.repeats for c in cases if c.scenario == scenario and c.repeats), repeats)
+        out += ["", f"## {title}", ""]
+        if reps != repeats:
+            out += [f"_{reps} repeat(s) per server._", ""]
+        out.append(table_md(scenario, key_heading, columns, agg, servers, keys))
+        load = background_load(results, scenario)
+        if load:
+            out += ["", load]
+    if plots:
+        out += ["", "## Plots", ""]
+        for title, p in plots:
+            out.append(f"![{title}]({os.path.relpath(p, ROOT)})")
+            out.append("")
+    with open(REPORT_PATH, "w") as f:
+        f.write("\n".join(out).replace("\n\n\n", "\n\n") + "\n")
+
+
+# -------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small subset, 1 repeat (< 2 min)")
+    ap.add_argument("--repeats", type=int, help="repeats per case (default 3, --quick 1)")
+    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of servers")
+    ap.add_argument("--only", default="", help="comma-separated scenarios to run (e.g. fanout,idle-conns)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite BENCHMARKS.md and the plots from bench/results/results.jsonl "
+                         "(with --quick: results-quick.jsonl) without running")
+    ap.add_argument("--note", default="", help="a remark printed under the report's heading "
+                                               "(e.g. what else ran on the machine)")
+    args = ap.parse_args()
+    servers = [s for s in args.servers.split(",") if s]
+    for s in servers:
+        if s not in SERVERS:
+            sys.exit(f"unknown server {s!r}; known: {', '.join(SERVERS)}")
+    repeats = args.repeats or (1 if args.quick else 3)
+    cases = suite(args.quick)
+    if args.only:
+        wanted = set(args.only.split(","))
+        cases = [c for c in cases if c.scenario in wanted]
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    os.makedirs(LOG_DIR, exist_ok=True)
+    # A --quick run keeps its raw results apart, so it does not replace the
+    # last full run's (BENCHMARKS.md can be rebuilt from those with
+    # --report-only).
+    jsonl = os.path.join(RESULTS_DIR, "results-quick.jsonl" if args.quick else "results.jsonl")
+
+    if args.report_only:
+        with open(jsonl) as f:
+            results = [json.loads(l) for l in f if l.strip()]
+        meta = results[0] if results and results[0].get("meta") else {}
+        results = [r for r in results if not r.get("meta")]
+        plots = make_plots(aggregate(results), servers, cases)
+        write_report(results, cases, servers, meta.get("repeats", repeats), meta.get("quick", args.quick),
+                     meta.get("elapsed", 0), plots, meta.get("date"), args.note or meta.get("note", ""),
+                     meta.get("threadcast_build"))
+        print(f"wrote {REPORT_PATH}")
+        return
+
+    runs = [(c, rep, s) for c in cases for rep in range(c.repeats or repeats) for s in servers]
+    budget = sum(c.expect_s + 0.3 for c, _, _ in runs)
+    print(f"bench: {len(runs)} runs, roughly {budget / 60:.1f} min", flush=True)
+    t0 = time.monotonic()
+    started = utc_now()
+    build = threadcast_build_info()
+    results = []
+    for i, (case, rep, server) in enumerate(runs, 1):
+        t = time.monotonic()
+        r = run_case(case, server, rep, i)
+        results.append(r)
+        summary = r.get("error") or ", ".join(
+            f"{k}={fmt(r[k])}" for k in ("round_trips_per_sec", "rtt_p99_us", "deliveries_per_sec",
+                                         "latency_p99_us", "lost", "conns_open",
+                                         "server_rss_per_conn_kb", "server_cpu_secs",
+                                         "other_cpu_percent")
+            if k in r)
+        print(f"[{i}/{len(runs)} {time.monotonic() - t0:5.0f}s] {case.name():20s} {server:10s} "
+              f"r{rep} ({time.monotonic() - t:4.1f}s): {summary}", flush=True)
+    elapsed = time.monotonic() - t0
+    with open(jsonl, "w") as f:
+        f.write(json.dumps({"meta": True, "quick": args.quick, "repeats": repeats, "elapsed": elapsed,
+                            "servers": servers, "date": started, "note": args.note,
+                            "threadcast_build": build}) + "\n")
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    plots = make_plots(aggregate(results), servers, cases)
+    write_report(results, cases, servers, repeats, args.quick, elapsed, plots, started, args.note, build)
+    print(f"bench: done in {elapsed / 60:.1f} min; wrote {REPORT_PATH} and {jsonl}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+//! Readings from /proc: a process's RSS, thread count and CPU time, and the
+//! machine's MemAvailable.
+
+use std::fs;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStatus {
+    pub rss_kb: u64,
+    pub threads: u64,
+}
+
+fn status_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l[name.len()..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// VmRSS and Threads from /proc/PID/status ("self" works as the pid).
+pub fn proc_status(pid: &str) -> Option<ProcStatus> {
+    if pid.is_empty() {
+        return None;
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(ProcStatus {
+        rss_kb: status_field(&text, "VmRSS:")?,
+        threads: status_field(&text, "Threads:")?,
+    })
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    if pid.is_empty() {
+        return None;
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: skip past it.
+    let after = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the ")" come field 3 (state) onward; utime is field 14, stime 15.
+    const UTIME_AFTER_COMM: usize = 14 - 3;
+    const STIME_AFTER_COMM: usize = 15 - 3;
+    let utime: u64 = fields.get(UTIME_AFTER_COMM)?.parse().ok()?;
+    let stime: u64 = fields.get(STIME_AFTER_COMM)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks_per_sec())
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Machine-wide MemAvailable from /proc/meminfo, in KiB.
+pub fn mem_available_kb() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    status_field(&text, "MemAvailable:")
+}
+
+/// Kernel memory that grows with connections and threads, machine-wide, in
+/// KiB: thread kernel stacks, page tables, unreclaimable slab (socket and
+/// task structures), and TCP buffer pages (/proc/net/sockstat). Much less
+/// disturbed by other processes than MemAvailable, which moves with the page
+/// cache.
+pub fn kernel_conn_memory_kb() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let fields = ["KernelStack:", "PageTables:", "SUnreclaim:"];
+    let mut total = 0;
+    for f in fields {
+        total += status_field(&text, f)?;
+    }
+    Some(total + tcp_mem_kb().unwrap_or(0))
+}
+
+/// Pages of TCP buffer memory in use ("TCP: ... mem N"), in KiB.
+fn tcp_mem_kb() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut it = line.split_whitespace();
+    while let Some(word) = it.next() {
+        if word == "mem" {
+            let pages: u64 = it.next()?.parse().ok()?;
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+            return Some(pages * page / 1024);
+        }
+    }
+    None
+}
+
+/// Raise this process's soft open-file limit to its hard limit; returns the
+/// new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                return wanted.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}

@@ -1,0 +1,326 @@
+//! The wire format of room messages (see `docs/PROTOCOL.md`): a one-line JSON header,
+//! `\n`, then the payload untouched. Also the control frames (welcome, gap, ack,
+//! members), the `cid:` line clients use to name their messages, and the JSON form of
+//! a message used by Server-Sent Events and long polling.
+//!
+//! We only ever *write* JSON, and only flat objects of numbers and plain strings, so
+//! the small writer in [`crate::json`] is all it takes; the one thing we read from
+//! clients, the `cid:` line, is a plain prefix rather than JSON on purpose.
+
+use data_encoding::BASE64;
+use tungstenite::{Bytes, Message, Utf8Bytes};
+
+use crate::json::JsonObject;
+use crate::room::{CatchUp, RoomMessage};
+use crate::url::is_room_name;
+
+/// What starts a client's own message id line: `cid:<id>\n`.
+pub const CID_PREFIX: &[u8] = b"cid:";
+
+/// An epoch as clients see it: 16 lowercase hex digits.
+pub fn format_epoch(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+/// Reads an epoch written by [`format_epoch`].
+pub fn parse_epoch(s: &str) -> Option<u64> {
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+/// Reads an SSE event id, `<epoch>:<id>`, back into its parts.
+pub fn parse_event_id(s: &str) -> Option<(u64, u64)> {
+    let (epoch, id) = s.trim().split_once(':')?;
+    Some((parse_epoch(epoch)?, id.parse().ok()?))
+}
+
+/// The SSE event id of a message: `<epoch>:<id>`.
+pub fn event_id(message: &RoomMessage) -> String {
+    format!("{}:{}", format_epoch(message.epoch), message.id)
+}
+
+/// Whether `cid` is an acceptable client message id (same alphabet as room names).
+pub fn is_client_id(cid: &str) -> bool {
+    is_room_name(cid)
+}
+
+/// The header fields every form of a room message shares.
+fn header_fields(
+    json: &mut JsonObject,
+    kind: &str,
+    id: u64,
+    epoch: u64,
+    ts: u64,
+    cid: Option<&str>,
+) {
+    json.string("type", kind)
+        .number("id", id)
+        .string("epoch", &format_epoch(epoch))
+        .number("ts", ts);
+    if let Some(cid) = cid {
+        json.string("cid", cid);
+    }
+}
+
+/// Builds both forms of a room message: `framed` (header line, `\n`, payload) for
+/// enveloped members, and `raw` (the payload alone, sharing the same buffer) for raw
+/// members. The payload is copied once, here, and never again per member.
+pub fn frame_room_message(
+    id: u64,
+    epoch: u64,
+    ts: u64,
+    cid: Option<&str>,
+    payload: Message,
+) -> (Message, Message) {
+    let mut header = JsonObject::new();
+    header_fields(&mut header, "message", id, epoch, ts, cid);
+    let mut framed = header.finish().into_bytes();
+    framed.push(b'\n');
+    let payload_start = framed.len();
+    match payload {
+        Message::Text(text) => {
+            framed.extend_from_slice(text.as_bytes());
+            let framed = Bytes::from(framed);
+            let raw = Utf8Bytes::try_from(framed.slice(payload_start..))
+                .expect("a str slice stays UTF-8");
+            let framed = Utf8Bytes::try_from(framed).expect("JSON header + text is UTF-8");
+            (Message::Text(framed), Message::Text(raw))
+        }
+        other => {
+            framed.extend_from_slice(&other.into_data());
+            let framed = Bytes::from(framed);
+            (
+                Message::Binary(framed.slice(..)),
+                Message::Binary(framed.slice(payload_start..)),
+            )
+        }
+    }
+}
+
+/// Splits a client's `cid:<id>\n` line off its message, if it starts with a valid one.
+/// Returns the client id and the message without that line (same frame type).
+pub fn split_client_id(message: Message) -> (Option<String>, Message) {
+    let bytes = match &message {
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) => b.as_ref(),
+        _ => return (None, message),
+    };
+    let Some(rest) = bytes.strip_prefix(CID_PREFIX) else {
+        return (None, message);
+    };
+    let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+        return (None, message);
+    };
+    let Some(cid) = std::str::from_utf8(&rest[..newline])
+        .ok()
+        .filter(|c| is_client_id(c))
+    else {
+        return (None, message);
+    };
+    let cid = cid.to_string();
+    let skip = CID_PREFIX.len() + newline + 1;
+    let stripped = match message {
+        Message::Text(t) => {
+            let all: Bytes = t.into();
+            Message::Text(
+                Utf8Bytes::try_from(all.slice(skip..))
+                    .expect("cut after an ASCII newline stays UTF-8"),
+            )
+        }
+        Message::Binary(b) => Message::Binary(b.slice(skip..)),
+        other => other,
+    };
+    (Some(cid), stripped)
+}
+
+/// The welcome control frame that opens every enveloped join.
+pub fn welcome_json(room: &str, plan: &CatchUp) -> String {
+    JsonObject::new()
+        .string("type", "welcome")
+        .string("room", room)
+        .string("epoch", &format_epoch(plan.epoch))
+        .number("last_id", plan.last_id)
+        .number("members", plan.members as u64)
+        .bool("epoch_changed", plan.epoch_changed)
+        .finish()
+}
+
+/// The gap control frame: ids `from..=to` are no longer in history.
+pub fn gap_json(from: u64, to: u64) -> String {
+    JsonObject::new()
+        .string("type", "gap")
+        .number("from", from)
+        .number("to", to)
+        .finish()
+}
+
+/// The acknowledgement a publisher gets for a message that carried a client id.
+pub fn ack_json(cid: &str, id: u64, duplicate: bool) -> String {
+    JsonObject::new()
+        .string("type", "ack")
+        .string("cid", cid)
+        .number("id", id)
+        .bool("duplicate", duplicate)
+        .finish()
+}
+
+/// The member-count control frame.
+pub fn members_json(count: usize) -> String {
+    JsonObject::new()
+        .string("type", "members")
+        .number("count", count as u64)
+        .finish()
+}
+
+/// A message as one JSON object (SSE events and long-poll answers): the header
+/// fields plus `data`, a JSON string for text and base64 for binary (`type` says which).
+pub fn message_json(message: &RoomMessage) -> String {
+    let mut json = JsonObject::new();
+    match &message.raw {
+        Message::Text(text) => {
+            header_fields(
+                &mut json,
+                "message",
+                message.id,
+                message.epoch,
+                message.ts,
+                message.cid.as_deref(),
+            );
+            json.string("data", text.as_str());
+        }
+        other => {
+            header_fields(
+                &mut json,
+                "binary",
+                message.id,
+                message.epoch,
+                message.ts,
+                message.cid.as_deref(),
+            );
+            json.string("data", &BASE64.encode(&other.clone().into_data()));
+        }
+    }
+    json.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_message_is_framed_as_header_newline_payload() {
+        let (framed, raw) =
+            frame_room_message(42, 0x9f1c, 1000, Some("m-1"), Message::text("hi\nthere"));
+        assert_eq!(
+            framed.to_text().unwrap(),
+            "{\"type\":\"message\",\"id\":42,\"epoch\":\"0000000000009f1c\",\"ts\":1000,\"cid\":\"m-1\"}\nhi\nthere"
+        );
+        assert_eq!(raw, Message::text("hi\nthere"));
+    }
+
+    #[test]
+    fn a_binary_message_keeps_its_bytes_after_the_header() {
+        let (framed, raw) = frame_room_message(1, 1, 1, None, Message::binary(vec![0u8, 10, 255]));
+        let Message::Binary(bytes) = framed else {
+            panic!("binary stays binary")
+        };
+        let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
+        assert_eq!(&bytes[newline + 1..], &[0u8, 10, 255]);
+        assert_eq!(raw, Message::binary(vec![0u8, 10, 255]));
+    }
+
+    #[test]
+    fn a_cid_line_is_split_off_text_and_binary() {
+        assert_eq!(
+            split_client_id(Message::text("cid:abc-1\nhello")),
+            (Some("abc-1".into()), Message::text("hello"))
+        );
+        let binary = Message::binary(b"cid:x\n\x00\x01".to_vec());
+        assert_eq!(
+            split_client_id(binary),
+            (Some("x".into()), Message::binary(vec![0u8, 1]))
+        );
+        assert_eq!(
+            split_client_id(Message::text("cid:a\n")),
+            (Some("a".into()), Message::text(""))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_left_alone() {
+        for text in [
+            "hello",
+            "cid:no newline",
+            "cid:bad id\nx",
+            "cid:\nx",
+            "xcid:a\nb",
+        ] {
+            assert_eq!(
+                split_client_id(Message::text(text)),
+                (None, Message::text(text)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn epochs_and_event_ids_round_trip() {
+        assert_eq!(format_epoch(0xabc), "0000000000000abc");
+        assert_eq!(parse_epoch("0000000000000abc"), Some(0xabc));
+        assert_eq!(parse_epoch("abc"), None);
+        assert_eq!(parse_event_id("0000000000000abc:42"), Some((0xabc, 42)));
+        assert_eq!(parse_event_id("42"), None);
+    }
+
+    #[test]
+    fn messages_become_json_for_sse_and_polling() {
+        let (framed, raw) = frame_room_message(3, 1, 5, None, Message::text("say \"hi\"\r\n"));
+        let m = RoomMessage {
+            id: 3,
+            epoch: 1,
+            ts: 5,
+            cid: None,
+            framed,
+            raw,
+        };
+        assert_eq!(
+            message_json(&m),
+            r#"{"type":"message","id":3,"epoch":"0000000000000001","ts":5,"data":"say \"hi\"\r\n"}"#
+        );
+        let (framed, raw) =
+            frame_room_message(4, 1, 5, Some("c"), Message::binary(vec![0u8, 1, 2, 255]));
+        let m = RoomMessage {
+            id: 4,
+            epoch: 1,
+            ts: 5,
+            cid: Some("c".into()),
+            framed,
+            raw,
+        };
+        assert_eq!(
+            message_json(&m),
+            r#"{"type":"binary","id":4,"epoch":"0000000000000001","ts":5,"cid":"c","data":"AAEC/w=="}"#
+        );
+    }
+
+    #[test]
+    fn control_frames_match_the_protocol_document() {
+        assert_eq!(gap_json(5, 57), r#"{"type":"gap","from":5,"to":57}"#);
+        assert_eq!(
+            ack_json("m-17", 42, false),
+            r#"{"type":"ack","cid":"m-17","id":42,"duplicate":false}"#
+        );
+        assert_eq!(members_json(4), r#"{"type":"members","count":4}"#);
+        let plan = CatchUp {
+            epoch: 1,
+            last_id: 41,
+            members: 3,
+            ..CatchUp::default()
+        };
+        assert_eq!(
+            welcome_json("lobby", &plan),
+            r#"{"type":"welcome","room":"lobby","epoch":"0000000000000001","last_id":41,"members":3,"epoch_changed":false}"#
+        );
+    }
+}

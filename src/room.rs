@@ -1,0 +1,424 @@
+//! One room's memory: the id sequence, the epoch, the bounded history, and the client
+//! ids it has seen. Pure bookkeeping with no threads or sockets, so every rule about
+//! ids, gaps and duplicates is tested here directly.
+//!
+//! Only the hub thread owns rooms; nothing here is shared or locked.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tungstenite::Message;
+
+use crate::envelope;
+
+/// Bookkeeping cost of one stored message besides its bytes (the struct, the queue
+/// slot, the client-id entry), counted against the byte cap so that a flood of empty
+/// messages is bounded too.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 128;
+
+/// A message as broadcast into a room: its id and the two forms members receive.
+/// Built once per publish and shared (`Arc`) by every member and the history.
+#[derive(Debug)]
+pub struct RoomMessage {
+    /// Position in the room's sequence, from 1.
+    pub id: u64,
+    /// The room's epoch when it was published.
+    pub epoch: u64,
+    /// When the server accepted it, milliseconds since 1970 (UTC).
+    pub ts: u64,
+    /// The publisher's own id for it, if it gave one.
+    pub cid: Option<String>,
+    /// Header line + `\n` + payload: what enveloped WebSocket members receive.
+    pub framed: Message,
+    /// The payload exactly as published (shares `framed`'s buffer): what raw members get.
+    pub raw: Message,
+}
+
+impl RoomMessage {
+    /// Bytes this message costs in history.
+    pub fn cost(&self) -> usize {
+        self.framed.len() + self.cid.as_ref().map_or(0, String::len) + MESSAGE_OVERHEAD_BYTES
+    }
+}
+
+/// Where a joining client wants to start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// Only messages published from now on.
+    #[default]
+    Live,
+    /// Everything after `id`, if `epoch` (when given) is still the room's epoch.
+    Since {
+        /// Last id the client has.
+        id: u64,
+        /// The epoch that id belongs to.
+        epoch: Option<u64>,
+    },
+}
+
+/// What a joining client must be told before live messages: built atomically with
+/// the join, so nothing published in between can be missed or doubled.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// The room's epoch.
+    pub epoch: u64,
+    /// Newest id in the room (0 when nothing was ever published).
+    pub last_id: u64,
+    /// Members after this join.
+    pub members: usize,
+    /// The client resumed with another epoch: its ids no longer apply.
+    pub epoch_changed: bool,
+    /// Ids `(from, to)` the client missed that are no longer in history.
+    pub gap: Option<(u64, u64)>,
+    /// Messages to replay, oldest first.
+    pub replay: Vec<Arc<RoomMessage>>,
+}
+
+/// Limits on one room's history.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryLimits {
+    /// Most messages kept.
+    pub messages: usize,
+    /// Most bytes kept (see [`RoomMessage::cost`]).
+    pub bytes: usize,
+}
+
+/// What publishing with a client id the room has already seen produced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The id the first copy got.
+    pub id: u64,
+}
+
+/// One room's history and sequence.
+#[derive(Debug)]
+pub struct History {
+    epoch: u64,
+    next_id: u64,
+    messages: VecDeque<Arc<RoomMessage>>,
+    bytes: usize,
+    /// Client id → the id its message got, for every message still in history.
+    seen_cids: HashMap<String, u64>,
+    limits: HistoryLimits,
+}
+
+impl History {
+    /// An empty history with a fresh random epoch.
+    pub fn new(limits: HistoryLimits) -> Self {
+        History::with_epoch(new_epoch(), limits)
+    }
+
+    /// An empty history with the given epoch.
+    pub fn with_epoch(epoch: u64, limits: HistoryLimits) -> Self {
+        History {
+            epoch,
+            next_id: 1,
+            messages: VecDeque::new(),
+            bytes: 0,
+            seen_cids: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// The room's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Newest id assigned (0 if none).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Messages kept.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives `payload` the next id, keeps it, and evicts the oldest messages beyond the
+    /// limits. A `cid` seen before is refused as a [`Duplicate`].
+    pub fn append(
+        &mut self,
+        payload: Message,
+        cid: Option<String>,
+    ) -> Result<Arc<RoomMessage>, Duplicate> {
+        if let Some(id) = cid.as_ref().and_then(|c| self.seen_cids.get(c)) {
+            return Err(Duplicate { id: *id });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let ts = now_millis();
+        let (framed, raw) =
+            envelope::frame_room_message(id, self.epoch, ts, cid.as_deref(), payload);
+        let message = Arc::new(RoomMessage {
+            id,
+            epoch: self.epoch,
+            ts,
+            cid,
+            framed,
+            raw,
+        });
+        if let Some(cid) = &message.cid {
+            self.seen_cids.insert(cid.clone(), id);
+        }
+        self.bytes += message.cost();
+        self.messages.push_back(Arc::clone(&message));
+        self.evict();
+        Ok(message)
+    }
+
+    fn evict(&mut self) {
+        while self.messages.len() > self.limits.messages
+            || (self.bytes > self.limits.bytes && !self.messages.is_empty())
+        {
+            if let Some(old) = self.messages.pop_front() {
+                self.bytes -= old.cost();
+                if let Some(cid) = &old.cid {
+                    self.seen_cids.remove(cid);
+                }
+            }
+        }
+    }
+
+    /// What a client resuming with `resume` gets: the gap it must be told about, and
+    /// the messages to replay.
+    pub fn catch_up(&self, resume: &Resume, members: usize) -> CatchUp {
+        let mut plan = CatchUp {
+            epoch: self.epoch,
+            last_id: self.last_id(),
+            members,
+            ..CatchUp::default()
+        };
+        let after = match *resume {
+            Resume::Live => return plan,
+            Resume::Since {
+                epoch: Some(epoch), ..
+            } if epoch != self.epoch => {
+                plan.epoch_changed = true;
+                0 // the old ids mean nothing here: everything in this epoch is new
+            }
+            Resume::Since { id, .. } => id,
+        };
+        let oldest_kept = self.messages.front().map_or(self.next_id, |m| m.id);
+        if after + 1 < oldest_kept {
+            plan.gap = Some((after + 1, oldest_kept - 1));
+        }
+        plan.replay = self
+            .messages
+            .iter()
+            .filter(|m| m.id > after)
+            .cloned()
+            .collect();
+        plan
+    }
+}
+
+/// A random epoch from the operating system's generator; never 0.
+fn new_epoch() -> u64 {
+    match getrandom::u64() {
+        Ok(0) | Err(_) => now_millis() | 1, // still distinct across restarts
+        Ok(n) => n,
+    }
+}
+
+/// Milliseconds since 1970 (UTC).
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOMY: HistoryLimits = HistoryLimits {
+        messages: 1000,
+        bytes: 1 << 30,
+    };
+
+    fn ids(messages: &[Arc<RoomMessage>]) -> Vec<u64> {
+        messages.iter().map(|m| m.id).collect()
+    }
+
+    fn filled(n: u64, limits: HistoryLimits) -> History {
+        let mut h = History::with_epoch(7, limits);
+        for i in 1..=n {
+            h.append(Message::text(format!("m{i}")), None).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn ids_count_up_from_one_without_holes() {
+        let h = filled(3, ROOMY);
+        assert_eq!(h.last_id(), 3);
+        assert_eq!(
+            ids(&h.catch_up(&Resume::Since { id: 0, epoch: None }, 1).replay),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn a_repeated_client_id_is_a_duplicate_of_the_first() {
+        let mut h = History::with_epoch(7, ROOMY);
+        let first = h.append(Message::text("a"), Some("c1".into())).unwrap();
+        assert_eq!(
+            h.append(Message::text("a again"), Some("c1".into()))
+                .unwrap_err(),
+            Duplicate { id: first.id }
+        );
+        assert_eq!(h.len(), 1);
+        assert!(h.append(Message::text("b"), Some("c2".into())).is_ok());
+        assert!(h.append(Message::text("no id"), None).is_ok());
+        assert!(
+            h.append(Message::text("no id"), None).is_ok(),
+            "messages without ids are never duplicates"
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_newest_n_messages() {
+        let h = filled(
+            10,
+            HistoryLimits {
+                messages: 4,
+                bytes: 1 << 30,
+            },
+        );
+        assert_eq!(h.len(), 4);
+        assert_eq!(
+            ids(&h
+                .catch_up(
+                    &Resume::Since {
+                        id: 0,
+                        epoch: Some(7)
+                    },
+                    1
+                )
+                .replay),
+            vec![7, 8, 9, 10]
+        );
+    }
+
+    #[test]
+    fn the_byte_cap_evicts_old_messages() {
+        let mut h = History::with_epoch(
+            7,
+            HistoryLimits {
+                messages: 1000,
+                bytes: 10_000,
+            },
+        );
+        for _ in 0..100 {
+            h.append(Message::binary(vec![0u8; 1000]), None).unwrap();
+        }
+        assert!(h.bytes() <= 10_000, "{} bytes kept", h.bytes());
+        assert!(h.len() >= 8, "kept only {}", h.len());
+        assert_eq!(h.last_id(), 100);
+    }
+
+    #[test]
+    fn client_ids_are_forgotten_with_the_messages_that_carried_them() {
+        let mut h = History::with_epoch(
+            7,
+            HistoryLimits {
+                messages: 2,
+                bytes: 1 << 30,
+            },
+        );
+        h.append(Message::text("a"), Some("old".into())).unwrap();
+        h.append(Message::text("b"), None).unwrap();
+        h.append(Message::text("c"), None).unwrap();
+        assert!(
+            h.append(Message::text("a"), Some("old".into())).is_ok(),
+            "outside the window it is new again"
+        );
+    }
+
+    #[test]
+    fn resuming_replays_only_what_came_after() {
+        let h = filled(5, ROOMY);
+        let plan = h.catch_up(
+            &Resume::Since {
+                id: 3,
+                epoch: Some(7),
+            },
+            2,
+        );
+        assert_eq!(ids(&plan.replay), vec![4, 5]);
+        assert_eq!(
+            (plan.gap, plan.epoch_changed, plan.last_id, plan.members),
+            (None, false, 5, 2)
+        );
+        assert!(
+            h.catch_up(
+                &Resume::Since {
+                    id: 5,
+                    epoch: Some(7)
+                },
+                1
+            )
+            .replay
+            .is_empty()
+        );
+        assert!(h.catch_up(&Resume::Live, 1).replay.is_empty());
+    }
+
+    #[test]
+    fn resuming_past_the_history_reports_the_gap() {
+        let h = filled(
+            10,
+            HistoryLimits {
+                messages: 3,
+                bytes: 1 << 30,
+            },
+        );
+        let plan = h.catch_up(
+            &Resume::Since {
+                id: 2,
+                epoch: Some(7),
+            },
+            1,
+        );
+        assert_eq!(plan.gap, Some((3, 7)));
+        assert_eq!(ids(&plan.replay), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn another_epoch_gets_the_whole_history_and_is_told_so() {
+        let h = filled(
+            10,
+            HistoryLimits {
+                messages: 3,
+                bytes: 1 << 30,
+            },
+        );
+        let plan = h.catch_up(
+            &Resume::Since {
+                id: 9,
+                epoch: Some(99),
+            },
+            1,
+        );
+        assert!(plan.epoch_changed);
+        assert_eq!(plan.gap, Some((1, 7)));
+        assert_eq!(ids(&plan.replay), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn epochs_are_random() {
+        assert_ne!(History::new(ROOMY).epoch(), History::new(ROOMY).epoch());
+    }
+}
