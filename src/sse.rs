@@ -4,7 +4,9 @@
 //!
 //! tiny_http buffers a streamed body 8 KiB at a time and never flushes it, so small
 //! events would stall; we take the raw writer (`Request::into_writer`), write the
-//! response head ourselves, and flush after every batch of events.
+//! response head ourselves, and send each batch of events as one HTTP chunk
+//! (`Transfer-Encoding: chunked`), flushed at once. Chunking also lets the stream
+//! *end* (a zero-length chunk) on a connection the browser keeps alive.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -50,30 +52,32 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
         write!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
-             X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: {RETRY_MILLIS}\n\n"
+             X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n"
         )?;
-        out.flush()?;
+        let mut batch = format!("retry: {RETRY_MILLIS}\n\n").into_bytes();
+        send_chunk(&mut out, &mut batch)?;
         loop {
             let item = match queue.recv_timeout(KEEP_ALIVE) {
                 Ok(item) => item,
                 Err(RecvTimeoutError::Timeout) => {
-                    out.write_all(b": keep-alive\n\n")?;
-                    out.flush()?;
+                    batch.extend_from_slice(b": keep-alive\n\n");
+                    send_chunk(&mut out, &mut batch)?;
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => break,
             };
-            // Write this item and whatever else is already queued, then flush once.
+            // This item and whatever else is already queued go out as one chunk.
             for item in std::iter::once(item).chain(queue.try_iter()) {
                 if close.requested().is_some() {
-                    write!(out, "event: close\ndata: server closing this stream\n\n")?;
-                    out.flush()?;
-                    return Ok(());
+                    batch.extend_from_slice(b"event: close\ndata: server closing this stream\n\n");
+                    send_chunk(&mut out, &mut batch)?;
+                    return end_stream(&mut out);
                 }
-                write_event(&mut out, item)?;
+                write_event(&mut batch, item)?;
             }
-            out.flush()?;
+            send_chunk(&mut out, &mut batch)?;
         }
+        end_stream(&mut out)
     })();
     if let Err(e) = result {
         log::debug!("SSE stream {id} ended: {e}");
@@ -83,6 +87,23 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
         room: Some(room),
         done: None,
     });
+}
+
+/// Sends `batch` as one HTTP chunk (`<size in hex>\r\n<bytes>\r\n`), flushes, and
+/// empties it.
+fn send_chunk(out: &mut impl Write, batch: &mut Vec<u8>) -> io::Result<()> {
+    write!(out, "{:x}\r\n", batch.len())?;
+    out.write_all(batch)?;
+    out.write_all(b"\r\n")?;
+    out.flush()?;
+    batch.clear();
+    Ok(())
+}
+
+/// The zero-length chunk: the response is complete.
+fn end_stream(out: &mut impl Write) -> io::Result<()> {
+    out.write_all(b"0\r\n\r\n")?;
+    out.flush()
 }
 
 /// One queued item as SSE events (see docs/PROTOCOL.md).
