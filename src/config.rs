@@ -30,8 +30,9 @@ pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client must finish its upgrade request within this time (defeats slowloris).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages that may wait for one connection's writer. A client that falls this far
-/// behind a room is a slow consumer and is disconnected (close 1008).
-pub const DEFAULT_SEND_QUEUE: usize = 256;
+/// behind a room is a slow consumer and is disconnected (close 1008). The queue's
+/// slots are reserved up front (16 bytes each), so this is also idle memory.
+pub const DEFAULT_SEND_QUEUE: usize = 128;
 /// Messages each room keeps for clients that reconnect.
 pub const DEFAULT_HISTORY: usize = 1000;
 /// Bytes each room's history may hold, so a room of large messages cannot eat the
@@ -75,7 +76,7 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Deadline for a complete upgrade request. Default 5 s.
     pub handshake_timeout: Duration,
-    /// Outgoing messages queued per connection before it counts as slow. Default 256.
+    /// Outgoing messages queued per connection before it counts as slow. Default 128.
     pub send_queue: usize,
     /// Messages kept per room for resuming clients. Default 1000.
     pub history: usize,
@@ -87,6 +88,22 @@ pub struct Config {
     pub feeds: Vec<Feed>,
     /// Run the built-in demo feed in room `ticker`. Default true.
     pub demo_feed: bool,
+    /// Where a WebSocket client presents the token. Default: in the handshake.
+    pub auth: AuthMode,
+    /// Extra `Host` names answered on a loopback listener (DNS-rebinding guard);
+    /// `*` turns the check off. Default: loopback names only.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Where WebSocket clients present the token (`--auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer` or `?token=` on the handshake (`--auth handshake`).
+    #[default]
+    Handshake,
+    /// The first message after the handshake (`--auth first-message`), so the token
+    /// never appears in a URL that proxies log.
+    FirstMessage,
 }
 
 /// A live feed: `--feed ROOM=COMMAND` (or `ROOM=-` for standard input).
@@ -127,6 +144,8 @@ impl Default for Config {
             poll_timeout: DEFAULT_POLL_TIMEOUT,
             feeds: Vec::new(),
             demo_feed: true,
+            auth: AuthMode::Handshake,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -169,6 +188,13 @@ FLAGS:
   --public-ws-url URL      WebSocket URL the page uses behind a proxy [default: derived from Host]
   --allow-origin URL       also accept handshakes from this Origin (repeatable; '*' = any)
                            [default: same host as the Host header only]
+  --auth MODE              where WebSocket clients give the token: handshake
+                           (Bearer header or ?token=) or first-message (the
+                           first message, within the handshake timeout; else
+                           close 1008)                           [default: handshake]
+  --allow-host NAME        on a loopback listener, also answer requests whose Host
+                           is NAME (DNS-rebinding guard; repeatable; '*' = any)
+                           [default: localhost, 127.0.0.1, [::1] only]
   --token SECRET           require this token on handshakes and /publish
                            (or env {token_env}) [default: none]
   --max-connections N      WebSocket connections before 503      [default: {max_conn}]
@@ -249,6 +275,7 @@ where
             "--public" => config.public_dir = PathBuf::from(value()?),
             "--public-ws-url" => config.public_ws_url = Some(parse_ws_url(&value()?)?),
             "--allow-origin" => config.allowed_origins.push(value()?),
+            "--allow-host" => config.allowed_hosts.push(value()?),
             "--token" => config.token = Some(value()?).filter(|t| !t.is_empty()),
             "--max-connections" => config.max_connections = parse_count(&flag, &value()?)?,
             "--max-message-bytes" => config.max_message_bytes = parse_count(&flag, &value()?)?,
@@ -261,6 +288,17 @@ where
             "--poll-timeout" => config.poll_timeout = parse_duration(&flag, &value()?)?,
             "--feed" => config.feeds.push(parse_feed(&value()?)?),
             "--no-demo-feed" => config.demo_feed = false,
+            "--auth" => {
+                config.auth = match value()?.as_str() {
+                    "handshake" => AuthMode::Handshake,
+                    "first-message" => AuthMode::FirstMessage,
+                    other => {
+                        return Err(UsageError(format!(
+                            "--auth: '{other}' is not handshake or first-message"
+                        )));
+                    }
+                }
+            }
             "--log-level" => level = parse_level(&value()?)?,
             _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
         }

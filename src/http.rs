@@ -7,17 +7,20 @@
 //! long-lived requests (SSE, long poll) each get a thread of their own, counted
 //! against `--max-connections` like a WebSocket, so the workers stay free.
 
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
 
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+use tiny_http::{Method, Request};
 use tungstenite::Message;
 
+use crate::config::AuthMode;
 use crate::envelope;
+use crate::http_listener::HttpListener;
 use crate::hub::{Command, HUB_REPLY_TIMEOUT};
 use crate::json::JsonObject;
+use crate::reply::Reply;
 use crate::room::Resume;
 use crate::security::{bearer_token, host_without_port};
 use crate::server::Shared;
@@ -31,13 +34,10 @@ use crate::{poll, sse};
 /// to the hub), so a few threads serve many clients.
 pub const HTTP_WORKERS: usize = 4;
 
-/// Any response body: a file, or bytes we built.
-type Reply = Response<Box<dyn Read + Send>>;
-
 /// Starts the worker threads. They return when `server.unblock()` wakes them after
 /// `Shared::stopping` is set.
 pub fn spawn_workers(
-    server: Arc<tiny_http::Server>,
+    server: Arc<HttpListener>,
     shared: Arc<Shared>,
 ) -> Vec<thread::JoinHandle<()>> {
     let files = Arc::new(StaticFiles::new(&shared.config.public_dir));
@@ -48,9 +48,9 @@ pub fn spawn_workers(
             thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
-                    while let Ok(request) = server.recv() {
+                    while let Some(request) = server.recv() {
                         if shared.stopping.load(Ordering::Acquire) {
-                            let _ = request.respond(text(503, "server shutting down"));
+                            text(503, "server shutting down").send(request);
                             break;
                         }
                         handle(request, &shared, &files);
@@ -65,6 +65,21 @@ fn handle(mut request: Request, shared: &Arc<Shared>, files: &StaticFiles) {
     let url = request.url().to_string();
     let (path, query) = split_target(&url);
     let read_only = matches!(request.method(), Method::Get | Method::Head);
+    // DNS rebinding: a page on another site whose name resolves to 127.0.0.1 must not
+    // reach the endpoints that read or change state. The page itself stays public.
+    let guarded = path == "/stats"
+        || ["/publish/", "/events/", "/poll/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+    if guarded {
+        if let Some(peer) = request.remote_addr().map(|a| a.ip()) {
+            if !shared.policy.host_allowed(header(&request, "Host"), peer) {
+                log::warn!("refused {path} from {peer}: Host not allowed (see --allow-host)");
+                text(403, "Host not allowed; see --allow-host").send(request);
+                return;
+            }
+        }
+    }
     if read_only && (path.starts_with("/events/") || path.starts_with("/poll/")) {
         return start_long_lived(request, shared);
     }
@@ -82,9 +97,7 @@ fn handle(mut request: Request, shared: &Arc<Shared>, files: &StaticFiles) {
         _ if read_only => static_file(files, path),
         _ => text(405, "method not allowed"),
     };
-    if let Err(e) = request.respond(reply) {
-        log::debug!("HTTP client went away before its answer was sent: {e}");
-    }
+    reply.send(request);
 }
 
 /// What the page needs to connect: where the WebSocket listener is and whether a token
@@ -103,6 +116,13 @@ fn config_json(request: &Request, shared: &Shared) -> String {
     JsonObject::new()
         .string("ws_url", &ws_url)
         .bool("token_required", shared.policy.token_required())
+        .string(
+            "auth",
+            match shared.config.auth {
+                AuthMode::Handshake => "handshake",
+                AuthMode::FirstMessage => "first-message",
+            },
+        )
         .number("max_message_bytes", shared.config.max_message_bytes as u64)
         .string("default_room", "lobby")
         .finish()
@@ -169,7 +189,7 @@ fn start_long_lived(request: Request, shared: &Arc<Shared>) {
         ("/poll/", "poll")
     };
     let refuse = |request: Request, reply: Reply| {
-        let _ = request.respond(reply);
+        reply.send(request);
     };
     let Some(room) = room_in_path(path, prefix) else {
         return refuse(
@@ -282,13 +302,7 @@ fn publish(request: &mut Request, path: &str, query: &str, shared: &Shared) -> R
 
 fn static_file(files: &StaticFiles, path: &str) -> Reply {
     match files.lookup(path) {
-        Lookup::Found(found) => Response::new(
-            StatusCode(200),
-            vec![content_type(found.content_type), no_sniff()],
-            found.body,
-            Some(found.len),
-            None,
-        ),
+        Lookup::Found(found) => Reply::new(200, found.content_type, found.body, found.len),
         Lookup::NotFound => text(404, "not found"),
         Lookup::BadRequest => text(400, "bad path"),
     }
@@ -302,34 +316,10 @@ fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
         .map(|h| h.value.as_str())
 }
 
-fn body(status: u16, content_type_value: &'static str, body: Vec<u8>) -> Reply {
-    let len = body.len();
-    Response::new(
-        StatusCode(status),
-        vec![content_type(content_type_value), no_sniff()],
-        Box::new(Cursor::new(body)),
-        Some(len),
-        None,
-    )
-}
-
 fn text(status: u16, message: &str) -> Reply {
-    body(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{message}\n").into_bytes(),
-    )
+    Reply::text(status, message)
 }
 
 fn json(status: u16, json: String) -> Reply {
-    body(status, "application/json", json.into_bytes())
-}
-
-fn content_type(value: &'static str) -> Header {
-    Header::from_bytes("Content-Type", value).expect("static header is valid")
-}
-
-/// Browsers must not guess a different type than the one we send.
-fn no_sniff() -> Header {
-    Header::from_bytes("X-Content-Type-Options", "nosniff").expect("static header is valid")
+    Reply::json(status, json)
 }

@@ -13,6 +13,7 @@
 //! them: a resuming client sees every message exactly once.
 
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::thread;
@@ -55,22 +56,25 @@ pub type ConnId = u64;
 
 /// What a connection's writer can be asked to send. Everything that reaches the
 /// socket passes through one of these, in order, so frames never interleave.
+///
+/// Every variant is at most a pointer: each connection's queue reserves room for
+/// `--send-queue` of these up front, so their size is memory per idle connection.
 #[derive(Debug)]
 pub enum Outgoing {
     /// A message to send as it is (echo).
-    Message(Message),
+    Message(Box<Message>),
     /// A room message; the writer sends its enveloped or raw form.
     Room(Arc<RoomMessage>),
     /// What a joining member is owed before live messages: welcome, gap, replay.
     /// One queue item however long the replay, so a resume never overflows the queue.
     Joined(Box<Joined>),
     /// A control notice for enveloped members.
-    Notice(Notice),
+    Notice(Box<Notice>),
     /// The reply to a ping the reader received (same payload).
-    Pong(tungstenite::Bytes),
+    Pong(Box<tungstenite::Bytes>),
     /// Send this close frame, then stop writing. `None` is a close frame without a code
     /// (the right reply to a peer that sent one without a code).
-    Close(Option<tungstenite::protocol::CloseFrame>),
+    Close(Box<Option<tungstenite::protocol::CloseFrame>>),
     /// Look at the connection's [`CloseSignal`]: the server wants it closed.
     Wake,
     /// The peer is gone (no close frame possible): stop without writing.
@@ -315,45 +319,56 @@ impl Hub {
     fn run(mut self, commands: Receiver<Command>, counters: &Counters) {
         for command in commands.iter() {
             self.clock += 1;
-            match command {
-                Command::Join {
-                    id,
-                    room: Some(name),
-                    subscriber,
-                    resume,
-                } => {
-                    self.join(name, id, subscriber, &resume, counters);
-                }
-                Command::Join {
-                    id,
-                    room: None,
-                    subscriber,
-                    ..
-                } => {
-                    self.loners.insert(id, subscriber);
-                }
-                command @ Command::Leave { .. } => self.apply_leave(command, counters),
-                Command::Publish {
-                    room,
-                    message,
-                    cid,
-                    from,
-                    reply,
-                } => {
-                    let published = self.publish(room, message, cid, from, counters);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(published);
-                    }
-                }
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.stats());
-                }
-                Command::Shutdown => {
-                    self.close_everyone();
-                    self.drain(&commands, counters);
-                    return;
+            if let Command::Shutdown = command {
+                self.close_everyone();
+                self.drain(&commands, counters);
+                return;
+            }
+            // A bug in handling one command must not end every room: the hub logs it
+            // and goes on with the next command. (Its state is plain maps, consistent
+            // between statements, so carrying on is safe.)
+            let handled = panic::catch_unwind(AssertUnwindSafe(|| self.apply(command, counters)));
+            if handled.is_err() {
+                log::error!("the hub caught a panic while handling a command; it keeps serving");
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command, counters: &Counters) {
+        match command {
+            Command::Join {
+                id,
+                room: Some(name),
+                subscriber,
+                resume,
+            } => {
+                self.join(name, id, subscriber, &resume, counters);
+            }
+            Command::Join {
+                id,
+                room: None,
+                subscriber,
+                ..
+            } => {
+                self.loners.insert(id, subscriber);
+            }
+            command @ Command::Leave { .. } => self.apply_leave(command, counters),
+            Command::Publish {
+                room,
+                message,
+                cid,
+                from,
+                reply,
+            } => {
+                let published = self.publish(room, message, cid, from, counters);
+                if let Some(reply) = reply {
+                    let _ = reply.send(published);
                 }
             }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Shutdown => {}
         }
     }
 
@@ -462,7 +477,12 @@ impl Hub {
         let ack_to = |room: &Room, notice: Notice| {
             if let Some(sender) = from.and_then(|id| room.members.get(&id).map(|m| (id, m))) {
                 if !sender.1.raw {
-                    offer(sender.0, sender.1, Outgoing::Notice(notice), counters);
+                    offer(
+                        sender.0,
+                        sender.1,
+                        Outgoing::Notice(Box::new(notice)),
+                        counters,
+                    );
                 }
             }
         };
@@ -533,7 +553,7 @@ impl Hub {
                 || offer(
                     *id,
                     member,
-                    Outgoing::Notice(Notice::Members(count)),
+                    Outgoing::Notice(Box::new(Notice::Members(count))),
                     counters,
                 )
         });

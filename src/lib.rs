@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod capacity;
 pub mod config;
 pub mod envelope;
 pub mod feed;
@@ -41,6 +42,7 @@ pub mod hub;
 pub mod json;
 pub mod limit;
 pub mod poll;
+pub mod reply;
 pub mod room;
 pub mod security;
 pub mod server;

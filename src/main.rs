@@ -32,6 +32,10 @@ fn main() -> ExitCode {
         eprintln!("threadcast: cannot start logging: {e}");
     }
 
+    // One descriptor per connection: use all the operating system allows us.
+    if let Some(files) = threadcast::capacity::raise_fd_limit() {
+        log::debug!("open files limit: {files}");
+    }
     // Register the handlers before starting, so a signal that arrives during start-up
     // is not lost; the main thread then just waits for one.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {

@@ -17,6 +17,7 @@ use crate::envelope::{format_epoch, message_json};
 use crate::hub::{Command, Outgoing, Subscriber};
 use crate::json::JsonObject;
 use crate::limit::Slot;
+use crate::reply::Reply;
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
 
@@ -106,15 +107,5 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
     }
     json.raw("messages", &messages);
     let body = json.finish();
-    let response = tiny_http::Response::from_string(body)
-        .with_header(
-            tiny_http::Header::from_bytes("Content-Type", "application/json")
-                .expect("valid header"),
-        )
-        .with_header(
-            tiny_http::Header::from_bytes("Cache-Control", "no-store").expect("valid header"),
-        );
-    if let Err(e) = request.respond(response) {
-        log::debug!("poll client went away before its answer: {e}");
-    }
+    Reply::json(200, body).no_store().send(request);
 }

@@ -59,6 +59,9 @@ impl AccessPolicy {
             allowed_hosts: Vec::new(),
             any_host: false,
         }
+        .allow_hosts(&config.allowed_hosts)
+        // Behind a proxy, the public name the page is told to use is a legitimate Host.
+        .allow_hosts(config.public_ws_url.as_deref().and_then(origin_host))
     }
 
     /// Adds names that may appear in `Host` on loopback connections besides loopback
@@ -146,7 +149,8 @@ fn normalize_origin(origin: &str) -> String {
 /// `https://example.com:8443` → `example.com`; `http://[::1]:8080` → `[::1]`.
 fn origin_host(origin: &str) -> Option<&str> {
     let (_scheme, rest) = origin.split_once("://")?;
-    Some(host_without_port(rest))
+    let authority = rest.split('/').next().unwrap_or(rest);
+    Some(host_without_port(authority))
 }
 
 /// A `Host` value as compared by the rebinding guard: no port, no trailing dot,
@@ -319,6 +323,17 @@ mod tests {
         let lan: IpAddr = "192.168.1.20".parse().unwrap();
         assert!(p.host_allowed(Some("my-server.lan:8080"), lan));
         assert!(p.host_allowed(None, LOOPBACK));
+    }
+
+    #[test]
+    fn the_public_ws_url_names_an_allowed_host() {
+        let p = AccessPolicy::new(&Config {
+            public_ws_url: Some("wss://chat.example.com:8443/ws-base".into()),
+            ..Config::default()
+        });
+        let loopback = "127.0.0.1".parse().unwrap();
+        assert!(p.host_allowed(Some("chat.example.com"), loopback));
+        assert!(!p.host_allowed(Some("evil.example"), loopback));
     }
 
     #[test]

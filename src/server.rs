@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tungstenite::Message;
 
+use crate::capacity;
 use crate::config::Config;
 use crate::feed::Feeds;
 use crate::http;
+use crate::http_listener::HttpListener;
 use crate::hub::{self, Command, Counters, HUB_QUEUE};
 use crate::limit::ConnectionLimit;
 use crate::room::HistoryLimits;
@@ -31,7 +33,7 @@ pub struct Shared {
     /// The configuration the server started with.
     pub config: Config,
     /// Origin and token rules.
-    pub policy: AccessPolicy,
+    pub policy: Arc<AccessPolicy>,
     /// Commands for the hub.
     pub hub: Sender<Command>,
     /// Message and disconnect counters.
@@ -65,14 +67,13 @@ impl Server {
         let ws_listener = TcpListener::bind(config.ws_addr)?;
         let http_listener = TcpListener::bind(config.http_addr)?;
         let (http_addr, ws_addr) = (http_listener.local_addr()?, ws_listener.local_addr()?);
-        let http_server =
-            tiny_http::Server::from_listener(http_listener, None).map_err(io::Error::other)?;
+        let http = HttpListener::start(http_listener, crate::http_listener::Options::default())?;
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
-            policy: AccessPolicy::new(&config),
-            limit: ConnectionLimit::new(config.max_connections),
+            policy: Arc::new(AccessPolicy::new(&config)),
+            limit: ConnectionLimit::new(capacity::fit_max_connections(config.max_connections)),
             config,
             hub: hub_tx,
             counters: Arc::clone(&counters),
@@ -95,8 +96,8 @@ impl Server {
                 .name("ws-accept".into())
                 .spawn(move || listener::accept_loop(ws_listener, shared))?
         };
-        let http_server = Arc::new(http_server);
-        let http_workers = http::spawn_workers(Arc::clone(&http_server), Arc::clone(&shared));
+        let http = Arc::new(http);
+        let http_workers = http::spawn_workers(Arc::clone(&http), Arc::clone(&shared));
         log::info!("listening http={http_addr} ws={ws_addr}");
 
         Ok(ServerHandle {
@@ -104,7 +105,7 @@ impl Server {
             hub: Some(hub),
             feeds,
             accept: Some(accept),
-            http_server: Some(http_server),
+            http: Some(http),
             http_workers,
         })
     }
@@ -116,7 +117,7 @@ pub struct ServerHandle {
     hub: Option<JoinHandle<()>>,
     feeds: Feeds,
     accept: Option<JoinHandle<()>>,
-    http_server: Option<Arc<tiny_http::Server>>,
+    http: Option<Arc<HttpListener>>,
     http_workers: Vec<JoinHandle<()>>,
 }
 
@@ -230,14 +231,11 @@ impl ServerHandle {
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
-        if let Some(server) = self.http_server.take() {
-            for _ in &self.http_workers {
-                server.unblock();
-            }
+        if let Some(http) = self.http.take() {
+            http.stop(); // stops accepting; the workers' recv() returns None
             for worker in self.http_workers.drain(..) {
                 let _ = worker.join();
             }
-            drop(server); // closes the HTTP listener
         }
         self.feeds.stop();
         let _ = self.shared.hub.send(Command::Shutdown);

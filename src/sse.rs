@@ -129,7 +129,7 @@ fn write_event(out: &mut impl Write, item: Outgoing) -> io::Result<()> {
                 .try_for_each(|message| write_message(out, message))
         }
         Outgoing::Notice(notice) => {
-            let kind = if matches!(notice, crate::hub::Notice::Members(_)) {
+            let kind = if matches!(*notice, crate::hub::Notice::Members(_)) {
                 "members"
             } else {
                 "ack"

@@ -17,6 +17,10 @@ use crate::url::percent_decode;
 const BUNDLED: &[(&str, &[u8])] = &[
     ("/index.html", include_bytes!("../public/index.html")),
     ("/app.js", include_bytes!("../public/app.js")),
+    ("/connection.js", include_bytes!("../public/connection.js")),
+    ("/outbox.js", include_bytes!("../public/outbox.js")),
+    ("/protocol.js", include_bytes!("../public/protocol.js")),
+    ("/transports.js", include_bytes!("../public/transports.js")),
     ("/style.css", include_bytes!("../public/style.css")),
     ("/favicon.svg", include_bytes!("../public/favicon.svg")),
 ];

@@ -74,7 +74,6 @@ fn echo_works_through_the_proxy_for_the_page_origin_only() {
 }
 
 #[test]
-#[ignore = "waiting for the DNS-rebinding Host check to accept the public name (--allow-host, or the host of --public-ws-url)"]
 fn a_public_host_name_works_through_the_proxy() {
     // A real deployment: the browser asks nginx for https://example.com, nginx passes
     // `Host: example.com` to threadcast over loopback, and threadcast was told its

@@ -147,7 +147,7 @@ fn a_slow_consumer_is_closed_with_1008_while_others_keep_receiving() {
 #[test]
 fn a_ping_gets_a_pong_with_the_same_payload() {
     let server = start();
-    for path in ["/echo", "/ws/pingers"] {
+    for path in ["/echo", "/ws/pingers?raw=1"] {
         let mut stream = raw_connect(server.ws_addr(), path);
         stream
             .write_all(&frame(true, op::PING, b"are you there?"))
@@ -424,4 +424,62 @@ fn shutdown_sends_1001_to_every_client() {
         stopper.join().unwrap(),
         "every connection finished within the drain timeout"
     );
+}
+
+mod first_message_auth {
+    use super::*;
+    use threadcast::config::AuthMode;
+
+    fn server() -> threadcast::ServerHandle {
+        start_with(|c| {
+            c.token = Some("s3cret".into());
+            c.auth = AuthMode::FirstMessage;
+            c.handshake_timeout = Duration::from_millis(500);
+        })
+    }
+
+    #[test]
+    fn the_right_token_as_first_message_admits_the_client() {
+        let server = server();
+        let mut ws = connect(&server, "/ws/vault?raw=1");
+        ws.send(Message::text("s3cret")).unwrap();
+        wait_for_members(&server, "vault", 1);
+        ws.send(Message::text("inside")).unwrap();
+        assert_eq!(next_data(&mut ws), Message::text("inside"));
+    }
+
+    #[test]
+    fn before_the_token_the_client_receives_nothing_and_joins_nothing() {
+        let server = server();
+        let mut waiting = connect(&server, "/ws/vault?raw=1");
+        let mut member = connect(&server, "/ws/vault?raw=1");
+        member.send(Message::text("s3cret")).unwrap();
+        wait_for_members(&server, "vault", 1);
+        server.publish("vault", "secret news").unwrap();
+        assert_eq!(next_data(&mut member), Message::text("secret news"));
+        // The unauthenticated client was never a member: its first frame is the close.
+        let (code, reason) = expect_close(&mut waiting);
+        assert_eq!(code, CloseCode::Policy);
+        assert!(reason.contains("deadline"), "{reason}");
+    }
+
+    #[test]
+    fn a_wrong_token_or_another_first_message_closes_with_1008() {
+        let server = server();
+        let mut wrong = connect(&server, "/echo");
+        wrong.send(Message::text("guess")).unwrap();
+        assert_eq!(expect_close(&mut wrong).0, CloseCode::Policy);
+        let mut binary = connect(&server, "/echo");
+        binary.send(Message::binary(b"s3cret".to_vec())).unwrap();
+        assert_eq!(expect_close(&mut binary).0, CloseCode::Policy);
+        assert_eq!(server.members("vault"), 0);
+    }
+
+    #[test]
+    fn the_page_learns_the_mode_from_config_json() {
+        let server = server();
+        let config = get(server.http_addr(), "/config.json").text();
+        assert!(config.contains("\"auth\":\"first-message\""), "{config}");
+        assert!(config.contains("\"token_required\":true"), "{config}");
+    }
 }

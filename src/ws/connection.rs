@@ -40,11 +40,13 @@ use crate::hub::{
     CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Subscriber,
 };
 use crate::room::Resume;
+use crate::security::AccessPolicy;
 
 /// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
-/// allocated up front for every connection; 8 KiB keeps thousands of idle
-/// connections cheap and still reads a 64 KiB message in a handful of calls.
-pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// allocated up front for every connection; 2 KiB keeps an idle connection under
+/// 32 KiB of memory in all (see BENCHMARKS.md). A large frame still gets a buffer of
+/// its own size, so big messages cost more system calls, not more copies.
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// The writer collects frames up to this size before a `write` system call; a
 /// `flush` after each batch sends whatever is left.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
@@ -65,7 +67,7 @@ const MAX_BATCH: usize = 64;
 const MAX_CLOSE_REASON: usize = 123;
 
 /// The per-connection settings taken from the server's `Config`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Writer pings this often.
     pub ping_interval: Duration,
@@ -75,6 +77,10 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Outgoing queue length.
     pub send_queue: usize,
+    /// `--auth first-message`: the token the first message must carry.
+    pub first_message_auth: Option<Arc<AccessPolicy>>,
+    /// Deadline for the handshake, and for the token under `--auth first-message`.
+    pub handshake_timeout: Duration,
 }
 
 /// Where the reader delivers the messages it receives.
@@ -132,14 +138,16 @@ pub fn serve(
 
     let writer = {
         let out = WriteHalf(Arc::clone(&stream));
-        let ctx = WebSocketContext::new(Role::Server, Some(ws_config));
+        // The writer never reads: its context needs no read buffer.
+        let ctx = WebSocketContext::new(Role::Server, Some(ws_config.read_buffer_size(0)));
         let counters = Arc::clone(&counters);
+        let ping_interval = settings.ping_interval;
         thread::Builder::new()
             .name(format!("ws-write-{id}"))
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
                 let inbox = Inbox { queue: rx, close };
-                write_loop(id, ctx, out, &inbox, &counters, settings.ping_interval, raw)
+                write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw)
             })
     };
     let writer = match writer {
@@ -150,37 +158,99 @@ pub fn serve(
         }
     };
 
+    let mut input = ReadHalf(Arc::clone(&stream));
+    let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
+    let admitted = match &settings.first_message_auth {
+        Some(policy) => {
+            let timeouts = (settings.handshake_timeout, settings.pong_timeout);
+            authenticate(id, &mut ctx, &mut input, policy, &tx, timeouts)
+        }
+        None => true,
+    };
     let join = Command::Join {
         id,
         room: room.clone(),
         subscriber,
         resume,
     };
-    if hub.send(join).is_ok() {
-        let mut input = ReadHalf(Arc::clone(&stream));
-        let mut ctx =
-            WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
+    if admitted && hub.send(join).is_ok() {
         let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, &counters);
         // Leave the room and wait until the hub confirms. Every message published
         // before that moment is then already in our writer's queue, so the close frame
         // we queue next cannot overtake a message the peer is owed.
         let (left_tx, left_rx) = crossbeam_channel::bounded(1);
-        if hub
-            .send(Command::Leave {
-                id,
-                room,
-                done: Some(left_tx),
-            })
-            .is_ok()
-        {
+        let leave = Command::Leave {
+            id,
+            room,
+            done: Some(left_tx),
+        };
+        if hub.send(leave).is_ok() {
             let _ = left_rx.recv_timeout(HUB_REPLY_TIMEOUT);
         }
         finish(id, end, &tx, &mut ctx, &mut input);
-    } else {
+    } else if admitted {
         let _ = tx.send(Outgoing::Stop); // the hub is gone: the server is stopping
     }
     drop(tx);
     let _ = writer.join();
+}
+
+/// Authentication by first message (`--auth first-message`): the token travels as the
+/// connection's first text message instead of in the URL, where proxies would log it.
+/// Until it arrives the client joins nothing and receives nothing; a wrong token, any
+/// other message, or none within the handshake deadline closes with 1008.
+fn authenticate(
+    id: ConnId,
+    ctx: &mut WebSocketContext,
+    input: &mut ReadHalf,
+    policy: &AccessPolicy,
+    to_writer: &Sender<Outgoing>,
+    timeouts: (Duration, Duration),
+) -> bool {
+    let (auth_timeout, pong_timeout) = timeouts;
+    let deadline = Instant::now() + auth_timeout;
+    let refusal = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || input.0.set_read_timeout(Some(left)).is_err() {
+            break "no token within the authentication deadline";
+        }
+        match ctx.read(input) {
+            Ok(Message::Text(token)) if policy.token_ok(Some(token.as_str())) => {
+                let _ = input.0.set_read_timeout(Some(pong_timeout));
+                return true;
+            }
+            Ok(Message::Ping(payload)) => {
+                let _ = to_writer.send(Outgoing::Pong(Box::new(payload)));
+            }
+            Ok(Message::Pong(_)) => {}
+            Ok(Message::Close(frame)) => {
+                let _ = to_writer.send(Outgoing::Close(Box::new(frame)));
+                return false;
+            }
+            Ok(_) => break "the first message must be the token",
+            Err(WsError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break "no token within the authentication deadline";
+            }
+            Err(_) => return false, // the peer broke off or broke the protocol
+        }
+    };
+    log::warn!("connection {id}: authentication failed: {refusal}");
+    let frame = CloseFrame {
+        code: CloseCode::Policy,
+        reason: refusal.into(),
+    };
+    if to_writer
+        .send(Outgoing::Close(Box::new(Some(frame))))
+        .is_ok()
+    {
+        linger(ctx, input);
+    }
+    false
 }
 
 /// The reader's side of the socket. Reads come from the socket; writes go nowhere,
@@ -257,7 +327,9 @@ fn read_loop(
                 match destination {
                     // Blocking send: if the client sends faster than it reads its echoes,
                     // the queue fills and we stop reading, and TCP slows the client down.
-                    Destination::Echo => to_writer.send(Outgoing::Message(message)).is_ok(),
+                    Destination::Echo => {
+                        to_writer.send(Outgoing::Message(Box::new(message))).is_ok()
+                    }
                     Destination::Room { name, raw, .. } => {
                         // An enveloped client may name its message (`cid:<id>` line) so
                         // the room can drop a resent copy; raw clients are never parsed.
@@ -279,7 +351,7 @@ fn read_loop(
             }
             // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload, at
             // once (the writer sends it before anything queued later).
-            Message::Ping(payload) => to_writer.send(Outgoing::Pong(payload)).is_ok(),
+            Message::Ping(payload) => to_writer.send(Outgoing::Pong(Box::new(payload))).is_ok(),
             // A pong needs no answer: having read it already reset our read deadline.
             Message::Pong(_) => true,
             Message::Close(frame) => return ReadEnd::PeerClosed(frame),
@@ -305,7 +377,7 @@ fn finish(
                 "connection {id}: peer closed ({:?})",
                 frame.as_ref().map(|f| u16::from(f.code))
             );
-            let _ = to_writer.send(Outgoing::Close(frame));
+            let _ = to_writer.send(Outgoing::Close(Box::new(frame)));
         }
         ReadEnd::Done => {
             log::debug!("connection {id}: closed");
@@ -321,7 +393,10 @@ fn finish(
                 u16::from(frame.code),
                 frame.reason
             );
-            if to_writer.send(Outgoing::Close(Some(frame))).is_ok() {
+            if to_writer
+                .send(Outgoing::Close(Box::new(Some(frame))))
+                .is_ok()
+            {
                 // Keep reading until the peer has seen our close frame and hung up.
                 linger(ctx, input);
             }
@@ -505,7 +580,7 @@ fn write_one(
     raw: bool,
 ) -> Result<Next, WsError> {
     match item {
-        Outgoing::Message(message) => write_data(ctx, out, message, counters)?,
+        Outgoing::Message(message) => write_data(ctx, out, *message, counters)?,
         Outgoing::Room(message) => {
             let message = if raw { &message.raw } else { &message.framed };
             write_data(ctx, out, message.clone(), counters)?;
@@ -525,8 +600,8 @@ fn write_one(
         }
         Outgoing::Notice(notice) if !raw => ctx.write(out, Message::text(notice_json(&notice)))?,
         Outgoing::Joined(_) | Outgoing::Notice(_) => {}
-        Outgoing::Pong(payload) => ctx.write(out, Message::Pong(payload))?,
-        Outgoing::Close(frame) => return Ok(Next::Close(frame)),
+        Outgoing::Pong(payload) => ctx.write(out, Message::Pong(*payload))?,
+        Outgoing::Close(frame) => return Ok(Next::Close(*frame)),
         Outgoing::Wake => {}
         Outgoing::Stop => return Ok(Next::Stop),
     }

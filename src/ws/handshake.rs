@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use tungstenite::handshake::derive_accept_key;
 
+use crate::reply::reason_phrase;
 use crate::room::Resume;
 use crate::security::{AccessPolicy, bearer_token};
 use crate::url::{query_flag, query_param, room_in_path, split_target};
@@ -90,6 +91,8 @@ pub struct Checks<'a> {
     /// Address of the client, for the Host check against DNS rebinding (applied to
     /// loopback clients only; see [`AccessPolicy::host_allowed`]).
     pub peer: IpAddr,
+    /// `--auth first-message`: the token comes as the first message, not here.
+    pub token_in_first_message: bool,
 }
 
 /// How reading the request went wrong before there was anything to check.
@@ -224,7 +227,7 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
         .and_then(bearer_token)
         .map(str::to_string)
         .or_else(|| query_param(query, "token"));
-    if !checks.policy.token_ok(token.as_deref()) {
+    if !checks.token_in_first_message && !checks.policy.token_ok(token.as_deref()) {
         return Err(Rejection::new(401, "missing or wrong token"));
     }
 
@@ -271,20 +274,6 @@ pub fn rejection_response(rejection: &Rejection) -> String {
     )
 }
 
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
 /// Whether a comma-separated header value contains `token` (case-insensitive), as in
 /// `Connection: keep-alive, Upgrade` (what Firefox sends).
 fn has_token(value: &str, token: &str) -> bool {
@@ -325,6 +314,7 @@ mod tests {
                 policy,
                 http_port: 8080,
                 peer: LOOPBACK,
+                token_in_first_message: false,
             },
         )
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::connection::{self, Destination, Settings, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use super::handshake::{self, Checks, ReadError, Rejection, Route};
+use crate::config::AuthMode;
 use crate::limit::{PendingHandshake, PendingHandshakes};
 use crate::server::Shared;
 
@@ -82,6 +83,7 @@ fn handle(pending: PendingHandshake, shared: &Shared) {
         policy: &shared.policy,
         http_port: shared.http_addr.port(),
         peer: peer.ip(),
+        token_in_first_message: shared.config.auth == AuthMode::FirstMessage,
     };
     let accepted = match handshake::check(&buf, head_len, &checks) {
         Ok(accepted) => accepted,
@@ -124,6 +126,10 @@ fn handle(pending: PendingHandshake, shared: &Shared) {
         pong_timeout: shared.config.pong_timeout,
         max_message_bytes: shared.config.max_message_bytes,
         send_queue: shared.config.send_queue,
+        handshake_timeout: shared.config.handshake_timeout,
+        first_message_auth: (shared.config.auth == AuthMode::FirstMessage
+            && shared.policy.token_required())
+        .then(|| Arc::clone(&shared.policy)),
     };
     connection::serve(
         id,
