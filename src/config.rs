@@ -93,6 +93,8 @@ pub struct Config {
     /// Extra `Host` names answered on a loopback listener (DNS-rebinding guard);
     /// `*` turns the check off. Default: loopback names only.
     pub allowed_hosts: Vec<String>,
+    /// Log the client address a proxy reports in `X-Forwarded-For`. Default false.
+    pub trust_proxy: bool,
 }
 
 /// Where WebSocket clients present the token (`--auth`).
@@ -146,6 +148,7 @@ impl Default for Config {
             demo_feed: true,
             auth: AuthMode::Handshake,
             allowed_hosts: Vec::new(),
+            trust_proxy: false,
         }
     }
 }
@@ -210,6 +213,8 @@ FLAGS:
   --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
                            restarting it when it exits; ROOM=- reads standard input
                            (repeatable)
+  --trust-proxy            log the client address from X-Forwarded-For (only behind
+                           a proxy you run: anyone can send that header)
   --no-demo-feed           do not run the demo feed in room '{demo}' (a line a second)
   --log-level LEVEL        off|error|warn|info|debug|trace (or env RUST_LOG) [default: info]
   -h, --help               print this help
@@ -288,6 +293,7 @@ where
             "--poll-timeout" => config.poll_timeout = parse_duration(&flag, &value()?)?,
             "--feed" => config.feeds.push(parse_feed(&value()?)?),
             "--no-demo-feed" => config.demo_feed = false,
+            "--trust-proxy" => config.trust_proxy = true,
             "--auth" => {
                 config.auth = match value()?.as_str() {
                     "handshake" => AuthMode::Handshake,

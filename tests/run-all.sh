@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Runs every test of threadcast, installing what the tests need first.
+# Runs every test of threadcast, installing what the tests need first:
 #   bash tests/run-all.sh
-# Steps: format/lint/doc checks, `cargo test`, then the Autobahn|Testsuite against
-# /echo and a raw-mode room of a release build. Safe to run again: installs are skipped
-# when already present.
+# 1. format, lint and doc checks;  2. cargo test (unit, integration, examples, nginx);
+# 3. the long fault/soak tests (ignored by default) in release mode;
+# 4. the Autobahn|Testsuite against /echo and a raw room;  5. real-browser tests.
+# Safe to run again: every install step is skipped when its tool is already there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+apt_install() { # apt_install PACKAGE... (only when missing)
+    if [[ -z "$apt_updated" ]]; then as_root apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+step "test dependencies"
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_install nginx
+[[ -x /usr/bin/chromium ]] || apt_install chromium
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "format, lint, docs"
 cargo fmt --all -- --check
@@ -16,16 +28,21 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 step "cargo test"
 cargo test --quiet 2>&1 | tee /tmp/threadcast-cargo-test.log
-grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log && exit 1
+if grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log; then exit 1; fi
+
+step "long fault and soak tests (release build, bounded in time)"
+cargo test --release --quiet --test faults -- --ignored
+
+cargo build --release --quiet
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/threadcast"
 
 step "Autobahn|Testsuite"
 CONFORMANCE="$ROOT/../shared/conformance/autobahn.sh"
 if [[ ! -f "$CONFORMANCE" ]]; then
     echo "skipped: $CONFORMANCE not found (it lives beside the repository in CI)"
 else
-    cargo build --release --quiet
     log=$(mktemp)
-    ./target/release/threadcast --http 127.0.0.1:0 --ws 127.0.0.1:0 \
+    "$BIN" --http 127.0.0.1:0 --ws 127.0.0.1:0 --no-demo-feed \
         --max-message-bytes 20000000 --public "$ROOT/public" 2>"$log" &
     server=$!
     trap 'kill $server 2>/dev/null || true' EXIT
@@ -37,5 +54,8 @@ else
     kill $server; wait $server || true
     trap - EXIT
 fi
+
+step "browser tests (Debian's chromium, driven by playwright-core)"
+THREADCAST_BIN="$BIN" node --test tests/browser/*.test.js
 
 step "all tests passed"

@@ -61,6 +61,9 @@ pub struct Accepted {
     pub accept_key: String,
     /// Bytes the client sent after the request (its first frames, if it hurried).
     pub leftover: Vec<u8>,
+    /// The first address in `X-Forwarded-For`, as a proxy reported the client.
+    /// Only to be believed with `--trust-proxy`.
+    pub forwarded_for: Option<String>,
 }
 
 /// Why a handshake was refused: the HTTP status and a human-readable explanation.
@@ -235,6 +238,10 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
         route,
         accept_key: derive_accept_key(key.as_bytes()),
         leftover: buf[head_len..].to_vec(),
+        forwarded_for: header("X-Forwarded-For")
+            .and_then(|v| v.split(',').next())
+            .map(|first| first.trim().to_string())
+            .filter(|first| !first.is_empty()),
     })
 }
 

@@ -120,7 +120,13 @@ fn handle(pending: PendingHandshake, shared: &Shared) {
         Route::Echo => Destination::Echo,
         Route::Room { name, raw, resume } => Destination::Room { name, raw, resume },
     };
-    log::debug!("connection {id} from {peer}: open ({destination:?})");
+    // Behind a proxy every connection comes from the proxy; with --trust-proxy we log
+    // the client it reports instead. Never trusted by default: anyone can send the header.
+    let client = match accepted.forwarded_for {
+        Some(forwarded) if shared.config.trust_proxy => format!("{forwarded} (via {peer})"),
+        _ => peer.to_string(),
+    };
+    log::debug!("connection {id} from {client}: open ({destination:?})");
     let settings = Settings {
         ping_interval: shared.config.ping_interval,
         pong_timeout: shared.config.pong_timeout,
@@ -140,7 +146,7 @@ fn handle(pending: PendingHandshake, shared: &Shared) {
         Arc::clone(&shared.counters),
         settings,
     );
-    log::debug!("connection {id} from {peer}: finished");
+    log::debug!("connection {id} from {client}: finished");
 }
 
 fn refuse(stream: &TcpStream, peer: SocketAddr, rejection: &Rejection) {
