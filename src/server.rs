@@ -163,7 +163,7 @@ impl ServerHandle {
         self.shared.ws_addr
     }
 
-    /// WebSocket connections open right now.
+    /// Connections open right now: WebSockets, SSE streams and waiting long polls.
     pub fn connections(&self) -> usize {
         self.shared.limit.open()
     }

@@ -149,15 +149,37 @@ fn the_token_can_come_from_the_environment() {
 /// to come through a proxy for 203.0.113.7, and returns the log line of that connection.
 fn logged_client_address(extra: &[&str]) -> String {
     let mut child = Command::new(BIN)
-        .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--log-level", "debug", "--no-demo-feed"])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--ws",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+            "--no-demo-feed",
+        ])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
-    let listening = lines.by_ref().find(|l| l.contains("listening http=")).unwrap();
-    let ws: SocketAddr = listening.split("ws=").nth(1).unwrap().trim().parse().unwrap();
-    let (stream, status, _) = raw_request(ws, upgrade_request("/echo", "X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n"));
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let listening = lines
+        .by_ref()
+        .find(|l| l.contains("listening http="))
+        .unwrap();
+    let ws: SocketAddr = listening
+        .split("ws=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (stream, status, _) = raw_request(
+        ws,
+        upgrade_request("/echo", "X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n"),
+    );
     assert_eq!(status, 101);
     let line = lines.find(|l| l.contains("connection 1 from")).unwrap();
     drop(stream);
@@ -170,7 +192,10 @@ fn logged_client_address(extra: &[&str]) -> String {
 #[test]
 fn the_forwarded_client_address_is_logged_only_with_trust_proxy() {
     let trusted = logged_client_address(&["--trust-proxy"]);
-    assert!(trusted.contains("from 203.0.113.7 (via 127.0.0.1:"), "{trusted}");
+    assert!(
+        trusted.contains("from 203.0.113.7 (via 127.0.0.1:"),
+        "{trusted}"
+    );
     let untrusted = logged_client_address(&[]);
     assert!(!untrusted.contains("203.0.113.7"), "{untrusted}");
 }

@@ -5,7 +5,7 @@
 //!            ┌─ reader ─────────────────────┐   Publish    ┌─ hub ─┐
 //! socket ──▶ │ text/binary → room or echo   │ ───────────▶ │       │
 //!            │ ping        → Outgoing::Pong │              └───┬───┘
-//!            │ close       → Outgoing::Close│                  │ Outgoing::Message
+//!            │ close       → Outgoing::Close│                  │ Outgoing::Room  
 //!            └──────────────┬───────────────┘                  ▼
 //!                           └──────────▶ bounded queue ──▶ ┌─ writer ───────────────┐
 //!                                                          │ write frames, flush    │ ──▶ socket
@@ -174,6 +174,13 @@ pub fn serve(
         resume,
     };
     if admitted && hub.send(join).is_ok() {
+        // Should this thread panic, the guard still takes the connection out of its
+        // room; the writer then ends when its queue has no senders left.
+        let _leave_on_panic = LeaveOnPanic {
+            id,
+            room: room.clone(),
+            hub: &hub,
+        };
         let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, &counters);
         // Leave the room and wait until the hub confirms. Every message published
         // before that moment is then already in our writer's queue, so the close frame
@@ -193,6 +200,26 @@ pub fn serve(
     }
     drop(tx);
     let _ = writer.join();
+}
+
+/// Sends `Leave` for a reader thread that is unwinding from a panic.
+struct LeaveOnPanic<'a> {
+    id: ConnId,
+    room: Option<String>,
+    hub: &'a Sender<Command>,
+}
+
+impl Drop for LeaveOnPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let room = self.room.take();
+            let _ = self.hub.send(Command::Leave {
+                id: self.id,
+                room,
+                done: None,
+            });
+        }
+    }
 }
 
 /// Authentication by first message (`--auth first-message`): the token travels as the
@@ -296,7 +323,8 @@ enum ReadEnd {
     /// The peer sent a close frame (§5.5.1): we answer with the same code.
     /// tungstenite has already replaced a code not allowed on the wire by 1002.
     PeerClosed(Option<CloseFrame>),
-    /// Our own close frame was answered, or the writer has stopped: nothing to send.
+    /// The connection is over on our side (the close handshake finished, or the
+    /// writer has stopped): nothing more to send.
     Done,
     /// The peer vanished (reset, EOF without close, or silence past the pong timeout):
     /// there is nobody to send a close frame to.
@@ -349,8 +377,8 @@ fn read_loop(
                     }
                 }
             }
-            // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload, at
-            // once (the writer sends it before anything queued later).
+            // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload. It
+            // takes its turn in the queue, so it never splits a message on the wire.
             Message::Ping(payload) => to_writer.send(Outgoing::Pong(Box::new(payload))).is_ok(),
             // A pong needs no answer: having read it already reset our read deadline.
             Message::Pong(_) => true,
@@ -457,8 +485,29 @@ fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
             return;
         }
         match ctx.read(input) {
-            Ok(Message::Close(_)) | Err(_) => return,
-            Ok(_) => {}
+            Ok(Message::Close(_)) => return, // the closing handshake is complete
+            Ok(_) => {}                      // anything else the peer still sends: dropped
+            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))
+            | Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)) => return,
+            // The fault left us mid-frame, so the bytes no longer parse as frames:
+            // discard them raw until the peer hangs up or the time is up.
+            Err(_) => return drain(&input.0, deadline),
+        }
+    }
+}
+
+/// Reads and discards raw bytes until end of stream, an error, or `deadline`.
+fn drain(stream: &TcpStream, deadline: Instant) {
+    let mut sink = [0u8; 1024];
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        if matches!((&*stream).read(&mut sink), Ok(0) | Err(_)) {
+            return;
         }
     }
 }
