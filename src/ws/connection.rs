@@ -496,9 +496,14 @@ fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
     }
 }
 
-/// Reads and discards raw bytes until end of stream, an error, or `deadline`.
+/// Reads and discards raw bytes until end of stream, an error, `deadline`, or what
+/// looks like the peer's close frame: the bytes so far end with one complete masked
+/// close frame (`0x88`, `0x80 | n`, 4 mask bytes, n bytes), as a client answering our
+/// close sends. (tungstenite cannot help here: after a bad frame header it keeps
+/// failing on that same header.)
 fn drain(stream: &TcpStream, deadline: Instant) {
     let mut sink = [0u8; 1024];
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * MAX_CLOSE_FRAME);
     while let Some(left) = deadline
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
@@ -506,10 +511,31 @@ fn drain(stream: &TcpStream, deadline: Instant) {
         if stream.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        if matches!((&*stream).read(&mut sink), Ok(0) | Err(_)) {
-            return;
+        match (&*stream).read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                tail.extend_from_slice(&sink[..n]);
+                if tail.len() > MAX_CLOSE_FRAME {
+                    tail.drain(..tail.len() - MAX_CLOSE_FRAME);
+                }
+                if ends_with_close_frame(&tail) {
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Longest masked close frame a client can send: 2 header bytes, 4 mask bytes, 125.
+const MAX_CLOSE_FRAME: usize = 2 + 4 + 125;
+
+fn ends_with_close_frame(bytes: &[u8]) -> bool {
+    (0..=125usize).any(|n| {
+        bytes.len() >= 6 + n && {
+            let frame = &bytes[bytes.len() - 6 - n..];
+            frame[0] == 0x88 && frame[1] == 0x80 | n as u8
+        }
+    })
 }
 
 /// What the writer does after handling one queued item.
