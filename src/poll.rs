@@ -14,7 +14,7 @@ use std::time::Instant;
 use tiny_http::Request;
 
 use crate::envelope::{format_epoch, message_json};
-use crate::hub::{Command, Outgoing, Subscriber};
+use crate::hub::Outgoing;
 use crate::json::JsonObject;
 use crate::limit::Slot;
 use crate::reply::Reply;
@@ -33,18 +33,10 @@ struct Answer {
 
 /// Waits for messages of `room` after `resume` and answers the request with them.
 pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>, _slot: Slot) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (subscriber, queue) = Subscriber::new(shared.config.send_queue, false);
-    let close = Arc::clone(&subscriber.close);
-    let join = Command::Join {
-        id,
-        room: Some(room.clone()),
-        subscriber,
-        resume,
-    };
-    if shared.hub.send(join).is_err() {
+    let Some(member) = shared.join(&room, resume) else {
         return; // shutting down; dropping the request answers 500
-    }
+    };
+    let (queue, close) = (&member.queue, &member.close);
     let _gauge = shared.counters.polls_waiting.enter();
 
     let deadline = Instant::now() + shared.config.poll_timeout;
@@ -74,11 +66,7 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
             break;
         }
     }
-    let _ = shared.hub.send(Command::Leave {
-        id,
-        room: Some(room),
-        done: None,
-    });
+    drop(member); // leave the room before answering
     shared
         .counters
         .messages_out

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use tungstenite::Message;
 
 use crate::capacity;
@@ -17,9 +17,10 @@ use crate::config::Config;
 use crate::feed::Feeds;
 use crate::http;
 use crate::http_listener::HttpListener;
-use crate::hub::{self, Command, Counters, HUB_QUEUE};
+use crate::hub::{self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, Outgoing, Subscriber};
 use crate::limit::ConnectionLimit;
 use crate::room::HistoryLimits;
+use crate::room::Resume;
 use crate::security::AccessPolicy;
 use crate::url::is_room_name;
 use crate::ws::listener;
@@ -50,6 +51,54 @@ pub struct Shared {
     pub started: Instant,
     /// Next connection id.
     pub next_id: AtomicU64,
+}
+
+/// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub
+/// fills for it and the hub's close requests. Leaves the room when dropped.
+pub struct Membership<'a> {
+    /// The member's connection id.
+    pub id: ConnId,
+    /// What the hub sends it.
+    pub queue: Receiver<Outgoing>,
+    /// Where the hub asks it to close (shutdown, slow consumer).
+    pub close: Arc<CloseSignal>,
+    room: String,
+    hub: &'a Sender<Command>,
+}
+
+impl Shared {
+    /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
+    /// has stopped (the server is shutting down).
+    pub fn join(&self, room: &str, resume: Resume) -> Option<Membership<'_>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (subscriber, queue) = Subscriber::new(self.config.send_queue, false);
+        let close = Arc::clone(&subscriber.close);
+        let join = Command::Join {
+            id,
+            room: Some(room.to_string()),
+            subscriber,
+            resume,
+        };
+        self.hub.send(join).ok()?;
+        Some(Membership {
+            id,
+            queue,
+            close,
+            room: room.to_string(),
+            hub: &self.hub,
+        })
+    }
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        let room = Some(std::mem::take(&mut self.room));
+        let _ = self.hub.send(Command::Leave {
+            id: self.id,
+            room,
+            done: None,
+        });
+    }
 }
 
 /// Entry point of the library: `Server::start(config)`.

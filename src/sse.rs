@@ -16,7 +16,7 @@ use crossbeam_channel::RecvTimeoutError;
 use tiny_http::Request;
 
 use crate::envelope;
-use crate::hub::{Command, Outgoing, Subscriber};
+use crate::hub::Outgoing;
 use crate::limit::Slot;
 use crate::room::Resume;
 use crate::server::Shared;
@@ -30,20 +30,10 @@ pub const RETRY_MILLIS: u64 = 2000;
 
 /// Streams `room` to the client until it goes away or the server shuts down.
 pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>, _slot: Slot) {
-    let id = shared
-        .next_id
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (subscriber, queue) = Subscriber::new(shared.config.send_queue, false);
-    let close = Arc::clone(&subscriber.close);
-    let join = Command::Join {
-        id,
-        room: Some(room.clone()),
-        subscriber,
-        resume,
-    };
-    if shared.hub.send(join).is_err() {
+    let Some(member) = shared.join(&room, resume) else {
         return; // shutting down; dropping the request answers 500
-    }
+    };
+    let (id, queue, close) = (member.id, &member.queue, &member.close);
     let _gauge = shared.counters.sse_streams.enter();
     log::debug!("SSE stream {id} opened for room '{room}'");
 
@@ -82,11 +72,6 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
     if let Err(e) = result {
         log::debug!("SSE stream {id} ended: {e}");
     }
-    let _ = shared.hub.send(Command::Leave {
-        id,
-        room: Some(room),
-        done: None,
-    });
 }
 
 /// Sends `batch` as one HTTP chunk (`<size in hex>\r\n<bytes>\r\n`), flushes, and
