@@ -185,7 +185,8 @@ USAGE: threadcast [FLAGS]
 
 FLAGS:
   --http ADDR              HTTP listener: page, static files, /config.json, /healthz,
-                           /stats, POST /publish/ROOM            [default: {http}]
+                           /stats, POST /publish/ROOM, /events/ROOM (SSE),
+                           /poll/ROOM (long polling)             [default: {http}]
   --ws ADDR                WebSocket listener: /echo, /ws/ROOM   [default: {ws}]
   --public DIR             static files; the bundled page if DIR is missing [default: {public}]
   --public-ws-url URL      WebSocket URL the page uses behind a proxy [default: derived from Host]
@@ -198,9 +199,10 @@ FLAGS:
   --allow-host NAME        on a loopback listener, also answer requests whose Host
                            is NAME (DNS-rebinding guard; repeatable; '*' = any)
                            [default: localhost, 127.0.0.1, [::1] only]
-  --token SECRET           require this token on handshakes and /publish
+  --token SECRET           require this token on handshakes, /publish, /events, /poll
                            (or env {token_env}) [default: none]
-  --max-connections N      WebSocket connections before 503      [default: {max_conn}]
+  --max-connections N      WebSockets + SSE streams + waiting polls before 503; lowered
+                           at start-up to what the machine's limits allow [default: {max_conn}]
   --max-message-bytes N    largest client message, else close 1009 [default: {max_msg}]
   --ping-interval DUR      ping an idle peer this often          [default: {ping}]
   --pong-timeout DUR       drop a peer silent this long          [default: {pong}]
@@ -543,6 +545,14 @@ mod tests {
             "--handshake-timeout",
             "--send-queue",
             "--log-level",
+            "--history",
+            "--history-bytes",
+            "--poll-timeout",
+            "--feed",
+            "--no-demo-feed",
+            "--auth",
+            "--allow-host",
+            "--trust-proxy",
         ] {
             assert!(text.contains(flag), "help misses {flag}");
         }
