@@ -655,6 +655,12 @@ def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=N
         for title, p in plots:
             out.append(f"![{title}]({os.path.relpath(p, ROOT)})")
             out.append("")
+    # The reading of the figures (targets met or not, and why) is written by hand in
+    # bench/ANALYSIS.md, since a cause is found by profiling, not by a formula.
+    analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
+    if os.path.exists(analysis):
+        with open(analysis) as f:
+            out += ["", f.read().strip()]
     with open(REPORT_PATH, "w") as f:
         f.write("\n".join(out).replace("\n\n\n", "\n\n") + "\n")
 
