@@ -474,31 +474,10 @@ impl Hub {
     ) -> Published {
         let room = self.room(name.clone());
         let epoch = room.history.epoch();
-        let ack_to = |room: &Room, notice: Notice| {
-            if let Some(sender) = from.and_then(|id| room.members.get(&id).map(|m| (id, m))) {
-                if !sender.1.raw {
-                    offer(
-                        sender.0,
-                        sender.1,
-                        Outgoing::Notice(Box::new(notice)),
-                        counters,
-                    );
-                }
-            }
-        };
         let message = match room.history.append(message, cid.clone()) {
             Ok(message) => message,
             Err(Duplicate { id }) => {
-                if let Some(cid) = cid {
-                    ack_to(
-                        room,
-                        Notice::Ack {
-                            cid,
-                            id,
-                            duplicate: true,
-                        },
-                    );
-                }
+                acknowledge(room, from, cid, id, true, counters);
                 return Published {
                     delivered: 0,
                     id,
@@ -517,16 +496,7 @@ impl Hub {
             )
         });
         let delivered = room.members.len();
-        if let Some(cid) = cid {
-            ack_to(
-                room,
-                Notice::Ack {
-                    cid,
-                    id: message.id,
-                    duplicate: false,
-                },
-            );
-        }
+        acknowledge(room, from, cid, message.id, false, counters);
         if delivered != before {
             self.announce_members(&name, counters);
         }
@@ -612,6 +582,25 @@ impl Hub {
             .collect();
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         stats
+    }
+}
+
+/// Tells the publisher, when it is an enveloped member of the room and named its
+/// message (`cid`), which id the message got and whether it was a repeat.
+fn acknowledge(
+    room: &Room,
+    from: Option<ConnId>,
+    cid: Option<String>,
+    id: u64,
+    duplicate: bool,
+    counters: &Counters,
+) {
+    let (Some(from), Some(cid)) = (from, cid) else {
+        return;
+    };
+    if let Some(member) = room.members.get(&from).filter(|m| !m.raw) {
+        let ack = Notice::Ack { cid, id, duplicate };
+        offer(from, member, Outgoing::Notice(Box::new(ack)), counters);
     }
 }
 
