@@ -3,53 +3,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_threadcast");
 
-/// Starts the binary on ephemeral ports and reads the real addresses from its
-/// `listening http=ADDR ws=ADDR` line.
-fn spawn_server(extra: &[&str]) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--public"])
-        .arg(public_dir())
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn threadcast");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("listening http="))
-        .expect("a listening line");
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let field = |name: &str| -> SocketAddr {
-        let start = line.find(name).unwrap() + name.len();
-        line[start..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (child, field("http="), field("ws="))
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+/// Starts the binary on ephemeral ports, serving the repository's page.
+fn spawn_server() -> Binary {
+    let mut command = binary_command();
+    command.arg("--public").arg(public_dir());
+    let mut server = Binary::start(command);
+    server.drain_logs();
+    server
 }
 
 #[test]
@@ -95,97 +62,74 @@ fn invalid_flags_and_values_exit_2_with_a_clear_message() {
 
 #[test]
 fn sigterm_sends_1001_to_every_client_and_exits_0() {
-    let (mut child, http_addr, ws_addr) = spawn_server(&[]);
-    assert_eq!(get(http_addr, "/healthz").status, 200);
+    let mut server = spawn_server();
+    assert_eq!(get(server.http, "/healthz").status, 200);
     let mut clients: Vec<_> = ["/echo", "/ws/lobby", "/ws/lobby"]
         .iter()
-        .map(|p| connect_addr(ws_addr, p))
+        .map(|p| connect_addr(server.ws, p))
         .collect();
-    signal(&child, "TERM");
+    server.signal("TERM");
     for client in &mut clients {
         assert_eq!(expect_close(client).0, CloseCode::Away);
     }
     drop(clients);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
 }
 
 #[test]
 fn sigint_also_shuts_down_cleanly() {
-    let (mut child, _, ws_addr) = spawn_server(&[]);
-    let mut client = connect_addr(ws_addr, "/echo");
-    signal(&child, "INT");
+    let mut server = spawn_server();
+    let mut client = connect_addr(server.ws, "/echo");
+    server.signal("INT");
     assert_eq!(expect_close(&mut client).0, CloseCode::Away);
     drop(client);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
 }
 
 #[test]
 fn the_token_can_come_from_the_environment() {
-    let mut child = Command::new(BIN)
-        .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
-        .env("THREADCAST_TOKEN", "from-env")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("listening"))
-        .unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let ws: SocketAddr = line.split("ws=").nth(1).unwrap().trim().parse().unwrap();
-    assert_eq!(raw_request(ws, upgrade_request("/echo", "")).1, 401);
+    let mut command = binary_command();
+    command.env("THREADCAST_TOKEN", "from-env");
+    let mut server = Binary::start(command);
+    assert_eq!(raw_request(server.ws, upgrade_request("/echo", "")).1, 401);
     assert_eq!(
-        raw_request(ws, upgrade_request("/echo?token=from-env", "")).1,
+        raw_request(server.ws, upgrade_request("/echo?token=from-env", "")).1,
         101
     );
-    assert!(!line.contains("from-env"), "the token must never be logged");
-    signal(&child, "TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    server.signal("TERM");
+    // Everything it logged, to the end: the token must appear nowhere.
+    let logs: Vec<String> = server.logs.by_ref().collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("refused WebSocket handshake")),
+        "{logs:?}"
+    );
+    assert!(logs.iter().all(|l| !l.contains("from-env")), "{logs:?}");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
 }
 
 /// Starts the binary with `extra` flags at debug level, opens one WebSocket that claims
 /// to come through a proxy for 203.0.113.7, and returns the log line of that connection.
 fn logged_client_address(extra: &[&str]) -> String {
-    let mut child = Command::new(BIN)
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--log-level",
-            "debug",
-            "--no-demo-feed",
-        ])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let listening = lines
-        .by_ref()
-        .find(|l| l.contains("listening http="))
-        .unwrap();
-    let ws: SocketAddr = listening
-        .split("ws=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let mut command = binary_command();
+    command
+        .args(["--log-level", "debug", "--no-demo-feed"])
+        .args(extra);
+    let mut server = Binary::start(command);
     let (stream, status, _) = raw_request(
-        ws,
+        server.ws,
         upgrade_request("/echo", "X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n"),
     );
     assert_eq!(status, 101);
-    let line = lines.find(|l| l.contains("connection 1 from")).unwrap();
+    let line = server
+        .logs
+        .find(|l| l.contains("connection 1 from"))
+        .unwrap();
+    assert!(!line.contains("from-env"));
     drop(stream);
-    signal(&child, "TERM");
-    std::thread::spawn(move || lines.for_each(drop));
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    server.drain_logs();
+    server.signal("TERM");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
     line
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -820,30 +820,15 @@ fn the_demo_feed_ticks_into_its_room() {
 
 #[test]
 fn a_feed_from_stdin_shows_each_line_in_the_room() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_threadcast"))
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--ws",
-            "127.0.0.1:0",
-            "--no-demo-feed",
-            "--feed",
-            "logs=-",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("listening"))
-        .unwrap();
-    thread::spawn(move || lines.for_each(drop));
-    let ws_addr: SocketAddr = line.split("ws=").nth(1).unwrap().trim().parse().unwrap();
+    let mut command = binary_command();
+    command
+        .args(["--no-demo-feed", "--feed", "logs=-"])
+        .stdin(Stdio::piped());
+    let mut server = Binary::start(command);
+    server.drain_logs();
+    let ws_addr = server.ws;
     let mut ws = connect_addr(ws_addr, "/ws/logs?raw=1");
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = server.child.stdin.take().unwrap();
     // The client may join after the first line: write until one arrives, then check order.
     let deadline = Instant::now() + TEST_TIMEOUT;
     ws.get_ref()
@@ -870,8 +855,6 @@ fn a_feed_from_stdin_shows_each_line_in_the_room() {
     }
     assert_eq!(next_data(&mut ws), Message::text("the end"));
     drop(stdin);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    server.signal("TERM");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
 }

@@ -361,6 +361,76 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The threadcast binary with ephemeral loopback ports (`--http 127.0.0.1:0 --ws
+/// 127.0.0.1:0`) and stderr piped; add flags, environment and stdin as needed.
+pub fn binary_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_threadcast"));
+    command
+        .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// A running threadcast binary and the addresses it bound.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+    /// The rest of its stderr, line by line (drain it, or the server may block on a
+    /// full pipe: see [`Binary::drain_logs`]).
+    pub logs: Box<dyn Iterator<Item = String> + Send>,
+}
+
+impl Binary {
+    /// Starts `command` and reads the real addresses from its `listening http=ADDR
+    /// ws=ADDR` line.
+    pub fn start(mut command: std::process::Command) -> Binary {
+        use std::io::BufRead;
+        let mut child = command.spawn().expect("spawn threadcast");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let mut logs = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        let line = logs
+            .by_ref()
+            .find(|l| l.contains("listening http="))
+            .expect("a listening line");
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(name).unwrap() + name.len();
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (http, ws) = (field("http="), field("ws="));
+        Binary {
+            child,
+            http,
+            ws,
+            logs: Box::new(logs),
+        }
+    }
+
+    /// Keeps reading its stderr in the background from now on.
+    pub fn drain_logs(&mut self) {
+        let logs = std::mem::replace(&mut self.logs, Box::new(std::iter::empty()));
+        std::thread::spawn(move || logs.for_each(drop));
+    }
+
+    /// Sends a signal (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 /// Threads of this process right now (Linux).
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
