@@ -15,7 +15,6 @@ use std::thread;
 use std::time::Instant;
 
 use common::*;
-use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message};
 
@@ -320,25 +319,6 @@ fn next_item(ws: &mut tungstenite::WebSocket<TcpStream>) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a numbered item: {item:?}"))
-}
-
-/// Sends close 1000, reads until the server's close frame, and returns its code once
-/// the server has also closed the TCP connection (tungstenite: ConnectionClosed).
-fn close_handshake(ws: &mut tungstenite::WebSocket<TcpStream>) -> Option<u16> {
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "done".into(),
-    }))
-    .expect("send close");
-    let mut code = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => code = frame.map(|f| u16::from(f.code)),
-            Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed) => return code,
-            Err(e) => panic!("the close handshake did not complete: {e}"),
-        }
-    }
 }
 
 /// The compiled example `name`. The examples are built once per test run with the

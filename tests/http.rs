@@ -48,7 +48,7 @@ fn the_page_and_its_assets_are_served_with_the_right_content_type() {
 
 #[test]
 fn every_content_type_we_promise_is_sent() {
-    let dir = temp_public();
+    let dir = temp_dir("public");
     for (name, expected) in [
         ("a.json", "application/json"),
         ("a.png", "image/png"),
@@ -83,7 +83,7 @@ fn head_sends_headers_without_a_body() {
 
 #[test]
 fn nothing_outside_the_public_folder_is_ever_served() {
-    let dir = temp_public();
+    let dir = temp_dir("public");
     std::fs::write(dir.join("inside.txt"), b"inside").unwrap();
     let secret = dir.parent().unwrap().join(format!(
         "{}-secret.txt",
@@ -285,18 +285,4 @@ fn publish_checks_method_room_size_and_token() {
     );
     assert_eq!(http(addr, "GET", "/publish/news", &[], b"").status, 405);
     assert_eq!(http(addr, "DELETE", "/index.html", &[], b"").status, 405);
-}
-
-/// A fresh folder under the system temp dir, unique to this test process and call.
-fn temp_public() -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "threadcast-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

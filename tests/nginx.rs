@@ -15,7 +15,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,8 +22,6 @@ use common::*;
 use threadcast::{Config, ServerHandle};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 #[test]
@@ -366,14 +363,7 @@ fn free_port() -> u16 {
 /// Starts nginx with `site` inside a minimal main config, all files in a fresh temporary
 /// prefix. `None` if it did not come up on `addr` (e.g. the port was taken meanwhile).
 fn start_nginx(nginx: &Path, site: &str, addr: SocketAddr) -> Option<Nginx> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "threadcast-nginx-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the nginx prefix");
+    let dir = temp_dir("nginx");
     let d = dir.display();
     let main = format!(
         "error_log {d}/error.log info;\n\
@@ -465,25 +455,6 @@ fn next_text_containing(ws: &mut WebSocket<TcpStream>, needle: &str) -> String {
             if text.contains(needle) {
                 return text.to_string();
             }
-        }
-    }
-}
-
-/// Sends close 1000 and reads until the server's close frame and the end of the TCP
-/// connection; returns the server's close code.
-fn close_handshake(ws: &mut WebSocket<TcpStream>) -> Option<u16> {
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "done".into(),
-    }))
-    .expect("send close");
-    let mut code = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => code = frame.map(|f| u16::from(f.code)),
-            Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed) => return code,
-            Err(e) => panic!("the close handshake did not complete: {e}"),
         }
     }
 }

@@ -82,6 +82,27 @@ pub fn next_data(ws: &mut WebSocket<TcpStream>) -> tungstenite::Message {
     }
 }
 
+/// Sends close 1000, reads until the server's close frame, and returns its code once
+/// the server has also closed the TCP connection (tungstenite: ConnectionClosed).
+pub fn close_handshake(ws: &mut tungstenite::WebSocket<TcpStream>) -> Option<u16> {
+    use tungstenite::protocol::CloseFrame;
+    use tungstenite::protocol::frame::coding::CloseCode as Code;
+    ws.close(Some(CloseFrame {
+        code: Code::Normal,
+        reason: "done".into(),
+    }))
+    .expect("send close");
+    let mut code = None;
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => code = frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => return code,
+            Err(e) => panic!("the close handshake did not complete: {e}"),
+        }
+    }
+}
+
 /// Reads until the server's close frame arrives and returns its code and reason.
 pub fn expect_close(ws: &mut WebSocket<TcpStream>) -> (CloseCode, String) {
     loop {
