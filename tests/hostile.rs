@@ -340,11 +340,14 @@ mod slowloris {
             .collect();
         // Every socket has been accepted once a handshake behind them gets through.
         still_serves(&server);
-        let during = thread_count();
-        assert!(
-            during <= before + cap + 8,
-            "{during} threads during a flood of {} (baseline {before}, cap {cap})",
-            flood.len()
+        // Evicted handshakes end on their own threads, so on a busy machine the count
+        // can trail for a moment; it must come down to the cap while the flood lasts.
+        wait_until(
+            &format!(
+                "at most {cap} + 8 threads over the baseline {before} during a flood of {}",
+                flood.len()
+            ),
+            || thread_count() <= before + cap + 8,
         );
         // The evicted sockets were closed by the server: the oldest see EOF.
         let mut first = &flood[0];
