@@ -45,6 +45,9 @@ pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEMO_FEED_ROOM: &str = "ticker";
 /// Log level when neither `--log-level` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
+/// Messages kept for Redis while it is unreachable (`--redis-queue`); past it they are
+/// still delivered here, counted and logged, but not forwarded.
+pub const DEFAULT_REDIS_QUEUE: usize = 1024;
 /// Environment variable that may carry the token, so it need not appear in `ps` output.
 pub const TOKEN_ENV: &str = "THREADCAST_TOKEN";
 
@@ -95,6 +98,11 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Log the client address a proxy reports in `X-Forwarded-For`. Default false.
     pub trust_proxy: bool,
+    /// Share rooms with other instances through this Redis (`redis://…` or
+    /// `unix://…`; needs `--features redis`). Default: none.
+    pub redis_url: Option<String>,
+    /// Messages kept for Redis while it is unreachable. Default 1024.
+    pub redis_queue: usize,
 }
 
 /// Where WebSocket clients present the token (`--auth`).
@@ -149,6 +157,8 @@ impl Default for Config {
             auth: AuthMode::Handshake,
             allowed_hosts: Vec::new(),
             trust_proxy: false,
+            redis_url: None,
+            redis_queue: DEFAULT_REDIS_QUEUE,
         }
     }
 }
@@ -217,6 +227,11 @@ FLAGS:
                            (repeatable)
   --trust-proxy            log the client address from X-Forwarded-For (only behind
                            a proxy you run: anyone can send that header)
+  --redis URL              share rooms with every instance using this Redis
+                           (redis://HOST:PORT[/DB] or unix:///PATH; build with
+                           --features redis)                     [default: none]
+  --redis-queue N          messages kept for Redis while it is unreachable
+                           (then delivered here only, counted)   [default: {redis_queue}]
   --no-demo-feed           do not run the demo feed in room '{demo}' (a line a second)
   --log-level LEVEL        off|error|warn|info|debug|trace (or env RUST_LOG) [default: info]
   -h, --help               print this help
@@ -239,6 +254,7 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
         history_bytes = DEFAULT_HISTORY_BYTES,
         poll = format_duration(DEFAULT_POLL_TIMEOUT),
         demo = DEMO_FEED_ROOM,
+        redis_queue = DEFAULT_REDIS_QUEUE,
     )
 }
 
@@ -296,6 +312,8 @@ where
             "--feed" => config.feeds.push(parse_feed(&value()?)?),
             "--no-demo-feed" => config.demo_feed = false,
             "--trust-proxy" => config.trust_proxy = true,
+            "--redis" => config.redis_url = Some(parse_redis_url(&value()?)?),
+            "--redis-queue" => config.redis_queue = parse_count(&flag, &value()?)?,
             "--auth" => {
                 config.auth = match value()?.as_str() {
                     "handshake" => AuthMode::Handshake,
@@ -327,6 +345,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `--redis URL`: only in a build with the `redis` feature, and only plain
+/// connections (the URL may carry a password, so it is never echoed back).
+fn parse_redis_url(value: &str) -> Result<String, UsageError> {
+    if !cfg!(feature = "redis") {
+        return Err(UsageError(
+            "--redis: this build has no Redis support; build with `cargo build --release --features redis`".into(),
+        ));
+    }
+    if !(value.starts_with("redis://") || value.starts_with("unix://")) {
+        return Err(UsageError(
+            "--redis: the URL must start with redis:// or unix://".into(),
+        ));
+    }
+    Ok(value.to_string())
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, UsageError> {
@@ -505,6 +539,10 @@ mod tests {
     #[test]
     fn bad_flags_and_values_are_usage_errors() {
         assert!(parse(&["--nope"]).is_err());
+        assert!(
+            parse(&["--redis", "http://x"]).is_err(),
+            "a Redis URL, or (without the feature) a clear refusal"
+        );
         assert!(parse(&["--ws"]).is_err());
         assert!(parse(&["--ws", "localhost"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());
@@ -553,6 +591,8 @@ mod tests {
             "--auth",
             "--allow-host",
             "--trust-proxy",
+            "--redis",
+            "--redis-queue",
         ] {
             assert!(text.contains(flag), "help misses {flag}");
         }

@@ -15,6 +15,7 @@ use std::thread;
 use tiny_http::{Method, Request};
 use tungstenite::Message;
 
+use crate::cluster::{LinkState, LinkStatus};
 use crate::config::AuthMode;
 use crate::envelope;
 use crate::http_listener::HttpListener;
@@ -84,7 +85,7 @@ fn handle(mut request: Request, shared: &Arc<Shared>, files: &StaticFiles) {
         return start_long_lived(request, shared);
     }
     let reply = match path {
-        "/healthz" if read_only => text(200, "ok"),
+        "/healthz" if read_only => health(shared),
         "/config.json" if read_only => json(200, config_json(&request, shared)),
         "/stats" if read_only => stats(shared),
         _ if path.starts_with("/publish/") => {
@@ -128,6 +129,37 @@ fn config_json(request: &Request, shared: &Shared) -> String {
         .finish()
 }
 
+/// `ok`, or — while the Redis link is down — `degraded`: the instance still serves,
+/// but its rooms are not shared with the other instances (still 200, so a load
+/// balancer does not take every instance out when Redis itself is down; a check that
+/// wants to can match the body).
+fn health(shared: &Shared) -> Reply {
+    match &shared.link {
+        Some(link) if link.state() == LinkState::Down => text(
+            200,
+            "degraded: Redis unreachable, rooms are local to this instance",
+        ),
+        _ => text(200, "ok"),
+    }
+}
+
+/// The Redis link's figures for `/stats`.
+fn link_json(link: &LinkStatus) -> String {
+    JsonObject::new()
+        .string(
+            "state",
+            match link.state() {
+                LinkState::Up => "up",
+                LinkState::Down => "down",
+            },
+        )
+        .number("queued", link.queued.load(Ordering::Relaxed))
+        .number("dropped", link.dropped.load(Ordering::Relaxed))
+        .number("connects", link.connects.load(Ordering::Relaxed))
+        .string("last_error", &link.error())
+        .finish()
+}
+
 fn stats(shared: &Shared) -> Reply {
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     if shared.hub.send(Command::Stats(reply_tx)).is_err() {
@@ -149,8 +181,8 @@ fn stats(shared: &Shared) -> Reply {
         rooms.raw(&room.name, &figures);
     }
     let counters = &shared.counters;
-    let body = JsonObject::new()
-        .number("connections", shared.limit.open() as u64)
+    let mut body = JsonObject::new();
+    body.number("connections", shared.limit.open() as u64)
         .number("sse_streams", counters.sse_streams.get())
         .number("polls_waiting", counters.polls_waiting.get())
         .raw("rooms", &rooms.finish())
@@ -165,8 +197,11 @@ fn stats(shared: &Shared) -> Reply {
             "slow_consumer_disconnects",
             counters.slow_consumers.load(Ordering::Relaxed),
         )
-        .number("uptime_secs", shared.started.elapsed().as_secs())
-        .finish();
+        .number("uptime_secs", shared.started.elapsed().as_secs());
+    if let Some(link) = &shared.link {
+        body.raw("redis", &link_json(link));
+    }
+    let body = body.finish();
     json(200, body)
 }
 

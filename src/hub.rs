@@ -11,8 +11,12 @@
 //! Each room also keeps its history ([`crate::room::History`]); because the hub does a
 //! join and the replay of missed messages in one step, no publish can fall between
 //! them: a resuming client sees every message exactly once.
+//!
+//! With a link to other instances (Redis, see [`crate::cluster`]) the hub numbers
+//! nothing itself while the link is up: publishes go out to the link, and messages
+//! come back numbered ([`Command::Remote`]), from this instance and every other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -23,7 +27,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::room::{CatchUp, Duplicate, History, HistoryLimits, Resume, RoomMessage};
+use crate::cluster::{Arrival, LinkStatus, Outbound, ToLink};
+use crate::room::{self, CatchUp, Duplicate, History, HistoryLimits, Resume, RoomMessage};
 
 /// Rooms with no members that keep their history for returning clients; past this
 /// many, the least recently used one is dropped (bounds memory whatever names
@@ -227,6 +232,25 @@ pub enum Command {
         /// Where to report the outcome.
         reply: Option<Sender<Published>>,
     },
+    /// The link is down: deliver this message here, numbered by this instance.
+    PublishHere(Box<Outbound>),
+    /// The link's store numbered a message published here: tell its publisher.
+    Stored(Box<Outbound>, Published),
+    /// A room message from the link (published on any instance).
+    Remote(Box<Arrival>),
+    /// The link's copy of a room: its epoch and its newest messages, oldest first.
+    Loaded {
+        /// The room.
+        room: String,
+        /// The room's shared epoch.
+        epoch: u64,
+        /// Its history.
+        messages: Vec<Arrival>,
+    },
+    /// The link is connected and subscribed: share the rooms.
+    LinkUp,
+    /// The link is lost: every room carries on alone.
+    LinkDown,
     /// Report every room, sorted by name.
     Stats(Sender<Vec<RoomStats>>),
     /// Ask every connection to close with 1001 and stop the hub.
@@ -275,16 +299,26 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
+/// The hub's end of a link to other instances.
+#[derive(Debug)]
+pub struct LinkEnd {
+    /// Requests to the link.
+    pub tx: Sender<ToLink>,
+    /// The link's figures (the hub counts what it could not hand over).
+    pub status: Arc<LinkStatus>,
+}
+
 /// Starts the hub thread. It runs until it gets [`Command::Shutdown`] or every sender
 /// of `commands` is gone.
 pub fn spawn(
     commands: Receiver<Command>,
     counters: Arc<Counters>,
     limits: HistoryLimits,
+    link: Option<LinkEnd>,
 ) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("hub".into())
-        .spawn(move || Hub::new(limits).run(commands, &counters))
+        .spawn(move || Hub::new(limits, link).run(commands, &counters))
         .expect("spawn hub thread")
 }
 
@@ -294,6 +328,47 @@ struct Room {
     history: History,
     /// The hub's clock when the room was last used, to find the least recently used.
     last_used: u64,
+    /// Whether the room is shared through the link.
+    sharing: Sharing,
+    /// The last shared message (epoch, id) this room's members were given, so that
+    /// after an outage they get exactly what they missed.
+    served: Option<(u64, u64)>,
+}
+
+impl Room {
+    fn is_loading(&self) -> bool {
+        matches!(self.sharing, Sharing::Loading { .. })
+    }
+
+    /// No member, and nobody waiting to become one.
+    fn is_idle(&self) -> bool {
+        self.members.is_empty()
+            && !matches!(&self.sharing, Sharing::Loading { waiting, .. } if !waiting.is_empty())
+    }
+}
+
+/// How a room relates to the link.
+#[derive(Debug, Default)]
+enum Sharing {
+    /// This instance numbers the room's messages (no link, or the link is down).
+    #[default]
+    Alone,
+    /// Waiting for the link's copy of the room ([`Command::Loaded`]). Joins wait with
+    /// it, and messages arriving meanwhile are kept to be merged with the copy.
+    Loading {
+        early: Vec<Arrival>,
+        waiting: Vec<WaitingJoin>,
+    },
+    /// Numbered by the link's store: arrivals are delivered as they come.
+    Shared,
+}
+
+/// A join held until its room is loaded.
+#[derive(Debug)]
+struct WaitingJoin {
+    id: ConnId,
+    subscriber: Subscriber,
+    resume: Resume,
 }
 
 /// The hub's state: only the hub thread ever sees it.
@@ -304,15 +379,20 @@ struct Hub {
     limits: HistoryLimits,
     /// Counts commands; a cheap clock for "least recently used".
     clock: u64,
+    /// The link to other instances, if any, and whether it is up right now.
+    link: Option<LinkEnd>,
+    link_up: bool,
 }
 
 impl Hub {
-    fn new(limits: HistoryLimits) -> Self {
+    fn new(limits: HistoryLimits, link: Option<LinkEnd>) -> Self {
         Hub {
             rooms: HashMap::new(),
             loners: HashMap::new(),
             limits,
             clock: 0,
+            link,
+            link_up: false,
         }
     }
 
@@ -360,11 +440,47 @@ impl Hub {
                 from,
                 reply,
             } => {
-                let published = self.publish(room, message, cid, from, counters);
-                if let Some(reply) = reply {
-                    let _ = reply.send(published);
+                let outbound = Outbound {
+                    room,
+                    message,
+                    cid,
+                    from,
+                    reply,
+                    ts: room::now_millis(),
+                    late: false,
+                };
+                match &self.link {
+                    Some(link) => forward(link, outbound),
+                    None => self.publish_here(outbound, counters),
                 }
             }
+            Command::PublishHere(outbound) => self.publish_here(*outbound, counters),
+            Command::Stored(outbound, mut outcome) => {
+                let Outbound {
+                    room,
+                    from,
+                    cid,
+                    reply,
+                    ..
+                } = *outbound;
+                if let Some(room) = self.rooms.get(&room) {
+                    acknowledge(room, from, cid, outcome.id, outcome.duplicate, counters);
+                    if !outcome.duplicate {
+                        outcome.delivered = room.members.len();
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Command::Remote(arrival) => self.arrive(*arrival, counters),
+            Command::Loaded {
+                room,
+                epoch,
+                messages,
+            } => self.loaded(room, epoch, messages, counters),
+            Command::LinkUp => self.link_up(counters),
+            Command::LinkDown => self.link_down(counters),
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -418,6 +534,8 @@ impl Hub {
             members: HashMap::new(),
             history: History::new(limits),
             last_used: clock,
+            sharing: Sharing::Alone,
+            served: None,
         });
         room.last_used = clock;
         room
@@ -433,10 +551,37 @@ impl Hub {
         resume: &Resume,
         counters: &Counters,
     ) {
+        let link_up = self.link_up;
+        let room = self.room(name.clone());
+        // A shared room's history comes from the link: the join waits for it.
+        let waiting = WaitingJoin {
+            id,
+            subscriber,
+            resume: resume.clone(),
+        };
+        match &mut room.sharing {
+            Sharing::Alone if link_up => {
+                room.sharing = Sharing::Loading {
+                    early: Vec::new(),
+                    waiting: vec![waiting],
+                };
+                self.request_load(name, counters);
+            }
+            Sharing::Loading { waiting: w, .. } => w.push(waiting),
+            _ => self.join_now(name, waiting, counters),
+        }
+    }
+
+    fn join_now(&mut self, name: String, join: WaitingJoin, counters: &Counters) {
+        let WaitingJoin {
+            id,
+            subscriber,
+            resume,
+        } = join;
         let room = self.room(name.clone());
         room.members.insert(id, subscriber.clone());
         if !subscriber.raw {
-            let plan = room.history.catch_up(resume, room.members.len());
+            let plan = room.history.catch_up(&resume, room.members.len());
             if !offer(
                 id,
                 &subscriber,
@@ -456,10 +601,29 @@ impl Hub {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
+        if let Sharing::Loading { waiting, .. } = &mut room.sharing {
+            waiting.retain(|w| w.id != id);
+        }
         if room.members.remove(&id).is_some() {
             self.announce_members(name, counters);
         }
         self.tidy(name);
+    }
+
+    /// Publishes into this instance's own sequence (no link, or the link is down).
+    fn publish_here(&mut self, outbound: Outbound, counters: &Counters) {
+        let Outbound {
+            room,
+            message,
+            cid,
+            from,
+            reply,
+            ..
+        } = outbound;
+        let published = self.publish(room, message, cid, from, counters);
+        if let Some(reply) = reply {
+            let _ = reply.send(published);
+        }
     }
 
     /// Keeps the message in history and offers it to every member without ever
@@ -509,6 +673,181 @@ impl Hub {
         }
     }
 
+    /// Asks the link for a room's history. If it cannot take the request, the room
+    /// carries on alone for now (the next join or arrival asks again).
+    fn request_load(&mut self, name: String, counters: &Counters) {
+        let asked = self.link.as_ref().is_some_and(|link| {
+            link.tx
+                .try_send(ToLink::Load { room: name.clone() })
+                .is_ok()
+        });
+        if !asked {
+            log::warn!("cannot ask the link for room '{name}'; it carries on alone for now");
+            self.settle_alone(&name, counters);
+        }
+    }
+
+    /// Ends a room's wait for the link: it goes on alone, under an epoch of its own
+    /// (ids this instance gives must not pass for the shared sequence's), and the
+    /// joins that waited are served from what it has.
+    fn settle_alone(&mut self, name: &str, counters: &Counters) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let waiting = match std::mem::take(&mut room.sharing) {
+            Sharing::Alone => return,
+            Sharing::Shared => Vec::new(),
+            Sharing::Loading { waiting, .. } => waiting,
+        };
+        room.history.continue_as(room::new_epoch());
+        for join in waiting {
+            self.join_now(name.to_string(), join, counters);
+        }
+    }
+
+    /// A message from the link, numbered by its store.
+    fn arrive(&mut self, arrival: Arrival, counters: &Counters) {
+        if !self.link_up {
+            return; // the history loaded once the link is up will hold it
+        }
+        let name = arrival.room.clone();
+        let limits = self.limits;
+        let room = self.room(name.clone());
+        match &mut room.sharing {
+            Sharing::Alone => {
+                room.sharing = Sharing::Loading {
+                    early: vec![arrival],
+                    waiting: Vec::new(),
+                };
+                self.request_load(name, counters);
+            }
+            Sharing::Loading { early, .. } => early.push(arrival),
+            Sharing::Shared => {
+                if arrival.message.epoch != room.history.epoch() {
+                    // The store lost the room (flushed, or a new Redis) while we
+                    // stayed connected: its ids start again under a new epoch.
+                    room.history = History::with_epoch(arrival.message.epoch, limits);
+                }
+                self.deliver(&name, arrival, counters);
+            }
+        }
+    }
+
+    /// The link's copy of a room we asked for: it becomes the room's history, members
+    /// get what they have not seen, and the joins that waited are served.
+    fn loaded(&mut self, name: String, epoch: u64, messages: Vec<Arrival>, counters: &Counters) {
+        let limits = self.limits;
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        let Sharing::Loading { early, waiting } = std::mem::take(&mut room.sharing) else {
+            return; // an answer we no longer wait for (the link went down meanwhile)
+        };
+        room.sharing = Sharing::Shared;
+        room.history = History::with_epoch(epoch, limits);
+        let mut delivered_here = HashSet::new();
+        let mut arrivals: Vec<Arrival> = messages.into_iter().chain(early).collect();
+        arrivals.sort_by_key(|a| a.message.id);
+        for arrival in arrivals.into_iter().filter(|a| a.message.epoch == epoch) {
+            if arrival.delivered_here {
+                delivered_here.insert(arrival.message.id);
+            }
+            room.history.insert(arrival.message);
+        }
+        // Members who stayed through an outage saw the shared sequence up to `served`
+        // (and what this instance published meanwhile); the rest is news to them. They
+        // get it the way a resuming client does: one catch-up, whatever its length.
+        let (seen, epoch_changed) = match room.served {
+            Some((served_epoch, id)) if served_epoch == epoch => (id, false),
+            _ => (0, true),
+        };
+        room.served = Some((epoch, room.history.last_id()));
+        let members = room.members.len();
+        let history = &room.history;
+        room.members.retain(|id, member| {
+            let mut plan = history.catch_up(
+                &Resume::Since {
+                    id: seen,
+                    epoch: Some(epoch),
+                },
+                members,
+            );
+            plan.epoch_changed = epoch_changed;
+            plan.replay.retain(|m| !delivered_here.contains(&m.id));
+            if member.raw {
+                return plan
+                    .replay
+                    .into_iter()
+                    .all(|m| offer(*id, member, Outgoing::Room(m), counters));
+            }
+            if !epoch_changed && plan.replay.is_empty() && plan.gap.is_none() {
+                return true; // nothing they missed
+            }
+            let joined = Joined {
+                room: name.clone(),
+                plan,
+            };
+            offer(*id, member, Outgoing::Joined(Box::new(joined)), counters)
+        });
+        for join in waiting {
+            self.join_now(name.clone(), join, counters);
+        }
+    }
+
+    /// Keeps a shared message and gives it to the members, unless this instance
+    /// delivered it already (during an outage) or has it (history and broadcast overlap).
+    fn deliver(&mut self, name: &str, arrival: Arrival, counters: &Counters) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let message = arrival.message;
+        if !room.history.insert(Arc::clone(&message)) {
+            return;
+        }
+        room.served = Some((message.epoch, message.id));
+        if arrival.delivered_here {
+            return;
+        }
+        let before = room.members.len();
+        room.members.retain(|member_id, member| {
+            offer(
+                *member_id,
+                member,
+                Outgoing::Room(Arc::clone(&message)),
+                counters,
+            )
+        });
+        if room.members.len() != before {
+            self.announce_members(name, counters);
+        }
+    }
+
+    /// The link is connected and subscribed. Rooms nobody is in are forgotten (their
+    /// history lives in the store); the others load the shared copy.
+    fn link_up(&mut self, counters: &Counters) {
+        self.link_up = true;
+        self.rooms.retain(|_, room| !room.is_idle());
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            if let Some(room) = self.rooms.get_mut(&name) {
+                room.sharing = Sharing::Loading {
+                    early: Vec::new(),
+                    waiting: Vec::new(),
+                };
+            }
+            self.request_load(name, counters);
+        }
+    }
+
+    /// The link is lost: every room carries on alone.
+    fn link_down(&mut self, counters: &Counters) {
+        self.link_up = false;
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.settle_alone(&name, counters);
+        }
+    }
+
     /// Tells enveloped members the room's new size (small rooms only).
     fn announce_members(&mut self, name: &str, counters: &Counters) {
         let Some(room) = self.rooms.get_mut(name) else {
@@ -535,18 +874,18 @@ impl Hub {
         if self
             .rooms
             .get(name)
-            .is_some_and(|r| r.members.is_empty() && r.history.is_empty())
+            .is_some_and(|r| r.is_idle() && r.history.is_empty() && !r.is_loading())
         {
             self.rooms.remove(name);
         }
         // Counting idle rooms is a scan, so only when there could be too many.
         if self.rooms.len() > MAX_IDLE_ROOMS
-            && self.rooms.values().filter(|r| r.members.is_empty()).count() > MAX_IDLE_ROOMS
+            && self.rooms.values().filter(|r| r.is_idle()).count() > MAX_IDLE_ROOMS
         {
             let oldest = self
                 .rooms
                 .iter()
-                .filter(|(_, r)| r.members.is_empty())
+                .filter(|(_, r)| r.is_idle())
                 .min_by_key(|(_, r)| r.last_used)
                 .map(|(n, _)| n.clone());
             if let Some(oldest) = oldest {
@@ -559,6 +898,15 @@ impl Hub {
     }
 
     fn close_everyone(&mut self) {
+        // Joins still waiting for their room's history become members, so that their
+        // `Leave` finds them while the hub drains.
+        for room in self.rooms.values_mut() {
+            if let Sharing::Loading { waiting, .. } = std::mem::take(&mut room.sharing) {
+                for w in waiting {
+                    room.members.insert(w.id, w.subscriber);
+                }
+            }
+        }
         let everyone = self
             .rooms
             .values()
@@ -582,6 +930,20 @@ impl Hub {
             .collect();
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         stats
+    }
+}
+
+/// Hands a publish to the link without waiting. When its queue is full (Redis far
+/// behind), the publisher is told nothing went out (its reply channel closes) and the
+/// drop is counted and logged.
+fn forward(link: &LinkEnd, outbound: Outbound) {
+    if let Err(e) = link.tx.try_send(ToLink::Publish(Box::new(outbound))) {
+        let room = match e.into_inner() {
+            ToLink::Publish(outbound) => outbound.room,
+            ToLink::Load { room } => room,
+        };
+        link.status.dropped.fetch_add(1, Ordering::Relaxed);
+        log::warn!("message for room '{room}' dropped: the Redis link's queue is full");
     }
 }
 

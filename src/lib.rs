@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod capacity;
+pub mod cluster;
 pub mod config;
 pub mod envelope;
 pub mod feed;
@@ -42,6 +43,8 @@ pub mod hub;
 pub mod json;
 pub mod limit;
 pub mod poll;
+#[cfg(feature = "redis")]
+pub mod redis_link;
 pub mod reply;
 pub mod room;
 pub mod security;

@@ -36,6 +36,19 @@ pub struct RoomMessage {
 }
 
 impl RoomMessage {
+    /// Frames `payload` as message `id` of `epoch`: both forms built once, here.
+    pub fn new(id: u64, epoch: u64, ts: u64, cid: Option<String>, payload: Message) -> Self {
+        let (framed, raw) = envelope::frame_room_message(id, epoch, ts, cid.as_deref(), payload);
+        RoomMessage {
+            id,
+            epoch,
+            ts,
+            cid,
+            framed,
+            raw,
+        }
+    }
+
     /// Bytes this message costs in history.
     pub fn cost(&self) -> usize {
         self.framed.len() + self.cid.as_ref().map_or(0, String::len) + MESSAGE_OVERHEAD_BYTES
@@ -101,6 +114,8 @@ pub struct History {
     /// Client id → the id its message got, for every message still in history.
     seen_cids: HashMap<String, u64>,
     limits: HistoryLimits,
+    /// The epoch this one continued ([`History::continue_as`]): its ids still apply.
+    previous_epoch: Option<u64>,
 }
 
 impl History {
@@ -118,6 +133,7 @@ impl History {
             bytes: 0,
             seen_cids: HashMap::new(),
             limits,
+            previous_epoch: None,
         }
     }
 
@@ -156,26 +172,45 @@ impl History {
         if let Some(id) = cid.as_ref().and_then(|c| self.seen_cids.get(c)) {
             return Err(Duplicate { id: *id });
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        let ts = now_millis();
-        let (framed, raw) =
-            envelope::frame_room_message(id, self.epoch, ts, cid.as_deref(), payload);
-        let message = Arc::new(RoomMessage {
-            id,
-            epoch: self.epoch,
-            ts,
+        let message = Arc::new(RoomMessage::new(
+            self.next_id,
+            self.epoch,
+            now_millis(),
             cid,
-            framed,
-            raw,
-        });
+            payload,
+        ));
+        self.keep(Arc::clone(&message));
+        Ok(message)
+    }
+
+    /// Keeps a message whose id was given elsewhere (by Redis, for a room shared by
+    /// several instances). Ids must grow: an id at or below [`History::last_id`] is a
+    /// copy already kept and is refused with `false`.
+    pub fn insert(&mut self, message: Arc<RoomMessage>) -> bool {
+        if message.id <= self.last_id() {
+            return false;
+        }
+        self.keep(message);
+        true
+    }
+
+    fn keep(&mut self, message: Arc<RoomMessage>) {
+        self.next_id = message.id + 1;
         if let Some(cid) = &message.cid {
-            self.seen_cids.insert(cid.clone(), id);
+            self.seen_cids.insert(cid.clone(), message.id);
         }
         self.bytes += message.cost();
-        self.messages.push_back(Arc::clone(&message));
+        self.messages.push_back(message);
         self.evict();
-        Ok(message)
+    }
+
+    /// Goes on under a fresh epoch: new ids continue after the old ones, and a client
+    /// that resumes with the old epoch is still served from what is kept. Used when a
+    /// shared room loses Redis and carries on alone (its next ids are this instance's
+    /// own, so they must not pass for the shared sequence's).
+    pub fn continue_as(&mut self, epoch: u64) {
+        self.previous_epoch = Some(self.epoch);
+        self.epoch = epoch;
     }
 
     fn evict(&mut self) {
@@ -204,7 +239,7 @@ impl History {
             Resume::Live => return plan,
             Resume::Since {
                 epoch: Some(epoch), ..
-            } if epoch != self.epoch => {
+            } if epoch != self.epoch && Some(epoch) != self.previous_epoch => {
                 plan.epoch_changed = true;
                 0 // the old ids mean nothing here: everything in this epoch is new
             }
@@ -225,7 +260,7 @@ impl History {
 }
 
 /// A random epoch from the operating system's generator; never 0.
-fn new_epoch() -> u64 {
+pub fn new_epoch() -> u64 {
     match getrandom::u64() {
         Ok(0) | Err(_) => now_millis() | 1, // still distinct across restarts
         Ok(n) => n,
@@ -415,6 +450,50 @@ mod tests {
         assert!(plan.epoch_changed);
         assert_eq!(plan.gap, Some((1, 7)));
         assert_eq!(ids(&plan.replay), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn messages_numbered_elsewhere_are_kept_in_order_once() {
+        let mut h = History::with_epoch(7, ROOMY);
+        let numbered = |id| Arc::new(RoomMessage::new(id, 7, 0, None, Message::text("x")));
+        assert!(h.insert(numbered(4)));
+        assert!(h.insert(numbered(9)));
+        assert!(!h.insert(numbered(9)), "a copy is refused");
+        assert!(!h.insert(numbered(5)), "so is anything older");
+        assert_eq!(h.last_id(), 9);
+        let plan = h.catch_up(
+            &Resume::Since {
+                id: 4,
+                epoch: Some(7),
+            },
+            1,
+        );
+        assert_eq!(ids(&plan.replay), vec![9]);
+    }
+
+    #[test]
+    fn a_continued_history_still_serves_the_old_epoch() {
+        let mut h = filled(3, ROOMY);
+        h.continue_as(8);
+        h.append(Message::text("m4"), None).unwrap();
+        let old = h.catch_up(
+            &Resume::Since {
+                id: 2,
+                epoch: Some(7),
+            },
+            1,
+        );
+        assert!(!old.epoch_changed);
+        assert_eq!(ids(&old.replay), vec![3, 4]);
+        assert_eq!(old.epoch, 8);
+        let stranger = h.catch_up(
+            &Resume::Since {
+                id: 2,
+                epoch: Some(99),
+            },
+            1,
+        );
+        assert!(stranger.epoch_changed);
     }
 
     #[test]

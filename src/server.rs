@@ -13,11 +13,14 @@ use crossbeam_channel::{Receiver, Sender};
 use tungstenite::Message;
 
 use crate::capacity;
+use crate::cluster::LinkStatus;
 use crate::config::Config;
 use crate::feed::Feeds;
 use crate::http;
 use crate::http_listener::HttpListener;
-use crate::hub::{self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, Outgoing, Subscriber};
+use crate::hub::{
+    self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, LinkEnd, Outgoing, Subscriber,
+};
 use crate::limit::ConnectionLimit;
 use crate::room::HistoryLimits;
 use crate::room::Resume;
@@ -51,6 +54,8 @@ pub struct Shared {
     pub started: Instant,
     /// Next connection id.
     pub next_id: AtomicU64,
+    /// The Redis link's figures, when rooms are shared with other instances.
+    pub link: Option<Arc<LinkStatus>>,
 }
 
 /// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub
@@ -119,6 +124,7 @@ impl Server {
         let http = HttpListener::start(http_listener, crate::http_listener::Options::default())?;
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
+        let (link, link_thread) = start_link(&config, &hub_tx)?;
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             policy: Arc::new(AccessPolicy::new(&config)),
@@ -131,13 +137,14 @@ impl Server {
             ws_addr,
             started: Instant::now(),
             next_id: AtomicU64::new(1),
+            link: link.as_ref().map(|l| Arc::clone(&l.status)),
         });
 
         let limits = HistoryLimits {
             messages: shared.config.history,
             bytes: shared.config.history_bytes,
         };
-        let hub = hub::spawn(hub_rx, counters, limits);
+        let hub = hub::spawn(hub_rx, counters, limits, link);
         let feeds = Feeds::start(&shared);
         let accept = {
             let shared = Arc::clone(&shared);
@@ -152,6 +159,7 @@ impl Server {
         Ok(ServerHandle {
             shared,
             hub: Some(hub),
+            link: link_thread,
             feeds,
             accept: Some(accept),
             http: Some(http),
@@ -164,6 +172,7 @@ impl Server {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     hub: Option<JoinHandle<()>>,
+    link: Option<JoinHandle<()>>,
     feeds: Feeds,
     accept: Option<JoinHandle<()>>,
     http: Option<Arc<HttpListener>>,
@@ -291,6 +300,10 @@ impl ServerHandle {
         if let Some(hub) = self.hub.take() {
             let _ = hub.join();
         }
+        // The hub has let go of the link, which now closes its Redis connections.
+        if let Some(link) = self.link.take() {
+            let _ = link.join();
+        }
         // The hub has waited for the connections to leave; their threads end right after.
         let drained = self.shared.limit.wait_idle(DRAIN_TIMEOUT);
         log::info!(
@@ -308,6 +321,35 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Starts the Redis link when `--redis` is set; its end goes to the hub.
+#[cfg(feature = "redis")]
+fn start_link(
+    config: &Config,
+    hub: &Sender<Command>,
+) -> io::Result<(Option<LinkEnd>, Option<JoinHandle<()>>)> {
+    let Some(url) = &config.redis_url else {
+        return Ok((None, None));
+    };
+    let (end, thread) =
+        crate::redis_link::start(url, config.redis_queue, config.history, hub.clone())?;
+    Ok((Some(end), Some(thread)))
+}
+
+/// Without the `redis` feature there is no link; asking for one is an error.
+#[cfg(not(feature = "redis"))]
+fn start_link(
+    config: &Config,
+    _hub: &Sender<Command>,
+) -> io::Result<(Option<LinkEnd>, Option<JoinHandle<()>>)> {
+    match config.redis_url {
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--redis needs a build with `--features redis`",
+        )),
+        None => Ok((None, None)),
     }
 }
 

@@ -3,6 +3,8 @@
 //! frames when a test needs to say exactly what goes on the wire.
 #![allow(dead_code)]
 
+pub mod frames;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,125 @@
+//! What the hub and a *link* to other instances tell each other.
+//!
+//! One threadcast instance needs none of this: its hub numbers each room's messages
+//! itself. Several instances behind a load balancer share their rooms through a link
+//! (Redis, `--features redis`, see `src/redis_link/`), and then a room's ids must be the
+//! same on every instance, so the link's store assigns them:
+//!
+//! 1. A local publish goes from the hub to the link ([`ToLink::Publish`]).
+//! 2. The store numbers it, keeps it, and broadcasts it to every instance, this one
+//!    included; each hub delivers it to its own members ([`crate::hub::Command::Remote`]).
+//!    Every instance therefore delivers the same messages in the same order with the
+//!    same ids, and a client can resume on any instance.
+//! 3. When the link is down, the hub's rooms carry on alone under a fresh epoch, and
+//!    the link keeps a bounded queue of what was published meanwhile, forwarded when
+//!    it is back (marked *late*, so the instance that delivered it already does not
+//!    deliver it twice).
+//!
+//! These types carry no Redis detail, so the hub's side is the same whatever the link.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use crossbeam_channel::Sender;
+use tungstenite::Message;
+
+use crate::hub::{ConnId, Published};
+
+/// Requests from the hub to the link.
+#[derive(Debug)]
+pub enum ToLink {
+    /// Number, keep and broadcast this message for every instance.
+    Publish(Box<Outbound>),
+    /// Answer with the room's epoch and recent history
+    /// ([`crate::hub::Command::Loaded`]).
+    Load {
+        /// The room.
+        room: String,
+    },
+}
+
+/// A message published on this instance, on its way to the link.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Target room.
+    pub room: String,
+    /// The payload.
+    pub message: Message,
+    /// The publisher's own id for it (dropping repeats is the store's job).
+    pub cid: Option<String>,
+    /// The publishing connection, which gets the ack.
+    pub from: Option<ConnId>,
+    /// Where to report the outcome.
+    pub reply: Option<Sender<Published>>,
+    /// When it was published here, milliseconds since 1970.
+    pub ts: u64,
+    /// Already delivered by this instance while the link was down.
+    pub late: bool,
+}
+
+/// A room message that arrived through the link, with what this instance must know
+/// about it besides its id.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The room.
+    pub room: String,
+    /// The message, numbered by the store.
+    pub message: std::sync::Arc<crate::room::RoomMessage>,
+    /// This instance published it while the link was down and delivered it then:
+    /// keep it in history, but do not deliver it to members again.
+    pub delivered_here: bool,
+}
+
+/// The link's state as `/stats` and `/healthz` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected yet, or reconnecting after a failure.
+    Down = 0,
+    /// Connected and subscribed: rooms are shared.
+    Up = 1,
+}
+
+/// Figures every thread can read without asking the link (atomics).
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    state: AtomicU8,
+    /// Messages waiting in the queue for the link to come back.
+    pub queued: AtomicU64,
+    /// Messages not forwarded because that queue was full (still delivered locally).
+    pub dropped: AtomicU64,
+    /// Times the link was (re)established.
+    pub connects: AtomicU64,
+    /// Why the link last went down (never holds credentials).
+    pub last_error: Mutex<String>,
+}
+
+impl LinkStatus {
+    /// The current state.
+    pub fn state(&self) -> LinkState {
+        match self.state.load(Ordering::Acquire) {
+            1 => LinkState::Up,
+            _ => LinkState::Down,
+        }
+    }
+
+    /// Records a new state.
+    pub fn set_state(&self, state: LinkState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Records why the link went down.
+    pub fn set_error(&self, error: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    /// Why the link last went down ("" if it never did).
+    pub fn error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}

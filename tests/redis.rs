@@ -1,0 +1,331 @@
+//! Several instances sharing rooms through a real `redis-server` (`--features redis`):
+//! delivery across instances, resume on another instance, de-duplication, and a
+//! Redis that dies and comes back. Each test starts its own Redis on an ephemeral
+//! loopback port and its own threadcast instances.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use common::frames::{Frame, epoch_of, field, join_addr, next_frame};
+use common::*;
+use threadcast::ServerHandle;
+use tungstenite::{Message, WebSocket};
+
+/// A `redis-server` of this test's own, without persistence (a restart loses
+/// everything, the harder case for ids).
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// Starts on a free loopback port (tries a few, since the port is chosen before
+    /// Redis binds it).
+    fn start() -> Redis {
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(redis) = Redis::start_on(port, temp_dir("redis")) {
+                return redis;
+            }
+        }
+        panic!("could not start redis-server (is it installed? tests/run-all.sh installs it)");
+    }
+
+    /// Starts on `port` and waits for "Ready to accept connections"; `None` if it
+    /// exits instead (port taken).
+    fn start_on(port: u16, dir: PathBuf) -> Option<Redis> {
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Ready to accept connections") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        match ready_rx.recv_timeout(TEST_TIMEOUT) {
+            Ok(()) => Some(Redis { child, port, dir }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it the hard way (no goodbye to its clients).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A fresh, empty Redis on the same port.
+    fn restart(&mut self) {
+        self.kill();
+        let fresh = Redis::start_on(self.port, self.dir.clone()).expect("restart redis-server");
+        *self = fresh;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An instance linked to the Redis at `url` (it connects in the background).
+fn instance(url: &str, change: impl FnOnce(&mut threadcast::Config)) -> ServerHandle {
+    start_with(|c| {
+        c.redis_url = Some(url.to_string());
+        c.demo_feed = false;
+        change(c);
+    })
+}
+
+fn health(server: &ServerHandle) -> String {
+    get(server.http_addr(), "/healthz")
+        .text()
+        .trim()
+        .to_string()
+}
+
+fn wait_linked(servers: &[&ServerHandle]) {
+    for server in servers {
+        wait_until("the Redis link comes up", || health(server) == "ok");
+    }
+}
+
+fn wait_degraded(servers: &[&ServerHandle]) {
+    for server in servers {
+        wait_until("the instance notices Redis is gone", || {
+            health(server).starts_with("degraded")
+        });
+    }
+}
+
+/// A figure of the `"redis"` object in `/stats`.
+fn redis_stat(server: &ServerHandle, key: &str) -> String {
+    let stats = get(server.http_addr(), "/stats").text();
+    let redis = &stats[stats.find("\"redis\":").expect("redis in /stats")..];
+    field(redis, key)
+}
+
+fn publish(server: &ServerHandle, room: &str, body: &str) -> String {
+    let response = http(
+        server.http_addr(),
+        "POST",
+        &format!("/publish/{room}"),
+        &[],
+        body.as_bytes(),
+    );
+    assert!(
+        [200, 202].contains(&response.status),
+        "{} {}",
+        response.status,
+        response.text()
+    );
+    response.text()
+}
+
+/// The next room message's id and text, skipping notices.
+fn next_message(ws: &mut WebSocket<TcpStream>) -> (u64, String) {
+    loop {
+        match next_frame(ws) {
+            Frame::Message { id, payload, .. } => {
+                return (id, String::from_utf8(payload).unwrap());
+            }
+            Frame::Ack { .. } | Frame::Welcome { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn join_ws(addr: SocketAddr, room: &str, query: &str) -> (WebSocket<TcpStream>, String) {
+    let (ws, welcome) = join_addr(addr, room, query);
+    let epoch = epoch_of(&welcome);
+    (ws, epoch)
+}
+
+#[test]
+fn a_message_sent_on_one_instance_reaches_every_instance_once_with_one_id() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        instance(&redis.url(), |_| {}),
+        instance(&redis.url(), |_| {}),
+        instance(&redis.url(), |_| {}),
+    );
+    wait_linked(&[&a, &b, &c]);
+    let (mut on_a, epoch_a) = join_ws(a.ws_addr(), "hall", "");
+    let (mut on_b, epoch_b) = join_ws(b.ws_addr(), "hall", "");
+    let (mut on_c, epoch_c) = join_ws(c.ws_addr(), "hall", "");
+    assert_eq!(
+        (&epoch_a, &epoch_a),
+        (&epoch_b, &epoch_c),
+        "one epoch everywhere"
+    );
+
+    on_b.send(Message::text("cid:m-1\nhello from b")).unwrap();
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(next_message(ws), (1, "hello from b".to_string()));
+    }
+    assert!(publish(&c, "hall", "from c's /publish").contains("\"id\":2"));
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(next_message(ws), (2, "from c's /publish".to_string()));
+    }
+    // A resend of m-1 through another instance is recognised there too.
+    on_a.send(Message::text("cid:m-1\nhello from b")).unwrap();
+    match next_frame(&mut on_a) {
+        Frame::Ack { cid, id, duplicate } => {
+            assert_eq!((cid.as_str(), id, duplicate), ("m-1", 1, true));
+        }
+        other => panic!("expected the duplicate's ack, got {other:?}"),
+    }
+    // Nothing else was delivered in between: the next message everyone sees is 3.
+    assert!(publish(&a, "hall", "marker").contains("\"id\":3"));
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(next_message(ws), (3, "marker".to_string()));
+    }
+}
+
+#[test]
+fn a_client_that_leaves_one_instance_resumes_on_another_without_loss() {
+    let redis = Redis::start();
+    let (a, b) = (
+        instance(&redis.url(), |_| {}),
+        instance(&redis.url(), |_| {}),
+    );
+    wait_linked(&[&a, &b]);
+    let (mut on_a, epoch) = join_ws(a.ws_addr(), "resume", "");
+    for i in 1..=5 {
+        publish(&b, "resume", &format!("m{i}"));
+    }
+    for i in 1..=5 {
+        assert_eq!(next_message(&mut on_a), (i, format!("m{i}")));
+    }
+    drop(on_a); // the client goes away from A …
+    for i in 6..=10 {
+        publish(&a, "resume", &format!("m{i}"));
+    }
+    // … and comes back through B, which never had a member in this room.
+    let (mut on_b, welcome) = join_addr(b.ws_addr(), "resume", &format!("?since=5&epoch={epoch}"));
+    assert_eq!(
+        welcome,
+        Frame::Welcome {
+            epoch: epoch.clone(),
+            last_id: 10,
+            epoch_changed: false
+        }
+    );
+    for i in 6..=10 {
+        assert_eq!(next_message(&mut on_b), (i, format!("m{i}")));
+    }
+    publish(&a, "resume", "live");
+    assert_eq!(next_message(&mut on_b), (11, "live".to_string()));
+}
+
+#[test]
+fn losing_redis_keeps_local_delivery_and_nothing_published_meanwhile_is_lost() {
+    let mut redis = Redis::start();
+    let (a, b) = (
+        instance(&redis.url(), |_| {}),
+        instance(&redis.url(), |_| {}),
+    );
+    wait_linked(&[&a, &b]);
+    let (mut on_a, _) = join_ws(a.ws_addr(), "outage", "");
+    let (mut on_b, _) = join_ws(b.ws_addr(), "outage", "");
+    publish(&a, "outage", "before");
+    assert_eq!(next_message(&mut on_a).1, "before");
+    assert_eq!(next_message(&mut on_b).1, "before");
+
+    redis.kill();
+    wait_degraded(&[&a, &b]);
+    assert_eq!(redis_stat(&a, "state"), "down");
+    for i in 1..=3 {
+        on_a.send(Message::text(format!("during {i}"))).unwrap();
+    }
+    for i in 1..=3 {
+        assert_eq!(
+            next_message(&mut on_a).1,
+            format!("during {i}"),
+            "local delivery continues"
+        );
+    }
+    wait_until("A queues the three for Redis", || {
+        redis_stat(&a, "queued") == "3"
+    });
+
+    redis.restart();
+    wait_linked(&[&a, &b]);
+    // B gets what A published during the outage, once.
+    for i in 1..=3 {
+        assert_eq!(next_message(&mut on_b).1, format!("during {i}"));
+    }
+    publish(&b, "outage", "after");
+    assert_eq!(next_message(&mut on_b).1, "after");
+    // A does not get its own outage messages twice: next is "after".
+    assert_eq!(next_message(&mut on_a).1, "after");
+    assert_eq!(redis_stat(&a, "dropped"), "0");
+    assert_eq!(redis_stat(&a, "queued"), "0");
+}
+
+#[test]
+fn an_instance_started_without_redis_serves_alone_reports_drops_and_catches_up() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = instance(&url, |c| c.redis_queue = 2);
+    wait_degraded(&[&a]);
+    let (mut on_a, _) = join_ws(a.ws_addr(), "early", "");
+    for i in 1..=5 {
+        publish(&a, "early", &format!("m{i}"));
+    }
+    for i in 1..=5 {
+        assert_eq!(next_message(&mut on_a).1, format!("m{i}"));
+    }
+    assert_eq!(redis_stat(&a, "queued"), "2");
+    assert_eq!(
+        redis_stat(&a, "dropped"),
+        "3",
+        "past --redis-queue, drops are counted"
+    );
+
+    // Redis appears: the queue goes out, and an instance joining later sees it.
+    let _redis = Redis::start_on(port, temp_dir("redis")).expect("start redis-server");
+    let b = instance(&url, |_| {});
+    wait_linked(&[&a, &b]);
+    let (mut on_b, welcome) = join_addr(b.ws_addr(), "early", "?since=0");
+    assert!(
+        matches!(welcome, Frame::Welcome { last_id: 2, .. }),
+        "{welcome:?}"
+    );
+    assert_eq!(next_message(&mut on_b), (1, "m1".to_string()));
+    assert_eq!(next_message(&mut on_b), (2, "m2".to_string()));
+}
