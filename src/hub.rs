@@ -705,16 +705,23 @@ impl Hub {
         }
     }
 
-    /// A message from the link, numbered by its store.
+    /// A message from the link, numbered by its store. Only rooms with members here
+    /// (or waiting to have some) want it: a room nobody has joined on this instance is
+    /// loaded from the store when somebody does.
     fn arrive(&mut self, arrival: Arrival, counters: &Counters) {
         if !self.link_up {
             return; // the history loaded once the link is up will hold it
         }
         let name = arrival.room.clone();
         let limits = self.limits;
-        let room = self.room(name.clone());
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        let idle = room.is_idle();
         match &mut room.sharing {
+            Sharing::Alone if idle => {}
             Sharing::Alone => {
+                // It could not ask for its history before; ask again now.
                 room.sharing = Sharing::Loading {
                     early: vec![arrival],
                     waiting: Vec::new(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of threadcast, installing what the tests need first:
 #   bash tests/run-all.sh
-# 1. format, lint and doc checks;  2. cargo test (unit, integration, examples, nginx);
+# 1. format, lint and doc checks;  2. cargo test (unit, integration, examples, nginx),
+# then the optional features' tests (redis against a real redis-server);
 # 3. the long fault/soak tests (ignored by default) in release mode;
 # 4. the Autobahn|Testsuite against /echo and a raw room;  5. real-browser tests.
 # Safe to run again: every install step is skipped when its tool is already there.
@@ -18,17 +19,22 @@ apt_install() { # apt_install PACKAGE... (only when missing)
 
 step "test dependencies"
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_install nginx
+command -v redis-server >/dev/null || apt_install redis-server
 [[ -x /usr/bin/chromium ]] || apt_install chromium
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "format, lint, docs"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+cargo clippy --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features
 
 step "cargo test"
 cargo test --quiet 2>&1 | tee /tmp/threadcast-cargo-test.log
 if grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log; then exit 1; fi
+
+step "optional features: --features redis (real redis-server)"
+cargo test --quiet --features redis --lib --test redis
 
 step "long fault and soak tests (release build, bounded in time)"
 cargo test --release --quiet --test faults -- --ignored
