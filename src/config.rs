@@ -95,6 +95,11 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Log the client address a proxy reports in `X-Forwarded-For`. Default false.
     pub trust_proxy: bool,
+    /// PEM certificate chain (leaf first) for HTTPS and WSS on both listeners
+    /// (`--tls-cert`, needs `--features tls`). Set together with `tls_key`. Default: none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (`--tls-key`). Default: none.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Where WebSocket clients present the token (`--auth`).
@@ -149,6 +154,8 @@ impl Default for Config {
             auth: AuthMode::Handshake,
             allowed_hosts: Vec::new(),
             trust_proxy: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -215,6 +222,10 @@ FLAGS:
   --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
                            restarting it when it exits; ROOM=- reads standard input
                            (repeatable)
+  --tls-cert FILE          serve both listeners over TLS (https://, wss://) with this
+                           PEM certificate chain; needs --tls-key and a build with
+                           --features tls                        [default: none]
+  --tls-key FILE           PEM private key of --tls-cert          [default: none]
   --trust-proxy            log the client address from X-Forwarded-For (only behind
                            a proxy you run: anyone can send that header)
   --no-demo-feed           do not run the demo feed in room '{demo}' (a line a second)
@@ -296,6 +307,8 @@ where
             "--feed" => config.feeds.push(parse_feed(&value()?)?),
             "--no-demo-feed" => config.demo_feed = false,
             "--trust-proxy" => config.trust_proxy = true,
+            "--tls-cert" => config.tls_cert = Some(tls_file(&flag, value()?)?),
+            "--tls-key" => config.tls_key = Some(tls_file(&flag, value()?)?),
             "--auth" => {
                 config.auth = match value()?.as_str() {
                     "handshake" => AuthMode::Handshake,
@@ -325,7 +338,29 @@ impl Config {
                 format_duration(self.ping_interval)
             )));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(UsageError(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether both listeners speak TLS (`https://`, `wss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+}
+
+/// The path given to `--tls-cert` or `--tls-key`; an error in a build without TLS, so
+/// the flag is not mistaken for a typo.
+fn tls_file(flag: &str, value: String) -> Result<PathBuf, UsageError> {
+    if cfg!(feature = "tls") {
+        Ok(PathBuf::from(value))
+    } else {
+        Err(UsageError(format!(
+            "{flag}: this threadcast was built without TLS support; rebuild with --features tls"
+        )))
     }
 }
 
@@ -517,6 +552,25 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_go_together_and_need_the_feature() {
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        if cfg!(feature = "tls") {
+            let Ok(Command::Run(c, _)) = both else {
+                panic!("{both:?}")
+            };
+            assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+            assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+            assert!(c.uses_tls());
+            let alone = parse(&["--tls-cert", "c.pem"]).unwrap_err();
+            assert!(alone.0.contains("give both or neither"), "{alone}");
+        } else {
+            let e = both.unwrap_err();
+            assert!(e.0.contains("rebuild with --features tls"), "{e}");
+        }
+        assert!(!config(&[]).uses_tls());
+    }
+
+    #[test]
     fn token_comes_from_the_environment_unless_a_flag_sets_it() {
         let from_env = parse_args(Vec::<String>::new(), |k| {
             (k == TOKEN_ENV).then(|| "s3cret".to_string())
@@ -553,6 +607,8 @@ mod tests {
             "--auth",
             "--allow-host",
             "--trust-proxy",
+            "--tls-cert",
+            "--tls-key",
         ] {
             assert!(text.contains(flag), "help misses {flag}");
         }
