@@ -35,7 +35,9 @@ impl Stream {
     /// Completes the TLS handshake before `deadline`; nothing to do on plain TCP.
     ///
     /// # Errors
-    /// See [`TlsStream::handshake`](crate::tls::TlsStream::handshake).
+    /// From the TLS handshake (`tls::TlsStream::handshake`): `TimedOut` at the
+    /// deadline, `UnexpectedEof` when the client hangs up, `InvalidData` when it does not
+    /// speak TLS we accept.
     pub fn handshake(&self, deadline: Instant) -> io::Result<()> {
         match self {
             Stream::Plain(_) => {

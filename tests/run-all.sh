@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of threadcast, installing what the tests need first:
 #   bash tests/run-all.sh
-# 1. format, lint and doc checks;  2. cargo test (unit, integration, examples, nginx);
+# 1. format, lint and doc checks;  2. cargo test (unit, integration, examples, nginx),
+#    then the TLS tests with --features tls;
 # 3. the long fault/soak tests (ignored by default) in release mode;
 # 4. the Autobahn|Testsuite against /echo and a raw room;  5. real-browser tests.
 # Safe to run again: every install step is skipped when its tool is already there.
@@ -19,6 +20,7 @@ apt_install() { # apt_install PACKAGE... (only when missing)
 step "test dependencies"
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_install nginx
 [[ -x /usr/bin/chromium ]] || apt_install chromium
+[[ -x /usr/bin/openssl ]] || apt_install openssl   # tests/tls.rs makes its certificates
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "format, lint, docs"
@@ -29,6 +31,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test"
 cargo test --quiet 2>&1 | tee /tmp/threadcast-cargo-test.log
 if grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log; then exit 1; fi
+
+step "TLS (--features tls)"
+cargo clippy --all-targets --features tls -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --features tls
+cargo test --quiet --features tls --test tls
 
 step "long fault and soak tests (release build, bounded in time)"
 cargo test --release --quiet --test faults -- --ignored

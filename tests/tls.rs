@@ -299,6 +299,28 @@ fn a_room_over_wss_delivers_from_one_verified_client_to_another() {
 }
 
 #[test]
+fn a_quiet_wss_client_is_kept_alive_by_pings_through_tls() {
+    // The writer pings every 50 ms while the reader waits (without the session's lock)
+    // for the pongs; a reader that timed out or a writer stuck behind it would drop
+    // the connection within the 200 ms pong timeout.
+    let server = start_tls(|c| {
+        c.ping_interval = Duration::from_millis(50);
+        c.pong_timeout = Duration::from_millis(200);
+    });
+    let mut ws = wss_connect(&server, "/echo");
+    let mut pings = 0;
+    while pings < 10 {
+        // tungstenite answers each ping with a pong when it reads it.
+        match ws.read().expect("the connection stays open") {
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ws.send(Message::text("still open")).unwrap();
+    assert_eq!(next_message(&mut ws), Message::text("still open"));
+}
+
+#[test]
 fn sse_events_stream_through_the_https_relay_as_they_happen() {
     let server = start_tls(|_| {});
     let mut tls = tls_connect(server.http_addr());
