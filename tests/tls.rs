@@ -422,6 +422,81 @@ fn a_silent_tls_client_is_cut_off_at_the_handshake_timeout_while_others_are_serv
     );
 }
 
+/// A server-side `TlsStream` and a verified client over a fresh loopback socket pair,
+/// with the handshake done.
+fn tls_pair() -> (threadcast::tls::TlsStream, Tls) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::thread::spawn(move || tls_connect(addr));
+    let (socket, _) = listener.accept().unwrap();
+    let config = threadcast::tls::load_server_config(&pki().cert, &pki().key).unwrap();
+    let server = threadcast::tls::TlsStream::new(socket, &config).unwrap();
+    server
+        .handshake(Instant::now() + TEST_TIMEOUT)
+        .expect("server handshake");
+    (server, client.join().unwrap())
+}
+
+#[test]
+fn tls_stream_timeouts_keep_a_partial_record_and_eof_reads_zero() {
+    let (server, mut client) = tls_pair();
+    // Encrypt a message on the client, but put only its first bytes on the wire.
+    client.conn.writer().write_all(b"hello").unwrap();
+    let mut record = Vec::new();
+    while client.conn.wants_write() {
+        client.conn.write_tls(&mut record).unwrap();
+    }
+    let half = record.len() / 2; // past the 5-byte header, inside the body
+    client.sock.write_all(&record[..half]).unwrap();
+    server
+        .socket()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let timed_out = (&server)
+        .read(&mut buf)
+        .expect_err("half a record is no data");
+    assert!(
+        matches!(
+            timed_out.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{timed_out}"
+    );
+    // The rest arrives: the bytes read before the timeout were kept.
+    client.sock.write_all(&record[half..]).unwrap();
+    server
+        .socket()
+        .set_read_timeout(Some(TEST_TIMEOUT))
+        .unwrap();
+    let n = (&server).read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    // close_notify, then the end of the stream: read returns 0.
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    assert_eq!((&server).read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn tls_stream_writes_while_another_thread_waits_in_read() {
+    let (server, mut client) = tls_pair();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut buf = [0u8; 64];
+            let n = (&server).read(&mut buf).unwrap();
+            buf[..n].to_vec()
+        });
+        // The reader is (or soon will be) parked in read; writing must not wait for it.
+        (&server).write_all(b"from the writer").unwrap();
+        let mut buf = [0u8; 64];
+        let n = client.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from the writer");
+        client.write_all(b"now the reader").unwrap();
+        client.flush().unwrap();
+        assert_eq!(reader.join().unwrap(), b"now the reader");
+    });
+}
+
 #[test]
 fn start_fails_with_a_clear_error_for_a_missing_garbage_or_mismatched_cert_or_key() {
     let dir = temp_dir("tls-bad");
