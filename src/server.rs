@@ -199,14 +199,10 @@ impl Server {
         };
         let http = Arc::new(http);
         let http_workers = http::spawn_workers(Arc::clone(&http), Arc::clone(&shared));
-        log::info!(
-            "listening http={http_addr} ws={ws_addr}{}",
-            if shared.config.uses_tls() {
-                " (TLS: https://, wss://)"
-            } else {
-                ""
-            }
-        );
+        if shared.config.uses_tls() {
+            log::info!("TLS on both listeners: https:// and wss://");
+        }
+        log::info!("listening http={http_addr} ws={ws_addr}");
 
         Ok(ServerHandle {
             shared,
