@@ -103,6 +103,11 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Messages kept for Redis while it is unreachable. Default 1024.
     pub redis_queue: usize,
+    /// PEM certificate chain (leaf first) for HTTPS and WSS on both listeners
+    /// (`--tls-cert`, needs `--features tls`). Set together with `tls_key`. Default: none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (`--tls-key`). Default: none.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Where WebSocket clients present the token (`--auth`).
@@ -159,6 +164,8 @@ impl Default for Config {
             trust_proxy: false,
             redis_url: None,
             redis_queue: DEFAULT_REDIS_QUEUE,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -225,6 +232,10 @@ FLAGS:
   --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
                            restarting it when it exits; ROOM=- reads standard input
                            (repeatable)
+  --tls-cert FILE          serve both listeners over TLS (https://, wss://) with this
+                           PEM certificate chain; needs --tls-key and a build with
+                           --features tls                        [default: none]
+  --tls-key FILE           PEM private key of --tls-cert          [default: none]
   --trust-proxy            log the client address from X-Forwarded-For (only behind
                            a proxy you run: anyone can send that header)
   --redis URL              share rooms with every instance using this Redis
@@ -314,6 +325,8 @@ where
             "--trust-proxy" => config.trust_proxy = true,
             "--redis" => config.redis_url = Some(parse_redis_url(&value()?)?),
             "--redis-queue" => config.redis_queue = parse_count(&flag, &value()?)?,
+            "--tls-cert" => config.tls_cert = Some(tls_file(&flag, value()?)?),
+            "--tls-key" => config.tls_key = Some(tls_file(&flag, value()?)?),
             "--auth" => {
                 config.auth = match value()?.as_str() {
                     "handshake" => AuthMode::Handshake,
@@ -343,7 +356,29 @@ impl Config {
                 format_duration(self.ping_interval)
             )));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(UsageError(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether both listeners speak TLS (`https://`, `wss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+}
+
+/// The path given to `--tls-cert` or `--tls-key`; an error in a build without TLS, so
+/// the flag is not mistaken for a typo.
+fn tls_file(flag: &str, value: String) -> Result<PathBuf, UsageError> {
+    if cfg!(feature = "tls") {
+        Ok(PathBuf::from(value))
+    } else {
+        Err(UsageError(format!(
+            "{flag}: this threadcast was built without TLS support; rebuild with --features tls"
+        )))
     }
 }
 
@@ -555,6 +590,25 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_go_together_and_need_the_feature() {
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        if cfg!(feature = "tls") {
+            let Ok(Command::Run(c, _)) = both else {
+                panic!("{both:?}")
+            };
+            assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+            assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+            assert!(c.uses_tls());
+            let alone = parse(&["--tls-cert", "c.pem"]).unwrap_err();
+            assert!(alone.0.contains("give both or neither"), "{alone}");
+        } else {
+            let e = both.unwrap_err();
+            assert!(e.0.contains("rebuild with --features tls"), "{e}");
+        }
+        assert!(!config(&[]).uses_tls());
+    }
+
+    #[test]
     fn token_comes_from_the_environment_unless_a_flag_sets_it() {
         let from_env = parse_args(Vec::<String>::new(), |k| {
             (k == TOKEN_ENV).then(|| "s3cret".to_string())
@@ -593,6 +647,8 @@ mod tests {
             "--trust-proxy",
             "--redis",
             "--redis-queue",
+            "--tls-cert",
+            "--tls-key",
         ] {
             assert!(text.contains(flag), "help misses {flag}");
         }

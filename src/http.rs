@@ -73,7 +73,7 @@ fn handle(mut request: Request, shared: &Arc<Shared>, files: &StaticFiles) {
             .iter()
             .any(|p| path.starts_with(p));
     if guarded {
-        if let Some(peer) = request.remote_addr().map(|a| a.ip()) {
+        if let Some(peer) = request.remote_addr().map(|a| shared.http_client(*a).ip()) {
             if !shared.policy.host_allowed(header(&request, "Host"), peer) {
                 log::warn!("refused {path} from {peer}: Host not allowed (see --allow-host)");
                 text(403, "Host not allowed; see --allow-host").send(request);
@@ -111,7 +111,12 @@ fn config_json(request: &Request, shared: &Shared) -> String {
             let host = header(request, "Host")
                 .map(|h| host_without_port(h).to_string())
                 .unwrap_or_else(|| shared.ws_addr.ip().to_string());
-            format!("ws://{host}:{}", shared.ws_addr.port())
+            let scheme = if shared.config.uses_tls() {
+                "wss"
+            } else {
+                "ws"
+            };
+            format!("{scheme}://{host}:{}", shared.ws_addr.port())
         }
     };
     JsonObject::new()

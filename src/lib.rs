@@ -39,6 +39,8 @@ pub mod envelope;
 pub mod feed;
 pub mod http;
 pub mod http_listener;
+#[cfg(feature = "tls")]
+pub mod https;
 pub mod hub;
 pub mod json;
 pub mod limit;
@@ -51,6 +53,9 @@ pub mod security;
 pub mod server;
 pub mod sse;
 pub mod static_files;
+pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod url;
 pub mod ws;
 

@@ -2,10 +2,12 @@
 //! finish at shutdown; bounding the handshakes in progress.
 
 use std::collections::VecDeque;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::stream::Stream;
 
 /// How many long-lived connections are open, with a ceiling. Each open connection
 /// holds a [`Slot`]; dropping the slot frees it and wakes anyone waiting for zero.
@@ -86,14 +88,14 @@ pub struct PendingHandshakes {
 struct Pending {
     next_id: u64,
     /// Oldest first.
-    sockets: VecDeque<(u64, Arc<TcpStream>)>,
+    sockets: VecDeque<(u64, Arc<Stream>)>,
 }
 
 /// One handshake in progress. Leaves the registry when finished or dropped.
 #[derive(Debug)]
 pub struct PendingHandshake {
     id: u64,
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     owner: Arc<PendingHandshakes>,
 }
 
@@ -109,7 +111,7 @@ impl PendingHandshakes {
 
     /// Registers a freshly accepted socket, cutting off the oldest pending handshake if
     /// the registry is full.
-    pub fn admit(self: &Arc<Self>, stream: TcpStream) -> PendingHandshake {
+    pub fn admit(self: &Arc<Self>, stream: Stream) -> PendingHandshake {
         let stream = Arc::new(stream);
         let (id, oldest) = {
             let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -124,8 +126,9 @@ impl PendingHandshakes {
             (id, oldest)
         };
         if let Some((_, oldest)) = oldest {
-            // Its thread's read fails at once and the thread ends; the lock is not held
-            // across this system call.
+            // Its thread's read fails at once and the thread ends (a TLS handshake too:
+            // this shuts the socket down without touching the TLS session); the lock is
+            // not held across this system call.
             self.evicted.fetch_add(1, Ordering::Relaxed);
             let _ = oldest.shutdown(Shutdown::Both);
             log::debug!("too many handshakes in progress: cut off the oldest");
@@ -170,14 +173,14 @@ impl PendingHandshakes {
 }
 
 impl PendingHandshake {
-    /// The socket, for reading the request and answering it.
-    pub fn stream(&self) -> &TcpStream {
+    /// The socket, for the TLS handshake, reading the request and answering it.
+    pub fn stream(&self) -> &Stream {
         &self.stream
     }
 
     /// The handshake is complete: leaves the registry and hands back the socket, or
     /// `None` if it was cut off in the meantime (its socket is already shut down).
-    pub fn finish(self) -> Option<TcpStream> {
+    pub fn finish(self) -> Option<Stream> {
         let registered = self.owner.remove(self.id);
         let stream = Arc::clone(&self.stream);
         drop(self); // drops our other reference; `remove` again finds nothing
@@ -197,6 +200,7 @@ impl Drop for PendingHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     #[test]
     fn slots_are_refused_past_the_limit_and_freed_on_drop() {
@@ -209,10 +213,10 @@ mod tests {
         assert!(limit.try_acquire().is_some());
     }
 
-    fn socket_pair() -> (TcpStream, TcpStream) {
+    fn socket_pair() -> (Stream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (listener.accept().unwrap().0, client)
+        (Stream::Plain(listener.accept().unwrap().0), client)
     }
 
     #[test]

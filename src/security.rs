@@ -212,6 +212,16 @@ mod tests {
     }
 
     #[test]
+    fn an_https_page_may_reach_the_same_host_over_wss() {
+        // With --tls-cert the page comes from https:// and connects with wss://; the
+        // check compares hosts only, so the scheme makes no difference.
+        let p = policy(&[], None);
+        assert!(p.origin_allowed(Some("https://localhost:8080"), Some("localhost:8081")));
+        assert!(p.origin_allowed(Some("https://127.0.0.1:8443"), Some("127.0.0.1:8444")));
+        assert!(!p.origin_allowed(Some("https://evil.example"), Some("localhost:8081")));
+    }
+
+    #[test]
     fn other_sites_and_odd_origins_are_refused() {
         let p = policy(&[], None);
         assert!(!p.origin_allowed(Some("https://evil.example"), Some("127.0.0.1:8081")));

@@ -56,6 +56,12 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// The Redis link's figures, when rooms are shared with other instances.
     pub link: Option<Arc<LinkStatus>>,
+    /// The TLS settings of both listeners, when `--tls-cert` is given.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With TLS: which client each relayed HTTPS connection carries.
+    #[cfg(feature = "tls")]
+    pub https_clients: crate::https::Clients,
 }
 
 /// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub
@@ -72,6 +78,16 @@ pub struct Membership<'a> {
 }
 
 impl Shared {
+    /// The client behind an HTTP request that tiny_http saw come from `seen`. With
+    /// TLS that is our own relay on loopback, which knows the real client.
+    pub fn http_client(&self, seen: SocketAddr) -> SocketAddr {
+        #[cfg(feature = "tls")]
+        if let Some(client) = self.https_clients.lookup(seen) {
+            return client;
+        }
+        seen
+    }
+
     /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
     /// has stopped (the server is shutting down).
     pub fn join(&self, room: &str, resume: Resume) -> Option<Membership<'_>> {
@@ -116,11 +132,29 @@ impl Server {
     /// ready to connect to (use port 0 for an ephemeral port).
     ///
     /// # Errors
-    /// When a listener cannot be bound (address in use, no permission).
+    /// When a listener cannot be bound (address in use, no permission), or the TLS
+    /// certificate or key cannot be used.
     pub fn start(config: Config) -> io::Result<ServerHandle> {
+        #[cfg(feature = "tls")]
+        let tls = load_tls(&config)?;
+        #[cfg(not(feature = "tls"))]
+        if config.uses_tls() {
+            return Err(io::Error::other(
+                "TLS was asked for, but this build has no TLS support: rebuild with --features tls",
+            ));
+        }
         let ws_listener = TcpListener::bind(config.ws_addr)?;
         let http_listener = TcpListener::bind(config.http_addr)?;
         let (http_addr, ws_addr) = (http_listener.local_addr()?, ws_listener.local_addr()?);
+        // With TLS, tiny_http listens on an internal loopback port behind our relay, and
+        // the public port is the relay's (src/https.rs).
+        #[cfg(feature = "tls")]
+        let (http_listener, https_listener) = match tls {
+            Some(_) => (TcpListener::bind(INTERNAL_HTTP_ADDR)?, Some(http_listener)),
+            None => (http_listener, None),
+        };
+        #[cfg(feature = "tls")]
+        let internal_addr = http_listener.local_addr()?;
         let http = HttpListener::start(http_listener, crate::http_listener::Options::default())?;
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
@@ -138,6 +172,10 @@ impl Server {
             started: Instant::now(),
             next_id: AtomicU64::new(1),
             link: link.as_ref().map(|l| Arc::clone(&l.status)),
+            #[cfg(feature = "tls")]
+            tls,
+            #[cfg(feature = "tls")]
+            https_clients: crate::https::Clients::default(),
         });
 
         let limits = HistoryLimits {
@@ -152,8 +190,25 @@ impl Server {
                 .name("ws-accept".into())
                 .spawn(move || listener::accept_loop(ws_listener, shared))?
         };
+        #[cfg(feature = "tls")]
+        let https = match https_listener {
+            Some(listener) => {
+                let shared = Arc::clone(&shared);
+                Some(
+                    thread::Builder::new()
+                        .name("https-accept".into())
+                        .spawn(move || {
+                            crate::https::accept_loop(listener, internal_addr, shared)
+                        })?,
+                )
+            }
+            None => None,
+        };
         let http = Arc::new(http);
         let http_workers = http::spawn_workers(Arc::clone(&http), Arc::clone(&shared));
+        if shared.config.uses_tls() {
+            log::info!("TLS on both listeners: https:// and wss://");
+        }
         log::info!("listening http={http_addr} ws={ws_addr}");
 
         Ok(ServerHandle {
@@ -162,6 +217,8 @@ impl Server {
             link: link_thread,
             feeds,
             accept: Some(accept),
+            #[cfg(feature = "tls")]
+            https,
             http: Some(http),
             http_workers,
         })
@@ -175,6 +232,9 @@ pub struct ServerHandle {
     link: Option<JoinHandle<()>>,
     feeds: Feeds,
     accept: Option<JoinHandle<()>>,
+    /// The HTTPS relay's accept loop (`--tls-cert`).
+    #[cfg(feature = "tls")]
+    https: Option<JoinHandle<()>>,
     http: Option<Arc<HttpListener>>,
     http_workers: Vec<JoinHandle<()>>,
 }
@@ -289,6 +349,12 @@ impl ServerHandle {
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
+        #[cfg(feature = "tls")]
+        if let Some(https) = self.https.take() {
+            let wake = wake_address(self.shared.http_addr);
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            let _ = https.join();
+        }
         if let Some(http) = self.http.take() {
             http.stop(); // stops accepting; the workers' recv() returns None
             for worker in self.http_workers.drain(..) {
@@ -350,6 +416,24 @@ fn start_link(
             "--redis needs a build with `--features redis`",
         )),
         None => Ok((None, None)),
+    }
+}
+
+/// Where tiny_http listens when the public HTTP port is the HTTPS relay's: loopback,
+/// an ephemeral port, reachable only from this machine.
+#[cfg(feature = "tls")]
+const INTERNAL_HTTP_ADDR: &str = "127.0.0.1:0";
+
+/// Reads the certificate and key named in the config, if any.
+#[cfg(feature = "tls")]
+fn load_tls(config: &Config) -> io::Result<Option<Arc<rustls::ServerConfig>>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::load_server_config(cert, key)?)),
+        (None, None) => Ok(None),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--tls-cert and --tls-key go together: give both or neither",
+        )),
     }
 }
 

@@ -2,7 +2,7 @@
 # Runs every test of threadcast, installing what the tests need first:
 #   bash tests/run-all.sh
 # 1. format, lint and doc checks;  2. cargo test (unit, integration, examples, nginx),
-# then the optional features' tests (redis against a real redis-server);
+# then the optional features' tests (redis against a real redis-server, tls);
 # 3. the long fault/soak tests (ignored by default) in release mode;
 # 4. the Autobahn|Testsuite against /echo and a raw room;  5. real-browser tests.
 # Safe to run again: every install step is skipped when its tool is already there.
@@ -21,6 +21,7 @@ step "test dependencies"
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_install nginx
 command -v redis-server >/dev/null || apt_install redis-server
 [[ -x /usr/bin/chromium ]] || apt_install chromium
+[[ -x /usr/bin/openssl ]] || apt_install openssl   # tests/tls.rs makes its certificates
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "format, lint, docs"
@@ -33,8 +34,8 @@ step "cargo test"
 cargo test --quiet 2>&1 | tee /tmp/threadcast-cargo-test.log
 if grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log; then exit 1; fi
 
-step "optional features: --features redis (real redis-server)"
-cargo test --quiet --features redis --lib --test redis
+step "optional features: redis (against a real redis-server) and tls"
+cargo test --quiet --features "redis tls" --lib --test redis --test tls
 
 step "long fault and soak tests (release build, bounded in time)"
 cargo test --release --quiet --test faults -- --ignored

@@ -18,12 +18,13 @@
 //! replies itself while the writer was halfway through a large message, the two
 //! frames' bytes would interleave on the wire and corrupt the stream. tungstenite's
 //! `read()` does exactly that (it writes replies from inside `read`), so we give each
-//! thread its own [`WebSocketContext`] over the same `Arc<TcpStream>`: the reader's
+//! thread its own [`WebSocketContext`] over the same `Arc<Stream>` (a `TcpStream`, or
+//! TLS over one with `--features tls`): the reader's
 //! context writes into a sink, and the reader instead *queues* each reply for the
 //! writer, which sends it between whole frames.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -41,6 +42,7 @@ use crate::hub::{
 };
 use crate::room::Resume;
 use crate::security::AccessPolicy;
+use crate::stream::Stream;
 
 /// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
 /// allocated up front for every connection; 2 KiB keeps an idle connection under
@@ -104,7 +106,7 @@ pub enum Destination {
 /// `leftover` holds bytes the client sent right after its handshake request.
 pub fn serve(
     id: ConnId,
-    stream: TcpStream,
+    stream: Stream,
     leftover: Vec<u8>,
     destination: Destination,
     hub: Sender<Command>,
@@ -283,7 +285,7 @@ fn authenticate(
 /// The reader's side of the socket. Reads come from the socket; writes go nowhere,
 /// because whatever tungstenite would write from inside `read()` (pong and close
 /// replies) is sent by the writer thread instead.
-struct ReadHalf(Arc<TcpStream>);
+struct ReadHalf(Arc<Stream>);
 
 impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -301,7 +303,7 @@ impl Write for ReadHalf {
 }
 
 /// The writer's side of the socket: the only code in the server that writes frames.
-struct WriteHalf(Arc<TcpStream>);
+struct WriteHalf(Arc<Stream>);
 
 impl Read for WriteHalf {
     fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
@@ -501,7 +503,7 @@ fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
 /// close frame (`0x88`, `0x80 | n`, 4 mask bytes, n bytes), as a client answering our
 /// close sends. (tungstenite cannot help here: after a bad frame header it keeps
 /// failing on that same header.)
-fn drain(stream: &TcpStream, deadline: Instant) {
+fn drain(stream: &Stream, deadline: Instant) {
     let mut sink = [0u8; 1024];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * MAX_CLOSE_FRAME);
     while let Some(left) = deadline

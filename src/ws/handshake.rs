@@ -18,7 +18,7 @@
 //! of being lost.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use tungstenite::handshake::derive_accept_key;
@@ -26,6 +26,7 @@ use tungstenite::handshake::derive_accept_key;
 use crate::reply::reason_phrase;
 use crate::room::Resume;
 use crate::security::{AccessPolicy, bearer_token};
+use crate::stream::Stream;
 use crate::url::{query_flag, query_param, room_in_path, split_target};
 
 /// Largest upgrade request we read. Browsers send well under 2 KiB; anything bigger is
@@ -109,7 +110,7 @@ pub enum ReadError {
 
 /// Reads the request head (up to the blank line) before `deadline`.
 /// Returns all bytes read so far: the head and whatever followed it.
-pub fn read_request(stream: &TcpStream, deadline: Instant) -> Result<(Vec<u8>, usize), ReadError> {
+pub fn read_request(stream: &Stream, deadline: Instant) -> Result<(Vec<u8>, usize), ReadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {

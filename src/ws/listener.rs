@@ -1,11 +1,11 @@
 //! The accept loop: one thread takes connections from the WebSocket listener and
-//! gives each its own thread, which performs the handshake and then becomes the
-//! connection's reader.
+//! gives each its own thread, which performs the handshake (TLS first, with
+//! `--tls-cert`) and then becomes the connection's reader.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use super::handshake::{self, Checks, ReadError, Rejection, Route};
 use crate::config::AuthMode;
 use crate::limit::{PendingHandshake, PendingHandshakes};
 use crate::server::Shared;
+use crate::stream::{self, Stream};
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.
@@ -28,19 +29,10 @@ pub const MAX_PENDING_HANDSHAKES: usize = 512;
 /// listener once to wake this loop).
 pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let pending = PendingHandshakes::new(MAX_PENDING_HANDSHAKES);
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        let stream = match stream {
+    accept_each(&listener, &shared.stopping, "WebSocket", |stream| {
+        let stream = match wrap(stream, &shared) {
             Ok(stream) => stream,
-            Err(e) => {
-                log::warn!("WebSocket accept failed: {e}");
-                if is_out_of_descriptors(&e) {
-                    thread::sleep(ACCEPT_BACKOFF);
-                }
-                continue;
-            }
+            Err(e) => return log::warn!("cannot start a TLS session: {e}"),
         };
         let handshake = pending.admit(stream);
         let shared_for_thread = Arc::clone(&shared);
@@ -52,7 +44,44 @@ pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
             log::warn!("cannot start a connection thread: {e}; see README, Capacity");
         }
+    });
+}
+
+/// Accepts connections until `stopping` is set (the server then connects to the
+/// listener once to wake the loop) and hands each to `each`. A failed accept is logged
+/// and skipped; when descriptors have run out, the loop pauses for ACCEPT_BACKOFF
+/// instead of spinning while connections finish and free some.
+pub fn accept_each(
+    listener: &TcpListener,
+    stopping: &AtomicBool,
+    what: &str,
+    mut each: impl FnMut(TcpStream),
+) {
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::Acquire) {
+            break;
+        }
+        match stream {
+            Ok(stream) => each(stream),
+            Err(e) => {
+                log::warn!("{what} accept failed: {e}");
+                if is_out_of_descriptors(&e) {
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+            }
+        }
     }
+}
+
+/// Plain TCP, or a TLS session whose handshake the connection's own thread performs
+/// (never this loop: a slow client must not hold up the others).
+fn wrap(socket: TcpStream, shared: &Shared) -> io::Result<Stream> {
+    #[cfg(feature = "tls")]
+    if let Some(config) = &shared.tls {
+        return crate::tls::TlsStream::new(socket, config).map(|tls| Stream::Tls(Box::new(tls)));
+    }
+    let _ = shared;
+    Ok(Stream::Plain(socket))
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
@@ -71,6 +100,10 @@ fn handle(pending: PendingHandshake, shared: &Shared) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
 
     let deadline = Instant::now() + shared.config.handshake_timeout;
+    // With TLS, the TLS handshake comes first, within the same deadline.
+    if let Err(e) = stream.handshake(deadline) {
+        return stream::log_failed_handshake("WebSocket", peer, &e);
+    }
     let (buf, head_len) = match handshake::read_request(stream, deadline) {
         Ok(read) => read,
         Err(ReadError::Gone(e)) => {
@@ -149,7 +182,7 @@ fn handle(pending: PendingHandshake, shared: &Shared) {
     log::debug!("connection {id} from {client}: finished");
 }
 
-fn refuse(stream: &TcpStream, peer: SocketAddr, rejection: &Rejection) {
+fn refuse(stream: &Stream, peer: SocketAddr, rejection: &Rejection) {
     log::warn!(
         "refused WebSocket handshake from {peer}: {} {}",
         rejection.status,

@@ -340,6 +340,12 @@ pub fn http(
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+/// Splits a complete HTTP/1.1 response (as read until the connection closed) into
+/// status, head and body, undoing chunked encoding.
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
