@@ -56,7 +56,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--subscribers", default="1,100,1000")
-    ap.add_argument("--rate", default="200", help="messages per second")
+    ap.add_argument("--rate", default="100", help="messages per second")
     ap.add_argument("--duration", default="5", help="seconds of publishing per run")
     args = ap.parse_args()
 

@@ -990,3 +990,219 @@ fn offer(id: ConnId, member: &Subscriber, item: Outgoing, counters: &Counters) -
         Err(TrySendError::Disconnected(_)) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The hub's side of sharing rooms, driven through its real command channel with
+    //! the test playing the link (no Redis needed: the link is only a channel here).
+    use super::*;
+    use crate::cluster::LinkStatus;
+
+    const EPOCH: u64 = 0x5eed;
+    const WAIT: Duration = Duration::from_secs(5);
+
+    struct Rig {
+        hub: Sender<Command>,
+        link: Receiver<ToLink>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (hub, commands) = crossbeam_channel::bounded(HUB_QUEUE);
+            let (link_tx, link) = crossbeam_channel::bounded(HUB_QUEUE);
+            let limits = HistoryLimits {
+                messages: 100,
+                bytes: 1 << 20,
+            };
+            let end = LinkEnd {
+                tx: link_tx,
+                status: Arc::new(LinkStatus::default()),
+            };
+            let thread = spawn(commands, Arc::default(), limits, Some(end));
+            Rig {
+                hub,
+                link,
+                thread: Some(thread),
+            }
+        }
+
+        fn send(&self, command: Command) {
+            self.hub.send(command).unwrap();
+        }
+
+        fn join(&self, id: ConnId, resume: Resume) -> Receiver<Outgoing> {
+            let (subscriber, queue) = Subscriber::new(64, false);
+            self.send(Command::Join {
+                id,
+                room: Some("r".into()),
+                subscriber,
+                resume,
+            });
+            queue
+        }
+
+        fn expect_load(&self) {
+            match self.link.recv_timeout(WAIT) {
+                Ok(ToLink::Load { room }) => assert_eq!(room, "r"),
+                other => panic!("expected a load request, got {other:?}"),
+            }
+        }
+
+        /// A live member of room "r", shared, whose history holds ids 1..=last.
+        fn member_of_shared_room(&self, last: u64) -> Receiver<Outgoing> {
+            self.send(Command::LinkUp);
+            let member = self.join(1, Resume::Live);
+            self.expect_load();
+            self.send(Command::Loaded {
+                room: "r".into(),
+                epoch: EPOCH,
+                messages: (1..=last).map(|id| arrival(id, EPOCH, false)).collect(),
+            });
+            member
+        }
+
+        /// Waits until the hub has applied everything sent so far.
+        fn settle(&self) {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.send(Command::Stats(tx));
+            rx.recv_timeout(WAIT).unwrap();
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            // The hub ends when its last sender goes (no drain: the members here have
+            // no reader threads to leave with).
+            let (unused, _) = crossbeam_channel::bounded(1);
+            drop(std::mem::replace(&mut self.hub, unused));
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn arrival(id: u64, epoch: u64, delivered_here: bool) -> Arrival {
+        Arrival {
+            room: "r".into(),
+            message: Arc::new(RoomMessage::new(
+                id,
+                epoch,
+                0,
+                None,
+                Message::text(format!("m{id}")),
+            )),
+            delivered_here,
+        }
+    }
+
+    /// Room message ids and catch-ups queued for a member, as (welcome epoch or 0, ids).
+    fn received(queue: &Receiver<Outgoing>) -> Vec<(u64, Vec<u64>)> {
+        queue
+            .try_iter()
+            .filter_map(|item| match item {
+                Outgoing::Room(m) => Some((0, vec![m.id])),
+                Outgoing::Joined(j) => {
+                    Some((j.plan.epoch, j.plan.replay.iter().map(|m| m.id).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_join_waits_for_the_shared_history_and_the_overlap_is_delivered_once() {
+        let rig = Rig::new();
+        rig.send(Command::LinkUp);
+        let member = rig.join(
+            1,
+            Resume::Since {
+                id: 1,
+                epoch: Some(EPOCH),
+            },
+        );
+        rig.expect_load();
+        // Broadcast while the load is in flight: 3 is also in the loaded copy, 4 is not.
+        rig.send(Command::Remote(Box::new(arrival(3, EPOCH, false))));
+        rig.send(Command::Remote(Box::new(arrival(4, EPOCH, false))));
+        rig.settle();
+        assert!(received(&member).is_empty(), "nothing before the history");
+        rig.send(Command::Loaded {
+            room: "r".into(),
+            epoch: EPOCH,
+            messages: (1..=3).map(|id| arrival(id, EPOCH, false)).collect(),
+        });
+        rig.send(Command::Remote(Box::new(arrival(4, EPOCH, false)))); // a late copy
+        rig.send(Command::Remote(Box::new(arrival(5, EPOCH, false))));
+        rig.settle();
+        assert_eq!(
+            received(&member),
+            vec![(EPOCH, vec![2, 3, 4]), (0, vec![5])]
+        );
+    }
+
+    #[test]
+    fn a_publish_goes_to_the_link_and_is_delivered_only_when_it_comes_back() {
+        let rig = Rig::new();
+        let member = rig.member_of_shared_room(0);
+        rig.send(Command::Publish {
+            room: "r".into(),
+            message: Message::text("hi"),
+            cid: None,
+            from: Some(1),
+            reply: None,
+        });
+        match rig.link.recv_timeout(WAIT) {
+            Ok(ToLink::Publish(outbound)) => assert!(!outbound.late),
+            other => panic!("expected the publish at the link, got {other:?}"),
+        }
+        rig.settle();
+        assert_eq!(received(&member), vec![(EPOCH, vec![])], "only the welcome");
+        rig.send(Command::Remote(Box::new(arrival(1, EPOCH, false))));
+        rig.settle();
+        assert_eq!(received(&member), vec![(0, vec![1])]);
+    }
+
+    #[test]
+    fn an_outage_goes_on_alone_and_recovery_brings_only_what_was_missed() {
+        let rig = Rig::new();
+        let member = rig.member_of_shared_room(2);
+        rig.settle();
+        let _ = received(&member);
+
+        rig.send(Command::LinkDown);
+        // The link sends a publish back to be delivered here, under an epoch of its own.
+        rig.send(Command::PublishHere(Box::new(Outbound {
+            room: "r".into(),
+            message: Message::text("alone"),
+            cid: None,
+            from: None,
+            reply: None,
+            ts: 0,
+            late: false,
+        })));
+        rig.settle();
+        let alone: Vec<_> = member.try_iter().collect();
+        let [Outgoing::Room(m)] = &alone[..] else {
+            panic!("{alone:?}");
+        };
+        assert_eq!(m.id, 3, "ids go on after the shared ones");
+        assert_ne!(m.epoch, EPOCH, "but not as the shared sequence's");
+
+        rig.send(Command::LinkUp);
+        rig.expect_load();
+        // Meanwhile: 3 = our "alone" message forwarded late, 4 = another instance's.
+        rig.send(Command::Loaded {
+            room: "r".into(),
+            epoch: EPOCH,
+            messages: vec![
+                arrival(1, EPOCH, false),
+                arrival(2, EPOCH, false),
+                arrival(3, EPOCH, true),
+                arrival(4, EPOCH, false),
+            ],
+        });
+        rig.settle();
+        assert_eq!(received(&member), vec![(EPOCH, vec![4])]);
+    }
+}
