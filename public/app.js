@@ -206,7 +206,7 @@ function joinRoom(room) {
       status: showStatus,
       welcome(header, { changed, previous }) {
         if (changed) {
-          systemLine(`The server restarted (epoch ${previous} → ${header.epoch}): message ids start again; messages above are from before.`, 'epoch');
+          systemLine(`The room's history started over (epoch ${previous} → ${header.epoch}: a server restart, or an instance that lost Redis): message ids start again; messages above are from before.`, 'epoch');
         } else if (!previous) {
           systemLine(`Joined #${room} over ${main.label}.`);
         } else {
