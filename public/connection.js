@@ -43,6 +43,7 @@ export class RoomConnection {
     this.ladder = forced ? [forced] : LADDER;
     this.rung = 0;              // index in ladder of the transport in use
     this.epoch = null;          // the room's epoch, once known
+    this.freshEpoch = false;    // the epoch just changed and no message came yet
     this.lastId = replay ? 0 : null; // the newest message id shown (null: none yet)
     this.attempt = 0;           // reconnects since the last stable connection
     this.failures = 0;          // transport attempts in a row that never joined
@@ -216,9 +217,12 @@ export class RoomConnection {
     const previous = this.epoch;
     const changed = Boolean(header.epoch_changed) || Boolean(previous && header.epoch && previous !== header.epoch);
     if (changed) {
-      // The server restarted: old ids mean nothing now, and the new epoch's whole
-      // history follows.
+      // The room's history started over (a server restart, or an instance that lost
+      // Redis): old ids mean nothing now, and what we have not seen of the new epoch
+      // follows. Its first id need not be 1 (the server says so with a gap notice
+      // when it matters), so no gap is guessed before it.
       this.lastId = 0;
+      this.freshEpoch = true;
     } else if (this.lastId === null && typeof header.last_id === 'number') {
       // Live-only join: everything after last_id is what we will get.
       this.lastId = header.last_id;
@@ -235,9 +239,10 @@ export class RoomConnection {
     }
     // Never show a message twice: anything at or below the last id was shown already.
     if (this.lastId !== null && header.id <= this.lastId) return;
-    if (this.lastId !== null && header.id > this.lastId + 1) {
+    if (this.lastId !== null && header.id > this.lastId + 1 && !this.freshEpoch) {
       this.on.gap({ from: this.lastId + 1, to: header.id - 1, detected: true });
     }
+    this.freshEpoch = false;
     this.lastId = header.id;
     if (!this.epoch) this.epoch = header.epoch;
     this.on.message(header, payload);
