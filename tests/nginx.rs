@@ -128,6 +128,77 @@ fn a_room_broadcast_reaches_every_member_through_the_proxy() {
     drop(server);
 }
 
+/// README, "Running several instances": two instances in the upstream blocks (with
+/// `least_conn` for the WebSockets, as the README shows), sharing rooms through Redis.
+#[cfg(feature = "redis")]
+#[test]
+fn several_instances_behind_the_upstreams_share_their_rooms_through_redis() {
+    let Some(nginx) = find_nginx() else {
+        return;
+    };
+    let redis = common::redis::Redis::start();
+    let (servers, proxy) = (0..START_ATTEMPTS)
+        .find_map(|_| {
+            let port = free_port();
+            let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+            let instance = || {
+                start_with(|c| {
+                    c.public_ws_url = Some(format!("ws://{proxy}"));
+                    c.redis_url = Some(redis.url());
+                    c.demo_feed = false;
+                })
+            };
+            let servers = [instance(), instance()];
+            let [a, b] = &servers;
+            let site = site_config(a, port)
+                .replace(
+                    &format!("server {};", a.http_addr()),
+                    &format!("server {};\n    server {};", a.http_addr(), b.http_addr()),
+                )
+                .replace(
+                    &format!("server {};", a.ws_addr()),
+                    &format!(
+                        "least_conn;\n    server {};\n    server {};",
+                        a.ws_addr(),
+                        b.ws_addr()
+                    ),
+                );
+            start_nginx(&nginx, &site, proxy).map(|proxy| (servers, proxy))
+        })
+        .expect("nginx did not start");
+    for server in &servers {
+        wait_until("the instance's Redis link is up", || {
+            get(server.http_addr(), "/healthz").text().trim() == "ok"
+        });
+    }
+    let mut alice = proxy.connect("/ws/hall?raw=1", &proxy.origin()).unwrap();
+    wait_until("alice has joined", || {
+        servers.iter().map(|s| s.members("hall")).sum::<usize>() == 1
+    });
+    let mut bob = proxy.connect("/ws/hall?raw=1", &proxy.origin()).unwrap();
+    wait_until("bob joined the other instance (least_conn)", || {
+        servers.iter().all(|s| s.members("hall") == 1)
+    });
+    alice.send(Message::text("hello across instances")).unwrap();
+    assert_eq!(
+        next_text_containing(&mut bob, "across"),
+        "hello across instances"
+    );
+    assert_eq!(
+        next_text_containing(&mut alice, "across"),
+        "hello across instances"
+    );
+    // /publish through the proxy lands on one instance and reaches both.
+    let published = http(proxy.addr, "POST", "/publish/hall", &[], b"from curl");
+    assert!(
+        [200, 202].contains(&published.status),
+        "{}",
+        published.text()
+    );
+    assert_eq!(next_text_containing(&mut alice, "curl"), "from curl");
+    assert_eq!(next_text_containing(&mut bob, "curl"), "from curl");
+}
+
 #[test]
 fn heartbeats_keep_an_idle_websocket_open_past_the_proxy_read_timeout() {
     // nginx drops a proxied connection silent for proxy_read_timeout (75 s in the file,

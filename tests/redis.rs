@@ -6,97 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 
 use common::frames::{Frame, epoch_of, field, join_addr, next_frame};
+use common::redis::Redis;
 use common::*;
 use threadcast::ServerHandle;
 use tungstenite::{Message, WebSocket};
-
-/// A `redis-server` of this test's own, without persistence (a restart loses
-/// everything, the harder case for ids).
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    /// Starts on a free loopback port (tries a few, since the port is chosen before
-    /// Redis binds it).
-    fn start() -> Redis {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if let Some(redis) = Redis::start_on(port, temp_dir("redis")) {
-                return redis;
-            }
-        }
-        panic!("could not start redis-server (is it installed? tests/run-all.sh installs it)");
-    }
-
-    /// Starts on `port` and waits for "Ready to accept connections"; `None` if it
-    /// exits instead (port taken).
-    fn start_on(port: u16, dir: PathBuf) -> Option<Redis> {
-        let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--logfile", ""])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let stdout = child.stdout.take().unwrap();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        match ready_rx.recv_timeout(TEST_TIMEOUT) {
-            Ok(()) => Some(Redis { child, port, dir }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                None
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills it the hard way (no goodbye to its clients).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// A fresh, empty Redis on the same port.
-    fn restart(&mut self) {
-        self.kill();
-        let fresh = Redis::start_on(self.port, self.dir.clone()).expect("restart redis-server");
-        *self = fresh;
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// An instance linked to the Redis at `url` (it connects in the background).
 fn instance(url: &str, change: impl FnOnce(&mut threadcast::Config)) -> ServerHandle {

@@ -35,7 +35,7 @@ cargo test --quiet 2>&1 | tee /tmp/threadcast-cargo-test.log
 if grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log; then exit 1; fi
 
 step "optional features: redis (against a real redis-server) and tls"
-cargo test --quiet --features "redis tls" --lib --test redis --test tls
+cargo test --quiet --features "redis tls" --lib --test redis --test tls --test nginx
 
 step "long fault and soak tests (release build, bounded in time)"
 cargo test --release --quiet --test faults -- --ignored

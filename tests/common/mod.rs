@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod frames;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
