@@ -36,6 +36,8 @@ if grep -q "test result: FAILED" /tmp/threadcast-cargo-test.log; then exit 1; fi
 
 step "optional features: redis (against a real redis-server) and tls"
 cargo test --quiet --features "redis tls" --lib --test redis --test tls --test nginx
+cargo build --quiet --features "redis tls"   # for the browser tests of both features
+FEATURES_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/threadcast"
 
 step "long fault and soak tests (release build, bounded in time)"
 cargo test --release --quiet --test faults -- --ignored
@@ -63,6 +65,6 @@ else
 fi
 
 step "browser tests (Debian's chromium, driven by playwright-core)"
-THREADCAST_BIN="$BIN" node --test tests/browser/*.test.js
+THREADCAST_BIN="$BIN" THREADCAST_FEATURES_BIN="$FEATURES_BIN" node --test tests/browser/*.test.js
 
 step "all tests passed"

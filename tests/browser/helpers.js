@@ -46,8 +46,9 @@ export function threadcastBinary() {
 
 export class Server {
   /** Starts threadcast; `http`/`ws` default to port 0 (ephemeral). */
-  static async start({ args = [], http = '127.0.0.1:0', ws = '127.0.0.1:0', publicDir = path.join(REPO, 'public') } = {}) {
+  static async start({ args = [], http = '127.0.0.1:0', ws = '127.0.0.1:0', publicDir = path.join(REPO, 'public'), binary } = {}) {
     const server = new Server(args, publicDir);
+    server.binary = binary;
     await server.spawn(http, ws);
     return server;
   }
@@ -59,7 +60,7 @@ export class Server {
   }
 
   async spawn(httpAddr, wsAddr) {
-    const child = spawn(threadcastBinary(), [
+    const child = spawn(this.binary || threadcastBinary(), [
       '--http', httpAddr, '--ws', wsAddr, '--public', this.publicDir, ...this.args,
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
@@ -78,7 +79,7 @@ export class Server {
     });
     this.http = addresses.http;
     this.ws = addresses.ws;
-    this.url = `http://${this.http}/`;
+    this.url = `${this.args.includes('--tls-cert') ? 'https' : 'http'}://${this.http}/`;
   }
 
   /** SIGTERM: the server closes its clients with 1001 and exits. */
@@ -129,7 +130,7 @@ export class Server {
 
 /** Debian's Chromium, headless. Playwright gives every launch a fresh profile
  *  (--user-data-dir in a new mkdtemp folder, deleted on close); it refuses one in args. */
-export async function launchBrowser() {
+export async function launchBrowser(extraArgs = []) {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium`);
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -137,6 +138,7 @@ export async function launchBrowser() {
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...extraArgs,
     ],
   });
 }
