@@ -245,3 +245,23 @@ fn an_instance_started_without_redis_serves_alone_reports_drops_and_catches_up()
     assert_eq!(next_message(&mut on_b), (1, "m1".to_string()));
     assert_eq!(next_message(&mut on_b), (2, "m2".to_string()));
 }
+
+#[test]
+fn a_feed_on_one_instance_is_shared_like_any_publish() {
+    let redis = Redis::start();
+    let with_feed = instance(&redis.url(), |c| {
+        c.feeds.push(threadcast::config::Feed {
+            room: "news".into(),
+            // One line, then silence (the feed would be restarted if it exited).
+            source: threadcast::config::FeedSource::Command("echo extra; sleep 60".into()),
+        });
+    });
+    let other = instance(&redis.url(), |_| {});
+    wait_linked(&[&with_feed, &other]);
+    // The line may have been published before anyone joined: it is in the shared
+    // history, which the other instance loads.
+    let (mut reader, _) = join_addr(other.ws_addr(), "news", "?since=0");
+    let (id, text) = next_message(&mut reader);
+    assert_eq!(text, "extra");
+    assert!(id >= 1);
+}
