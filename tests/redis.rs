@@ -7,6 +7,8 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
 
 use common::frames::{Frame, epoch_of, field, join_addr, next_frame};
 use common::redis::Redis;
@@ -195,7 +197,7 @@ fn losing_redis_keeps_local_delivery_and_nothing_published_meanwhile_is_lost() {
         redis_stat(&a, "queued") == "3"
     });
 
-    redis.restart();
+    redis.restart(false);
     wait_linked(&[&a, &b]);
     // B gets what A published during the outage, once.
     for i in 1..=3 {
@@ -211,11 +213,10 @@ fn losing_redis_keeps_local_delivery_and_nothing_published_meanwhile_is_lost() {
 
 #[test]
 fn an_instance_started_without_redis_serves_alone_reports_drops_and_catches_up() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Hold the port until Redis starts on it, so no other test's socket takes it
+    // meanwhile. (It accepts connections but never answers: no Redis there yet.)
+    let placeholder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = placeholder.local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}");
     let a = instance(&url, |c| c.redis_queue = 2);
     wait_degraded(&[&a]);
@@ -234,6 +235,7 @@ fn an_instance_started_without_redis_serves_alone_reports_drops_and_catches_up()
     );
 
     // Redis appears: the queue goes out, and an instance joining later sees it.
+    drop(placeholder);
     let _redis = Redis::start_on(port, temp_dir("redis")).expect("start redis-server");
     let b = instance(&url, |_| {});
     wait_linked(&[&a, &b]);
@@ -264,4 +266,90 @@ fn a_feed_on_one_instance_is_shared_like_any_publish() {
     let (id, text) = next_message(&mut reader);
     assert_eq!(text, "extra");
     assert!(id >= 1);
+}
+
+/// Everything a member receives, in order: `(epoch, id, text)` of each room message,
+/// read on a thread until the connection ends.
+fn collect(mut ws: WebSocket<TcpStream>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    ws.get_mut().set_read_timeout(None).unwrap();
+    thread::spawn(move || {
+        while let Ok(message) = ws.read() {
+            if !(message.is_text() || message.is_binary()) {
+                continue;
+            }
+            if let Frame::Message { payload, .. } = common::frames::parse(message) {
+                if tx.send(String::from_utf8(payload).unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn through_repeated_redis_restarts_every_member_gets_every_message_once() {
+    const OUTAGES: usize = 3;
+    const PER_PHASE: usize = 20;
+    let mut redis = Redis::start();
+    let (a, b) = (
+        instance(&redis.url(), |_| {}),
+        instance(&redis.url(), |_| {}),
+    );
+    wait_linked(&[&a, &b]);
+    let (on_a, _) = join_ws(a.ws_addr(), "soak", "");
+    let (on_b, _) = join_ws(b.ws_addr(), "soak", "");
+    let (seen_a, seen_b) = (collect(on_a), collect(on_b));
+    let mut sent = Vec::new();
+    let mut publish_some = |sent: &mut Vec<String>| {
+        for _ in 0..PER_PHASE {
+            let body = format!("m{}", sent.len());
+            let via = if sent.len() % 2 == 0 { &a } else { &b };
+            publish(via, "soak", &body);
+            sent.push(body);
+        }
+    };
+    for outage in 0..OUTAGES {
+        publish_some(&mut sent); // linked
+        redis.kill();
+        wait_degraded(&[&a, &b]);
+        publish_some(&mut sent); // each instance alone
+        // Back with its data (the rooms keep their epoch), or empty (a new epoch,
+        // ids from 1 again).
+        redis.restart(outage % 2 == 1);
+        wait_linked(&[&a, &b]);
+    }
+    publish_some(&mut sent);
+    let mut seen_by = Vec::new();
+    for (name, seen) in [("A", seen_a), ("B", seen_b)] {
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match seen.recv_timeout(TEST_TIMEOUT) {
+                Ok(text) => got.push(text),
+                Err(_) => break,
+            }
+        }
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "member on {name} got duplicates: {got:?}"
+        );
+        let mut expected = sent.clone();
+        expected.sort();
+        assert_eq!(unique, expected, "member on {name} missed messages");
+        seen_by.push((name, seen));
+    }
+    // Nothing more was on its way: the next message either gets is a new one.
+    publish(&a, "soak", "end");
+    for (name, seen) in seen_by {
+        assert_eq!(
+            seen.recv_timeout(TEST_TIMEOUT).as_deref(),
+            Ok("end"),
+            "member on {name} got an extra message"
+        );
+    }
 }

@@ -9,8 +9,9 @@ use std::thread;
 
 use super::{TEST_TIMEOUT, temp_dir};
 
-/// A `redis-server` of this test's own, without persistence (a restart loses
-/// everything, the harder case for ids).
+/// A `redis-server` of a test's own. It writes every change to its append-only file
+/// at once, so a restart can keep the data or (after [`Redis::restart`] with
+/// `keep_data: false`) lose it, as a Redis without persistence would.
 pub struct Redis {
     child: Child,
     port: u16,
@@ -39,7 +40,15 @@ impl Redis {
     pub fn start_on(port: u16, dir: PathBuf) -> Option<Redis> {
         let mut child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--logfile", ""])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::piped())
@@ -75,11 +84,15 @@ impl Redis {
         let _ = self.child.wait();
     }
 
-    /// A fresh, empty Redis on the same port.
-    pub fn restart(&mut self) {
+    /// Kills it and starts it again on the same port, with its data or empty.
+    pub fn restart(&mut self, keep_data: bool) {
         self.kill();
-        let fresh = Redis::start_on(self.port, self.dir.clone()).expect("restart redis-server");
-        *self = fresh;
+        if !keep_data {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            std::fs::create_dir_all(&self.dir).unwrap();
+        }
+        let again = Redis::start_on(self.port, self.dir.clone()).expect("restart redis-server");
+        *self = again;
     }
 }
 
