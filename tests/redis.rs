@@ -302,7 +302,7 @@ fn through_repeated_redis_restarts_every_member_gets_every_message_once() {
     let (on_b, _) = join_ws(b.ws_addr(), "soak", "");
     let (seen_a, seen_b) = (collect(on_a), collect(on_b));
     let mut sent = Vec::new();
-    let mut publish_some = |sent: &mut Vec<String>| {
+    let publish_some = |sent: &mut Vec<String>| {
         for _ in 0..PER_PHASE {
             let body = format!("m{}", sent.len());
             let via = if sent.len() % 2 == 0 { &a } else { &b };
