@@ -353,3 +353,57 @@ fn through_repeated_redis_restarts_every_member_gets_every_message_once() {
         );
     }
 }
+
+#[test]
+fn a_password_in_the_url_is_used_and_never_logged_or_shown() {
+    const PASSWORD: &str = "s3cret-Redis-pw";
+    const WRONG: &str = "not-the-Redis-pw";
+    let redis = Redis::start();
+    let mut admin = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(PASSWORD)
+        .query::<()>(&mut admin)
+        .unwrap();
+    let url = |password: &str| format!("redis://:{password}@127.0.0.1:{}", redis.port());
+    let start = |password: &str| {
+        let mut command = binary_command();
+        command.args([
+            "--no-demo-feed",
+            "--log-level",
+            "debug",
+            "--redis",
+            &url(password),
+        ]);
+        let mut binary = Binary::start(command);
+        let logs = std::mem::replace(&mut binary.logs, Box::new(std::iter::empty()));
+        (
+            binary,
+            thread::spawn(move || logs.collect::<Vec<_>>().join("\n")),
+        )
+    };
+    let health = |binary: &Binary| get(binary.http, "/healthz").text().trim().to_string();
+    let (right, right_logs) = start(PASSWORD);
+    let (wrong, wrong_logs) = start(WRONG);
+    wait_until("the right password links", || health(&right) == "ok");
+    wait_until("the wrong one is refused", || {
+        get(wrong.http, "/stats")
+            .text()
+            .contains("\"last_error\":\"")
+            && health(&wrong).starts_with("degraded")
+    });
+    let stats = get(wrong.http, "/stats").text() + &get(right.http, "/stats").text();
+    for binary in [&right, &wrong] {
+        binary.signal("TERM");
+    }
+    let logs = right_logs.join().unwrap() + &wrong_logs.join().unwrap();
+    assert!(logs.contains("Redis link up"), "{logs}");
+    for secret in [PASSWORD, WRONG] {
+        assert!(!logs.contains(secret), "a password in the logs:\n{logs}");
+        assert!(!stats.contains(secret), "a password in /stats: {stats}");
+    }
+}

@@ -74,6 +74,12 @@ impl Redis {
         }
     }
 
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://` URL to connect to it.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
