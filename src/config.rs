@@ -50,6 +50,9 @@ pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
 pub const DEFAULT_REDIS_QUEUE: usize = 1024;
 /// Environment variable that may carry the token, so it need not appear in `ps` output.
 pub const TOKEN_ENV: &str = "THREADCAST_TOKEN";
+/// Environment variable that may carry `--redis`'s URL, so a password in it need not
+/// appear in `ps` output.
+pub const REDIS_ENV: &str = "THREADCAST_REDIS_URL";
 
 /// Everything the server needs to start. `Config::default()` is the zero-configuration
 /// demo; tests usually change only the addresses (to `127.0.0.1:0`) and a timeout.
@@ -239,8 +242,9 @@ FLAGS:
   --trust-proxy            log the client address from X-Forwarded-For (only behind
                            a proxy you run: anyone can send that header)
   --redis URL              share rooms with every instance using this Redis
-                           (redis://HOST:PORT[/DB] or unix:///PATH; build with
-                           --features redis)                     [default: none]
+                           (redis://[:PASSWORD@]HOST:PORT[/DB] or unix:///PATH;
+                           or env {redis_env}; build with --features redis)
+                                                                 [default: none]
   --redis-queue N          messages kept for Redis while it is unreachable
                            (then delivered here only, counted)   [default: {redis_queue}]
   --no-demo-feed           do not run the demo feed in room '{demo}' (a line a second)
@@ -266,6 +270,7 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
         poll = format_duration(DEFAULT_POLL_TIMEOUT),
         demo = DEMO_FEED_ROOM,
         redis_queue = DEFAULT_REDIS_QUEUE,
+        redis_env = REDIS_ENV,
     )
 }
 
@@ -340,6 +345,11 @@ where
             }
             "--log-level" => level = parse_level(&value()?)?,
             _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
+        }
+    }
+    if config.redis_url.is_none() {
+        if let Some(url) = env(REDIS_ENV).filter(|u| !u.is_empty()) {
+            config.redis_url = Some(parse_redis_url(&url)?);
         }
     }
     config.validate()?;
@@ -618,6 +628,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(config(&["--token", "abc"]).token.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_redis_url_may_come_from_the_environment() {
+        let from_env = parse_args(Vec::<String>::new(), |k| {
+            (k == REDIS_ENV).then(|| "redis://:pw@127.0.0.1:6379".to_string())
+        });
+        if cfg!(feature = "redis") {
+            match from_env {
+                Ok(Command::Run(c, _)) => {
+                    assert_eq!(c.redis_url.as_deref(), Some("redis://:pw@127.0.0.1:6379"));
+                }
+                other => panic!("{other:?}"),
+            }
+        } else {
+            let e = from_env.unwrap_err();
+            assert!(e.0.contains("--features redis"), "{e}");
+        }
     }
 
     #[test]
