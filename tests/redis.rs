@@ -370,15 +370,15 @@ fn a_password_in_the_url_is_used_and_never_logged_or_shown() {
         .query::<()>(&mut admin)
         .unwrap();
     let url = |password: &str| format!("redis://:{password}@127.0.0.1:{}", redis.port());
+    // The right one through the environment (out of `ps`), the wrong one as a flag.
     let start = |password: &str| {
         let mut command = binary_command();
-        command.args([
-            "--no-demo-feed",
-            "--log-level",
-            "debug",
-            "--redis",
-            &url(password),
-        ]);
+        command.args(["--no-demo-feed", "--log-level", "debug"]);
+        if password == PASSWORD {
+            command.env("THREADCAST_REDIS_URL", url(password));
+        } else {
+            command.args(["--redis", &url(password)]);
+        }
         let mut binary = Binary::start(command);
         let logs = std::mem::replace(&mut binary.logs, Box::new(std::iter::empty()));
         (
