@@ -11,7 +11,9 @@
 //! of one connection: ping/pong, close, the single writer), [`hub`] (rooms and
 //! fan-out, slow consumers), [`room`] and [`envelope`] (ids, history, the wire
 //! format; see `docs/PROTOCOL.md`), [`http`], [`sse`] and [`poll`] (the HTTP side
-//! and the fallback transports), [`feed`] (live feeds).
+//! and the fallback transports), [`feed`] (live feeds). Optional features:
+//! [`cluster`] and `redis_link` (several instances sharing rooms through Redis,
+//! `--features redis`), `tls`, [`stream`] and `https` (`--features tls`).
 //!
 //! ## Example
 //! Start a server on ephemeral ports, push a message into a room from Rust, stop it:
