@@ -422,6 +422,33 @@ fn a_silent_tls_client_is_cut_off_at_the_handshake_timeout_while_others_are_serv
     );
 }
 
+#[test]
+fn past_the_cap_of_https_connections_one_more_is_refused_and_served_once_some_end() {
+    use threadcast::https::MAX_HTTPS_CONNECTIONS;
+    // Long enough that the idle clients below hold their places for the whole test.
+    let server = start_tls(|c| c.handshake_timeout = Duration::from_secs(60));
+    let mut held: Vec<TcpStream> = (0..MAX_HTTPS_CONNECTIONS)
+        .map(|_| TcpStream::connect(server.http_addr()).unwrap())
+        .collect();
+    // Accepted in order, so this one comes after every held one: no place is left.
+    let mut one_more = TcpStream::connect(server.http_addr()).unwrap();
+    one_more.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    assert!(
+        closed_by_server(&mut one_more),
+        "one more than the cap was let in"
+    );
+    // Clients that leave free their places (their threads see the end at once).
+    held.truncate(MAX_HTTPS_CONNECTIONS - 10);
+    wait_until("a verified client is served again", || {
+        tls_connect_with(server.http_addr(), &pki().ca).is_ok()
+    });
+    assert_eq!(https_get(&server, "/healthz").text().trim(), "ok");
+    // The WebSocket port never shared that cap.
+    let mut ws = wss_connect(&server, "/echo");
+    ws.send(Message::text("still here")).unwrap();
+    assert_eq!(next_message(&mut ws), Message::text("still here"));
+}
+
 /// A server-side `TlsStream` and a verified client over a fresh loopback socket pair,
 /// with the handshake done.
 fn tls_pair() -> (threadcast::tls::TlsStream, Tls) {
