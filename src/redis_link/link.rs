@@ -65,6 +65,12 @@ pub fn run(settings: Settings, requests: &Receiver<ToLink>) {
     };
     link.serve(requests, &lost_rx);
     link.end_subscription();
+    if !link.outbox.is_empty() {
+        log::warn!(
+            "stopping with {} messages still queued for Redis: they were delivered on this instance only",
+            link.outbox.len()
+        );
+    }
 }
 
 struct Link {
