@@ -8,7 +8,7 @@
 //!
 //! Why a hub of our own? threadcast's rooms are one call away (`Server::start`, as in
 //! `push.rs`; the `threadcast` binary's page is a chat), but using them would hide the
-//! lesson. This file is `src/hub.rs` cut to the bone, shaped like gorilla's chat:
+//! lesson. This file is `src/hub/mod.rs` cut to the bone, shaped like gorilla's chat:
 //! - One hub thread owns the member list; connections send it `Join`, `Leave` and
 //!   `Broadcast` over one channel and it applies them in order: no lock, no races.
 //! - The hub never waits for a client: `try_send` offers each member a copy, and a

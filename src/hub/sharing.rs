@@ -1,0 +1,466 @@
+//! Rooms shared with other instances through a link (see [`crate::cluster`]): the
+//! hub's side. A room is *alone* (this instance numbers its messages), *loading* (the
+//! link's copy of its history is on its way; joins wait for it) or *shared* (the link's
+//! store numbers its messages, which arrive here like everyone else's).
+//!
+//! The rules, each one a method below:
+//! - a join to a room not yet shared asks the link for its history and waits;
+//! - a message from the link is kept and delivered, once, in id order (history and
+//!   broadcast may overlap; ids already here are dropped);
+//! - the link going down turns every room alone under a fresh epoch, so local delivery
+//!   goes on with ids that cannot be mistaken for the shared sequence's;
+//! - the link coming back reloads every room with members, who get what they missed as
+//!   one catch-up, minus what this instance delivered itself meanwhile.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Subscriber, offer};
+use crate::cluster::{Arrival, Outbound, ToLink};
+use crate::room::{self, History, Resume};
+
+/// How a room relates to the link.
+#[derive(Debug, Default)]
+pub(super) enum Sharing {
+    /// This instance numbers the room's messages (no link, or the link is down).
+    #[default]
+    Alone,
+    /// Waiting for the link's copy of the room ([`super::Command::Loaded`]). Joins wait with
+    /// it, and messages arriving meanwhile are kept to be merged with the copy.
+    Loading {
+        /// Arrivals while the copy is on its way, merged with it.
+        early: Vec<Arrival>,
+        /// Joins held until the copy is here.
+        waiting: Vec<WaitingJoin>,
+    },
+    /// Numbered by the link's store: arrivals are delivered as they come.
+    Shared,
+}
+
+/// A join held until its room is loaded.
+#[derive(Debug)]
+pub(super) struct WaitingJoin {
+    pub(super) id: ConnId,
+    pub(super) subscriber: Subscriber,
+    pub(super) resume: Resume,
+}
+
+impl Hub {
+    /// Asks the link for a room's history. If it cannot take the request, the room
+    /// carries on alone for now (the next join or arrival asks again).
+    pub(super) fn request_load(&mut self, name: String, counters: &Counters) {
+        let asked = self.link.as_ref().is_some_and(|link| {
+            link.tx
+                .try_send(ToLink::Load { room: name.clone() })
+                .is_ok()
+        });
+        if !asked {
+            log::warn!("cannot ask the link for room '{name}'; it carries on alone for now");
+            self.settle_alone(&name, counters);
+        }
+    }
+
+    /// Ends a room's wait for the link: it goes on alone, under an epoch of its own
+    /// (ids this instance gives must not pass for the shared sequence's), and the
+    /// joins that waited are served from what it has.
+    pub(super) fn settle_alone(&mut self, name: &str, counters: &Counters) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let waiting = match std::mem::take(&mut room.sharing) {
+            Sharing::Alone => return,
+            Sharing::Shared => Vec::new(),
+            Sharing::Loading { waiting, .. } => waiting,
+        };
+        room.history.continue_as(room::new_epoch());
+        for join in waiting {
+            self.join_now(name.to_string(), join, counters);
+        }
+    }
+
+    /// A message from the link, numbered by its store. Only rooms with members here
+    /// (or waiting to have some) want it: a room nobody has joined on this instance is
+    /// loaded from the store when somebody does.
+    pub(super) fn arrive(&mut self, arrival: Arrival, counters: &Counters) {
+        if !self.link_up {
+            return; // the history loaded once the link is up will hold it
+        }
+        let name = arrival.room.clone();
+        let limits = self.limits;
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        let idle = room.is_idle();
+        match &mut room.sharing {
+            Sharing::Alone if idle => {}
+            Sharing::Alone => {
+                // It could not ask for its history before; ask again now.
+                room.sharing = Sharing::Loading {
+                    early: vec![arrival],
+                    waiting: Vec::new(),
+                };
+                self.request_load(name, counters);
+            }
+            Sharing::Loading { early, .. } => early.push(arrival),
+            Sharing::Shared => {
+                if arrival.message.epoch != room.history.epoch() {
+                    // The store lost the room (flushed, or a new Redis) while we
+                    // stayed connected: its ids start again under a new epoch.
+                    room.history = History::with_epoch(arrival.message.epoch, limits);
+                }
+                self.deliver(&name, arrival, counters);
+            }
+        }
+    }
+
+    /// The link's copy of a room we asked for: it becomes the room's history, members
+    /// get what they have not seen, and the joins that waited are served.
+    pub(super) fn loaded(
+        &mut self,
+        name: String,
+        epoch: u64,
+        messages: Vec<Arrival>,
+        counters: &Counters,
+    ) {
+        let limits = self.limits;
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        let Sharing::Loading { early, waiting } = std::mem::take(&mut room.sharing) else {
+            return; // an answer we no longer wait for (the link went down meanwhile)
+        };
+        room.sharing = Sharing::Shared;
+        room.history = History::with_epoch(epoch, limits);
+        let mut delivered_here = HashSet::new();
+        let mut arrivals: Vec<Arrival> = messages.into_iter().chain(early).collect();
+        arrivals.sort_by_key(|a| a.message.id);
+        for arrival in arrivals.into_iter().filter(|a| a.message.epoch == epoch) {
+            if arrival.delivered_here {
+                delivered_here.insert(arrival.message.id);
+            }
+            room.history.insert(arrival.message);
+        }
+        // Members who stayed through an outage saw the shared sequence up to `served`
+        // (and what this instance published meanwhile); the rest is news to them. They
+        // get it the way a resuming client does: one catch-up, whatever its length.
+        let (seen, epoch_changed) = match room.served {
+            Some((served_epoch, id)) if served_epoch == epoch => (id, false),
+            _ => (0, true),
+        };
+        room.served = Some((epoch, room.history.last_id()));
+        let members = room.members.len();
+        let history = &room.history;
+        room.members.retain(|id, member| {
+            let mut plan = history.catch_up(
+                &Resume::Since {
+                    id: seen,
+                    epoch: Some(epoch),
+                },
+                members,
+            );
+            plan.epoch_changed = epoch_changed;
+            plan.replay.retain(|m| !delivered_here.contains(&m.id));
+            if member.raw {
+                return plan
+                    .replay
+                    .into_iter()
+                    .all(|m| offer(*id, member, Outgoing::Room(m), counters));
+            }
+            if !epoch_changed && plan.replay.is_empty() && plan.gap.is_none() {
+                return true; // nothing they missed
+            }
+            let joined = Joined {
+                room: name.clone(),
+                plan,
+            };
+            offer(*id, member, Outgoing::Joined(Box::new(joined)), counters)
+        });
+        for join in waiting {
+            self.join_now(name.clone(), join, counters);
+        }
+    }
+
+    /// Keeps a shared message and gives it to the members, unless this instance
+    /// delivered it already (during an outage) or has it (history and broadcast overlap).
+    pub(super) fn deliver(&mut self, name: &str, arrival: Arrival, counters: &Counters) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let message = arrival.message;
+        if !room.history.insert(Arc::clone(&message)) {
+            return;
+        }
+        room.served = Some((message.epoch, message.id));
+        if arrival.delivered_here {
+            return;
+        }
+        if room.broadcast(&message, counters) {
+            self.announce_members(name, counters);
+        }
+    }
+
+    /// The link is connected and subscribed. Rooms nobody is in are forgotten (their
+    /// history lives in the store); the others load the shared copy.
+    pub(super) fn link_up(&mut self, counters: &Counters) {
+        self.link_up = true;
+        self.rooms.retain(|_, room| !room.is_idle());
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            if let Some(room) = self.rooms.get_mut(&name) {
+                room.sharing = Sharing::Loading {
+                    early: Vec::new(),
+                    waiting: Vec::new(),
+                };
+            }
+            self.request_load(name, counters);
+        }
+    }
+
+    /// The link is lost: every room carries on alone.
+    pub(super) fn link_down(&mut self, counters: &Counters) {
+        self.link_up = false;
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.settle_alone(&name, counters);
+        }
+    }
+}
+
+/// Hands a publish to the link without waiting. When its queue is full (Redis far
+/// behind), the publisher is told nothing went out (its reply channel closes) and the
+/// drop is counted and logged.
+pub(super) fn forward(link: &LinkEnd, outbound: Outbound) {
+    if let Err(e) = link.tx.try_send(ToLink::Publish(Box::new(outbound))) {
+        let room = match e.into_inner() {
+            ToLink::Publish(outbound) => outbound.room,
+            ToLink::Load { room } => room,
+        };
+        link.status.dropped.fetch_add(1, Ordering::Relaxed);
+        log::warn!("message for room '{room}' dropped: the Redis link's queue is full");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hub's side of sharing rooms, driven through its real command channel with
+    //! the test playing the link (no Redis needed: the link is only a channel here).
+    use super::*;
+    use std::thread;
+    use std::time::Duration;
+
+    use crossbeam_channel::{Receiver, Sender};
+    use tungstenite::Message;
+
+    use crate::cluster::LinkStatus;
+    use crate::hub::{Command, HUB_QUEUE, spawn};
+    use crate::room::{HistoryLimits, RoomMessage};
+
+    const EPOCH: u64 = 0x5eed;
+    const WAIT: Duration = Duration::from_secs(5);
+
+    struct Rig {
+        hub: Sender<Command>,
+        link: Receiver<ToLink>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (hub, commands) = crossbeam_channel::bounded(HUB_QUEUE);
+            let (link_tx, link) = crossbeam_channel::bounded(HUB_QUEUE);
+            let limits = HistoryLimits {
+                messages: 100,
+                bytes: 1 << 20,
+            };
+            let end = LinkEnd {
+                tx: link_tx,
+                status: Arc::new(LinkStatus::default()),
+            };
+            let thread = spawn(commands, Arc::default(), limits, Some(end));
+            Rig {
+                hub,
+                link,
+                thread: Some(thread),
+            }
+        }
+
+        fn send(&self, command: Command) {
+            self.hub.send(command).unwrap();
+        }
+
+        fn join(&self, id: ConnId, resume: Resume) -> Receiver<Outgoing> {
+            let (subscriber, queue) = Subscriber::new(64, false);
+            self.send(Command::Join {
+                id,
+                room: Some("r".into()),
+                subscriber,
+                resume,
+            });
+            queue
+        }
+
+        fn expect_load(&self) {
+            match self.link.recv_timeout(WAIT) {
+                Ok(ToLink::Load { room }) => assert_eq!(room, "r"),
+                other => panic!("expected a load request, got {other:?}"),
+            }
+        }
+
+        /// A live member of room "r", shared, whose history holds ids 1..=last.
+        fn member_of_shared_room(&self, last: u64) -> Receiver<Outgoing> {
+            self.send(Command::LinkUp);
+            let member = self.join(1, Resume::Live);
+            self.expect_load();
+            self.send(Command::Loaded {
+                room: "r".into(),
+                epoch: EPOCH,
+                messages: (1..=last).map(|id| arrival(id, EPOCH, false)).collect(),
+            });
+            member
+        }
+
+        /// Waits until the hub has applied everything sent so far.
+        fn settle(&self) {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.send(Command::Stats(tx));
+            rx.recv_timeout(WAIT).unwrap();
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            // The hub ends when its last sender goes (no drain: the members here have
+            // no reader threads to leave with).
+            let (unused, _) = crossbeam_channel::bounded(1);
+            drop(std::mem::replace(&mut self.hub, unused));
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn arrival(id: u64, epoch: u64, delivered_here: bool) -> Arrival {
+        Arrival {
+            room: "r".into(),
+            message: Arc::new(RoomMessage::new(
+                id,
+                epoch,
+                0,
+                None,
+                Message::text(format!("m{id}")),
+            )),
+            delivered_here,
+        }
+    }
+
+    /// Room message ids and catch-ups queued for a member, as (welcome epoch or 0, ids).
+    fn received(queue: &Receiver<Outgoing>) -> Vec<(u64, Vec<u64>)> {
+        queue
+            .try_iter()
+            .filter_map(|item| match item {
+                Outgoing::Room(m) => Some((0, vec![m.id])),
+                Outgoing::Joined(j) => {
+                    Some((j.plan.epoch, j.plan.replay.iter().map(|m| m.id).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_join_waits_for_the_shared_history_and_the_overlap_is_delivered_once() {
+        let rig = Rig::new();
+        rig.send(Command::LinkUp);
+        let member = rig.join(
+            1,
+            Resume::Since {
+                id: 1,
+                epoch: Some(EPOCH),
+            },
+        );
+        rig.expect_load();
+        // Broadcast while the load is in flight: 3 is also in the loaded copy, 4 is not.
+        rig.send(Command::Remote(Box::new(arrival(3, EPOCH, false))));
+        rig.send(Command::Remote(Box::new(arrival(4, EPOCH, false))));
+        rig.settle();
+        assert!(received(&member).is_empty(), "nothing before the history");
+        rig.send(Command::Loaded {
+            room: "r".into(),
+            epoch: EPOCH,
+            messages: (1..=3).map(|id| arrival(id, EPOCH, false)).collect(),
+        });
+        rig.send(Command::Remote(Box::new(arrival(4, EPOCH, false)))); // a late copy
+        rig.send(Command::Remote(Box::new(arrival(5, EPOCH, false))));
+        rig.settle();
+        assert_eq!(
+            received(&member),
+            vec![(EPOCH, vec![2, 3, 4]), (0, vec![5])]
+        );
+    }
+
+    #[test]
+    fn a_publish_goes_to_the_link_and_is_delivered_only_when_it_comes_back() {
+        let rig = Rig::new();
+        let member = rig.member_of_shared_room(0);
+        rig.send(Command::Publish {
+            room: "r".into(),
+            message: Message::text("hi"),
+            cid: None,
+            from: Some(1),
+            reply: None,
+        });
+        match rig.link.recv_timeout(WAIT) {
+            Ok(ToLink::Publish(outbound)) => assert!(!outbound.late),
+            other => panic!("expected the publish at the link, got {other:?}"),
+        }
+        rig.settle();
+        assert_eq!(received(&member), vec![(EPOCH, vec![])], "only the welcome");
+        rig.send(Command::Remote(Box::new(arrival(1, EPOCH, false))));
+        rig.settle();
+        assert_eq!(received(&member), vec![(0, vec![1])]);
+    }
+
+    #[test]
+    fn an_outage_goes_on_alone_and_recovery_brings_only_what_was_missed() {
+        let rig = Rig::new();
+        let member = rig.member_of_shared_room(2);
+        rig.settle();
+        let _ = received(&member);
+
+        rig.send(Command::LinkDown);
+        // The link sends a publish back to be delivered here, under an epoch of its own.
+        rig.send(Command::PublishHere(Box::new(Outbound {
+            room: "r".into(),
+            message: Message::text("alone"),
+            cid: None,
+            from: None,
+            reply: None,
+            ts: 0,
+            late: false,
+        })));
+        rig.settle();
+        let alone: Vec<_> = member.try_iter().collect();
+        let [Outgoing::Room(m)] = &alone[..] else {
+            panic!("{alone:?}");
+        };
+        assert_eq!(m.id, 3, "ids go on after the shared ones");
+        assert_ne!(m.epoch, EPOCH, "but not as the shared sequence's");
+
+        rig.send(Command::LinkUp);
+        rig.expect_load();
+        // Meanwhile: 3 = our "alone" message forwarded late, 4 = another instance's.
+        rig.send(Command::Loaded {
+            room: "r".into(),
+            epoch: EPOCH,
+            messages: vec![
+                arrival(1, EPOCH, false),
+                arrival(2, EPOCH, false),
+                arrival(3, EPOCH, true),
+                arrival(4, EPOCH, false),
+            ],
+        });
+        rig.settle();
+        assert_eq!(received(&member), vec![(EPOCH, vec![4])]);
+    }
+}
