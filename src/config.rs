@@ -238,7 +238,8 @@ FLAGS:
   --tls-cert FILE          serve both listeners over TLS (https://, wss://) with this
                            PEM certificate chain; needs --tls-key and a build with
                            --features tls                        [default: none]
-  --tls-key FILE           PEM private key of --tls-cert          [default: none]
+  --tls-key FILE           PEM private key of --tls-cert; both files are read
+                           again on SIGHUP (certificate renewal)  [default: none]
   --trust-proxy            log the client address from X-Forwarded-For (only behind
                            a proxy you run: anyone can send that header)
   --redis URL              share rooms with every instance using this Redis

@@ -109,9 +109,10 @@ pub fn accept_loop(listener: TcpListener, internal: SocketAddr, shared: Arc<Shar
 
 /// One HTTPS connection: the TLS handshake, then the relay until either side ends.
 fn serve(socket: TcpStream, internal: SocketAddr, shared: &Shared, _slot: Slot) {
-    let Some(config) = &shared.tls else {
+    let Some(certificates) = &shared.tls else {
         return;
     };
+    let config = &certificates.current();
     let peer = socket
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));

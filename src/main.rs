@@ -1,9 +1,9 @@
 //! The `threadcast` binary: flags → `Config`, logger, start, wait for SIGINT or
-//! SIGTERM, shut down gracefully.
+//! SIGTERM, shut down gracefully. SIGHUP reloads the TLS certificate and key.
 
 use std::process::ExitCode;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use threadcast::Server;
 use threadcast::config::{self, Command};
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     }
     // Register the handlers before starting, so a signal that arrives during start-up
     // is not lost; the main thread then just waits for one.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
@@ -52,15 +52,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(signal) = signals.forever().next() {
-        log::info!(
-            "received {}, shutting down",
-            if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            // `systemctl reload`, or certbot's deploy hook after a renewal.
+            match server.reload_tls() {
+                Ok(true) => {}
+                Ok(false) => log::info!("received SIGHUP: nothing to reload (no --tls-cert)"),
+                Err(e) => {
+                    log::error!("received SIGHUP: {e}; still serving the previous certificate")
+                }
             }
-        );
+            continue;
+        }
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        log::info!("received {name}, shutting down");
+        break;
     }
     server.shutdown();
     ExitCode::SUCCESS

@@ -58,7 +58,7 @@ pub struct Shared {
     pub link: Option<Arc<LinkStatus>>,
     /// The TLS settings of both listeners, when `--tls-cert` is given.
     #[cfg(feature = "tls")]
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::tls::Certificates>,
     /// With TLS: which client each relayed HTTPS connection carries.
     #[cfg(feature = "tls")]
     pub https_clients: crate::https::Clients,
@@ -271,6 +271,22 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 impl ServerHandle {
+    /// Reads the TLS certificate and key files again (`--tls-cert`, `--tls-key`; the
+    /// binary does this on SIGHUP): connections accepted from now on get the new pair,
+    /// open ones keep theirs. Returns `false` when the server does not use TLS.
+    ///
+    /// # Errors
+    /// When the files do not hold a usable pair; the pair in use stays.
+    pub fn reload_tls(&self) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = &self.shared.tls {
+            certificates.reload()?;
+            log::info!("TLS certificate and key reloaded");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The HTTP listener's bound address.
     pub fn http_addr(&self) -> SocketAddr {
         self.shared.http_addr
@@ -426,9 +442,9 @@ const INTERNAL_HTTP_ADDR: &str = "127.0.0.1:0";
 
 /// Reads the certificate and key named in the config, if any.
 #[cfg(feature = "tls")]
-fn load_tls(config: &Config) -> io::Result<Option<Arc<rustls::ServerConfig>>> {
+fn load_tls(config: &Config) -> io::Result<Option<crate::tls::Certificates>> {
     match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::tls::load_server_config(cert, key)?)),
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::Certificates::load(cert, key)?)),
         (None, None) => Ok(None),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -104,6 +104,47 @@ pub fn load_server_config(
     Ok(Arc::new(config))
 }
 
+/// The certificate and key in use, and where they came from. [`Certificates::reload`]
+/// reads the files again (the binary does on SIGHUP), so a renewed certificate is
+/// served without a restart: every connection accepted afterwards gets the new one,
+/// connections already open keep theirs.
+#[derive(Debug)]
+pub struct Certificates {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Mutex<Arc<ServerConfig>>,
+}
+
+impl Certificates {
+    /// Loads the pair (see [`load_server_config`]).
+    ///
+    /// # Errors
+    /// As [`load_server_config`].
+    pub fn load(cert: &Path, key: &Path) -> Result<Certificates, TlsError> {
+        Ok(Certificates {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: Mutex::new(load_server_config(cert, key)?),
+        })
+    }
+
+    /// The configuration for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads both files again and uses them from the next connection on. A pair that
+    /// does not load (a renewal half written, a wrong key) changes nothing.
+    ///
+    /// # Errors
+    /// As [`load_server_config`]; the certificate in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = load_server_config(&self.cert, &self.key)?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}
+
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let mut certs = Vec::new();
     let sections = CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))?;

@@ -1,5 +1,5 @@
-//! The `threadcast` binary: flags, the start-up line scripts rely on, and graceful
-//! shutdown on SIGTERM and SIGINT.
+//! The `threadcast` binary: flags, the start-up line scripts rely on, graceful
+//! shutdown on SIGTERM and SIGINT, and SIGHUP (a reload, never a stop).
 
 mod common;
 
@@ -73,6 +73,20 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
         assert_eq!(expect_close(client).0, CloseCode::Away);
     }
     drop(clients);
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn sighup_without_tls_is_logged_and_the_server_keeps_serving() {
+    let mut server = Binary::start(binary_command());
+    server.signal("HUP");
+    assert!(
+        server.logs.by_ref().any(|l| l.contains("received SIGHUP")),
+        "SIGHUP should be acknowledged in the log"
+    );
+    server.drain_logs();
+    assert_eq!(get(server.http, "/healthz").status, 200);
+    server.signal("TERM");
     assert_eq!(server.child.wait().unwrap().code(), Some(0));
 }
 

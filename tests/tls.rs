@@ -27,13 +27,16 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 const OPENSSL: &str = "/usr/bin/openssl";
 
 /// The throwaway certificates: a CA, a leaf for `localhost` and `127.0.0.1` signed by
-/// it, and an unrelated CA that must not be trusted.
+/// it, and an unrelated CA that must not be trusted (it signs the "renewed" leaf).
 struct Pki {
     ca: PathBuf,
     other_ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     ca_key: PathBuf,
+    /// Another leaf for localhost, signed by the other CA: a "renewed" certificate.
+    renewed_cert: PathBuf,
+    renewed_key: PathBuf,
 }
 
 /// Made once per test binary, in a fresh folder (ECDSA P-256: fast to generate).
@@ -69,57 +72,64 @@ fn pki() -> &'static Pki {
         };
         self_signed_ca("ca", "threadcast test CA");
         self_signed_ca("other-ca", "some other CA");
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-            ],
-        );
         std::fs::write(
             dir.join("leaf.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-sha256",
-                "-extfile",
-                "leaf.ext",
-                "-out",
-                "leaf.pem",
-            ],
-        );
+        // A key and a certificate for localhost signed by `ca`, as `name`.{key,pem}.
+        let leaf = |name: &str, ca: &str| {
+            openssl(
+                &dir,
+                &[
+                    "req",
+                    "-new",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            );
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("{ca}.pem"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-sha256",
+                    "-extfile",
+                    "leaf.ext",
+                    "-out",
+                    &format!("{name}.pem"),
+                ],
+            );
+        };
+        leaf("leaf", "ca");
+        leaf("renewed", "other-ca");
         Pki {
             ca: dir.join("ca.pem"),
             other_ca: dir.join("other-ca.pem"),
             cert: dir.join("leaf.pem"),
             key: dir.join("leaf.key"),
             ca_key: dir.join("ca.key"),
+            renewed_cert: dir.join("renewed.pem"),
+            renewed_key: dir.join("renewed.key"),
         }
     })
 }
@@ -591,4 +601,81 @@ fn the_binary_exits_with_a_message_for_a_bad_certificate_or_a_lone_flag() {
         .unwrap();
     assert_eq!(lone.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&lone.stderr).contains("--tls-key"));
+}
+
+/// Copies of the first certificate and key in a folder of their own, as a deployment
+/// has them (a renewal overwrites them in place).
+fn deployed_pair() -> (PathBuf, PathBuf) {
+    let dir = temp_dir("tls-deployed");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(&pki().cert, &cert).unwrap();
+    std::fs::copy(&pki().key, &key).unwrap();
+    (cert, key)
+}
+
+/// Overwrites the deployed pair with the renewed one (signed by the other CA).
+fn renew(cert: &Path, key: &Path) {
+    std::fs::copy(&pki().renewed_cert, cert).unwrap();
+    std::fs::copy(&pki().renewed_key, key).unwrap();
+}
+
+fn trusted_by(addr: SocketAddr, ca: &Path) -> bool {
+    tls_connect_with(addr, ca).is_ok()
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_a_reload_and_a_broken_one_is_not() {
+    let (cert, key) = deployed_pair();
+    let server = start_with(|c| {
+        c.tls_cert = Some(cert.clone());
+        c.tls_key = Some(key.clone());
+    });
+    let mut open = wss_connect(&server, "/echo");
+    assert!(trusted_by(server.http_addr(), &pki().ca));
+
+    // Half a renewal: the files do not hold a usable pair. Nothing changes.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
+    assert!(server.reload_tls().is_err());
+    assert!(trusted_by(server.http_addr(), &pki().ca));
+    assert!(trusted_by(server.ws_addr(), &pki().ca));
+
+    renew(&cert, &key);
+    assert!(server.reload_tls().unwrap());
+    for addr in [server.http_addr(), server.ws_addr()] {
+        assert!(
+            trusted_by(addr, &pki().other_ca),
+            "the renewed certificate is served"
+        );
+        assert!(!trusted_by(addr, &pki().ca), "the old one is not");
+    }
+    // A connection opened before keeps working.
+    open.send(Message::text("still open")).unwrap();
+    assert_eq!(next_message(&mut open), Message::text("still open"));
+    assert!(!start().reload_tls().unwrap(), "no TLS, nothing to reload");
+}
+
+#[test]
+fn the_binary_reloads_its_certificate_on_sighup() {
+    let (cert, key) = deployed_pair();
+    let mut command = binary_command();
+    command
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key);
+    let mut binary = Binary::start(command);
+    binary.drain_logs();
+    assert!(trusted_by(binary.http, &pki().ca));
+    renew(&cert, &key);
+    binary.signal("HUP");
+    wait_until("the renewed certificate is served", || {
+        trusted_by(binary.http, &pki().other_ca)
+    });
+    assert!(trusted_by(binary.ws, &pki().other_ca));
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the server"
+    );
+    binary.signal("TERM");
+    assert!(binary.child.wait().unwrap().success());
 }

@@ -77,8 +77,9 @@ pub fn accept_each(
 /// (never this loop: a slow client must not hold up the others).
 fn wrap(socket: TcpStream, shared: &Shared) -> io::Result<Stream> {
     #[cfg(feature = "tls")]
-    if let Some(config) = &shared.tls {
-        return crate::tls::TlsStream::new(socket, config).map(|tls| Stream::Tls(Box::new(tls)));
+    if let Some(certificates) = &shared.tls {
+        return crate::tls::TlsStream::new(socket, &certificates.current())
+            .map(|tls| Stream::Tls(Box::new(tls)));
     }
     let _ = shared;
     Ok(Stream::Plain(socket))
