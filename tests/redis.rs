@@ -128,6 +128,19 @@ fn a_message_sent_on_one_instance_reaches_every_instance_once_with_one_id() {
     for ws in [&mut on_a, &mut on_b, &mut on_c] {
         assert_eq!(next_message(ws), (3, "marker".to_string()));
     }
+    // Binary payloads cross Redis byte for byte, and stay binary.
+    let bytes = vec![0u8, 10, 13, 255, b'\n', 0x80];
+    on_c.send(Message::binary(bytes.clone())).unwrap();
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        let frame = loop {
+            match next_frame(ws) {
+                Frame::Message { id, payload, text } => break (id, payload, text),
+                Frame::Ack { .. } => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(frame, (4, bytes.clone(), false));
+    }
 }
 
 #[test]
