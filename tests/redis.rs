@@ -177,6 +177,20 @@ fn a_client_that_leaves_one_instance_resumes_on_another_without_loss() {
     }
     publish(&a, "resume", "live");
     assert_eq!(next_message(&mut on_b), (11, "live".to_string()));
+    // The HTTP fallbacks share the same ids: a long poll on the third instance that
+    // never had this room resumes after 9.
+    let c = instance(&redis.url(), |_| {});
+    wait_linked(&[&c]);
+    let poll = get(
+        c.http_addr(),
+        &format!("/poll/resume?since=9&epoch={epoch}"),
+    );
+    assert_eq!(poll.status, 200, "{}", poll.text());
+    let body = poll.text();
+    assert!(
+        body.contains("\"id\":10") && body.contains("\"id\":11") && !body.contains("\"id\":9,"),
+        "{body}"
+    );
 }
 
 #[test]
