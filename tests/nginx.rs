@@ -501,21 +501,7 @@ fn http_as(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> HttpResp
     stream.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(raw.len(), |i| i + 4);
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    HttpResponse {
-        status,
-        head,
-        body: raw[split..].to_vec(),
-    }
+    parse_response(&raw)
 }
 
 /// The text of the next text message that contains `needle` (skipping others, such as
