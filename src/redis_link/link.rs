@@ -147,11 +147,12 @@ impl Link {
         while let Some(outbound) = self.outbox.pop_front() {
             if let Err(e) = self.store(&outbound) {
                 self.outbox.push_front(outbound);
+                self.show_queue();
                 self.connection = None;
                 return Err(e.to_string());
             }
         }
-        self.settings.status.queued.store(0, Ordering::Relaxed);
+        self.show_queue();
         if self.dropped_in_outage > 0 {
             log::warn!(
                 "{} messages published during the Redis outage were delivered on this instance only (--redis-queue {} was full)",
@@ -283,9 +284,13 @@ impl Link {
             ts: outbound.ts,
             late: true,
         });
-        status
-            .queued
-            .store(self.outbox.len() as u64, Ordering::Relaxed);
+        self.show_queue();
+    }
+
+    /// `/stats`' `queued`: what the outbox holds now.
+    fn show_queue(&self) {
+        let queued = self.outbox.len() as u64;
+        self.settings.status.queued.store(queued, Ordering::Relaxed);
     }
 
     /// One round trip: the publish script numbers, keeps and broadcasts the message.
