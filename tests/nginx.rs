@@ -166,11 +166,7 @@ fn several_instances_behind_the_upstreams_share_their_rooms_through_redis() {
             start_nginx(&nginx, &site, proxy).map(|proxy| (servers, proxy))
         })
         .expect("nginx did not start");
-    for server in &servers {
-        wait_until("the instance's Redis link is up", || {
-            get(server.http_addr(), "/healthz").text().trim() == "ok"
-        });
-    }
+    common::redis::wait_linked(&[&servers[0], &servers[1]]);
     let mut alice = proxy.connect("/ws/hall?raw=1", &proxy.origin()).unwrap();
     wait_until("alice has joined", || {
         servers.iter().map(|s| s.members("hall")).sum::<usize>() == 1

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use common::frames::{Frame, epoch_of, field, join_addr, next_frame};
-use common::redis::Redis;
+use common::redis::{Redis, wait_degraded, wait_linked};
 use common::*;
 use threadcast::ServerHandle;
 use tungstenite::{Message, WebSocket};
@@ -23,27 +23,6 @@ fn instance(url: &str, change: impl FnOnce(&mut threadcast::Config)) -> ServerHa
         c.demo_feed = false;
         change(c);
     })
-}
-
-fn health(server: &ServerHandle) -> String {
-    get(server.http_addr(), "/healthz")
-        .text()
-        .trim()
-        .to_string()
-}
-
-fn wait_linked(servers: &[&ServerHandle]) {
-    for server in servers {
-        wait_until("the Redis link comes up", || health(server) == "ok");
-    }
-}
-
-fn wait_degraded(servers: &[&ServerHandle]) {
-    for server in servers {
-        wait_until("the instance notices Redis is gone", || {
-            health(server).starts_with("degraded")
-        });
-    }
 }
 
 /// A figure of the `"redis"` object in `/stats`.

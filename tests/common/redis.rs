@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use super::{TEST_TIMEOUT, temp_dir};
+use threadcast::ServerHandle;
+
+use super::{TEST_TIMEOUT, get, temp_dir, wait_until};
 
 /// A `redis-server` of a test's own. It writes every change to its append-only file
 /// at once, so a restart can keep the data or (after [`Redis::restart`] with
@@ -105,5 +107,29 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The body of `/healthz`: `ok`, or `degraded: …` while Redis is unreachable.
+pub fn health(server: &ServerHandle) -> String {
+    get(server.http_addr(), "/healthz")
+        .text()
+        .trim()
+        .to_string()
+}
+
+/// Waits (bounded) until every one of `servers` has its Redis link up.
+pub fn wait_linked(servers: &[&ServerHandle]) {
+    for server in servers {
+        wait_until("the Redis link comes up", || health(server) == "ok");
+    }
+}
+
+/// Waits (bounded) until every one of `servers` has noticed Redis is gone.
+pub fn wait_degraded(servers: &[&ServerHandle]) {
+    for server in servers {
+        wait_until("the instance notices Redis is gone", || {
+            health(server).starts_with("degraded")
+        });
     }
 }
