@@ -1,8 +1,8 @@
 //! A blocking WebSocket client: connect, send, receive, and close *properly*.
 //!
 //! ```sh
-//! cargo run --example client -- ws://127.0.0.1:8081/echo hello world
-//! cargo run --example client -- ws://127.0.0.1:8081/ws/lobby?raw=1 hi  # a room: hear yourself
+//! cargo run --example client -- ws://127.0.0.1:8080/echo hello world
+//! cargo run --example client -- ws://127.0.0.1:8080/ws/lobby?raw=1 hi  # a room: hear yourself
 //! ```
 //! The URL may also come from `CLIENT_URL`. Each further argument is sent as one text
 //! message, and the client waits for one message back after each.
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = args
         .next()
         .or_else(|| std::env::var("CLIENT_URL").ok())
-        .unwrap_or_else(|| "ws://127.0.0.1:8081/echo".into());
+        .unwrap_or_else(|| "ws://127.0.0.1:8080/echo".into());
 
     // TCP connect + the HTTP upgrade: tungstenite sends GET with a random
     // Sec-WebSocket-Key and checks that the 101 answer carries the matching Accept.

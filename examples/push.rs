@@ -1,10 +1,10 @@
 //! Server push: a live stream of messages to every open page, through the library.
 //!
 //! ```sh
-//! cargo run --example push                            # page on http://127.0.0.1:8080/
-//! cargo run --example push -- 127.0.0.1:0 127.0.0.1:0 # any free ports
+//! cargo run --example push                  # page on http://127.0.0.1:8080/
+//! cargo run --example push -- 127.0.0.1:0   # any free port
 //! ```
-//! Arguments (or `PUSH_HTTP_ADDR`, `PUSH_WS_ADDR`): the HTTP and WebSocket addresses.
+//! Argument (or `PUSH_ADDR`): the one address serving the page and the WebSockets.
 //! `PUSH_INTERVAL_MS` sets the pace (default 1000).
 //!
 //! The tutorials' version of this reads a Twitter stream and forwards each tweet to
@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use threadcast::{Config, Message, Server};
 
-/// The room the stream goes to; a browser joins it at `ws://WS_ADDR/ws/stream`.
+/// The room the stream goes to; a browser joins it at `ws://ADDR/ws/stream`.
 const ROOM: &str = "stream";
 /// Pretend posts, cycled forever.
 const FEED: [&str; 4] = [
@@ -40,8 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .or_else(|| std::env::var(env).ok())
             .unwrap_or_else(|| default.to_string())
     };
-    let http_addr = setting("PUSH_HTTP_ADDR", "127.0.0.1:8080").parse()?;
-    let ws_addr = setting("PUSH_WS_ADDR", "127.0.0.1:8081").parse()?;
+    let http_addr = setting("PUSH_ADDR", "127.0.0.1:8080").parse()?;
     let interval = std::env::var("PUSH_INTERVAL_MS")
         .ok()
         .and_then(|ms| ms.parse().ok())
@@ -52,10 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Catch the signals before starting, so one that arrives early is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     // The page's files live in the repository's public/ folder; if it is missing the
-    // server falls back to the page built into the library. Ports 0 = any free port.
+    // server falls back to the page built into the library. Port 0 = any free port.
     let config = Config {
         http_addr,
-        ws_addr,
         public_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/public").into(),
         ..Config::default()
     };

@@ -3,15 +3,17 @@
 //! Each default is a named constant with the reason for its value, so a reader can see
 //! at a glance what the server does out of the box.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// HTTP listener (page, static files, plain-HTTP endpoints). Loopback: safe by default.
+use crate::logging::LogSpec;
+
+/// The one listener: the page, static files, the HTTP endpoints and WebSockets.
+/// Loopback: safe by default.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
-/// WebSocket listener. The page on :8080 connects here.
-pub const DEFAULT_WS_ADDR: &str = "127.0.0.1:8081";
 /// Folder the static files come from, relative to the current directory.
 pub const DEFAULT_PUBLIC_DIR: &str = "public";
 /// Each connection costs two threads; 1024 connections is ~2048 threads, far below the
@@ -29,10 +31,23 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client must finish its upgrade request within this time (defeats slowloris).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request body (`POST /publish`) must arrive completely within this time: 1 MiB
+/// takes under 10 s even at 1 Mbit/s, and a client trickling bytes is cut off (408).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages that may wait for one connection's writer. A client that falls this far
 /// behind a room is a slow consumer and is disconnected (close 1008). The queue's
 /// slots are reserved up front (16 bytes each), so this is also idle memory.
 pub const DEFAULT_SEND_QUEUE: usize = 128;
+/// Connections one client address may hold open at once (WebSockets, SSE streams,
+/// polls and requests in progress). A classroom behind one NAT address must fit: 60
+/// students with two tabs each keep 120 WebSockets open, and a page load adds a brief
+/// burst of up to 6 file requests per tab. 256 leaves that room and still keeps one
+/// address from taking every one of the 1024 default slots.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Messages per second one connection may send into a room (a token bucket that holds
+/// twice this many, for bursts). A person typing or a sensor at 100 Hz stays far below;
+/// a client flooding a room is closed with 1008.
+pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 100;
 /// Messages each room keeps for clients that reconnect.
 pub const DEFAULT_HISTORY: usize = 1000;
 /// Bytes each room's history may hold, so a room of large messages cannot eat the
@@ -43,7 +58,8 @@ pub const DEFAULT_HISTORY_BYTES: usize = 4 << 20;
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 /// The room of the built-in demo feed (a line every second with the time and stats).
 pub const DEMO_FEED_ROOM: &str = "ticker";
-/// Log level when neither `--log-level` nor `RUST_LOG` says otherwise.
+/// Log level when neither `--log-level` nor `RUST_LOG` says otherwise (see
+/// [`LogSpec`] for the grammar of both).
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
 /// Messages kept for Redis while it is unreachable (`--redis-queue`); past it they are
 /// still delivered here, counted and logged, but not forwarded.
@@ -58,10 +74,11 @@ pub const REDIS_ENV: &str = "THREADCAST_REDIS_URL";
 /// demo; tests usually change only the addresses (to `127.0.0.1:0`) and a timeout.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Address of the HTTP listener. Default `127.0.0.1:8080`.
+    /// Address of the one listener: page, files, HTTP endpoints and WebSockets.
+    /// Default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
-    /// Address of the WebSocket listener. Default `127.0.0.1:8081`.
-    pub ws_addr: SocketAddr,
+    /// An extra listener that serves WebSockets only (`--ws`). Default: none.
+    pub ws_addr: Option<SocketAddr>,
     /// Folder of static files. Default `public`; when it does not exist, the page
     /// compiled into the binary is served instead.
     pub public_dir: PathBuf,
@@ -74,6 +91,11 @@ pub struct Config {
     pub token: Option<String>,
     /// Open connections above which handshakes get 503. Default 1024.
     pub max_connections: usize,
+    /// Connections one client address may hold at once; past it, 503. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Messages per second one connection may publish (bursts of twice that); past
+    /// it, close 1008. Default 100.
+    pub max_messages_per_second: u32,
     /// Largest message accepted from a client; larger closes with 1009. Default 1 MiB.
     pub max_message_bytes: usize,
     /// Idle time after which the writer sends a ping. Default 20 s.
@@ -82,6 +104,8 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Deadline for a complete upgrade request. Default 5 s.
     pub handshake_timeout: Duration,
+    /// Deadline for a request body after its head. Default 30 s.
+    pub request_timeout: Duration,
     /// Outgoing messages queued per connection before it counts as slow. Default 128.
     pub send_queue: usize,
     /// Messages kept per room for resuming clients. Default 1000.
@@ -146,16 +170,19 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
-            ws_addr: DEFAULT_WS_ADDR.parse().expect("valid default address"),
+            ws_addr: None,
             public_dir: PathBuf::from(DEFAULT_PUBLIC_DIR),
             public_ws_url: None,
             allowed_origins: Vec::new(),
             token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             send_queue: DEFAULT_SEND_QUEUE,
             history: DEFAULT_HISTORY,
             history_bytes: DEFAULT_HISTORY_BYTES,
@@ -176,8 +203,8 @@ impl Default for Config {
 /// What the command line asked for: run with a config, or print help/version.
 #[derive(Debug)]
 pub enum Command {
-    /// Start the server.
-    Run(Box<Config>, log::LevelFilter),
+    /// Start the server, logging what the spec asks for.
+    Run(Box<Config>, LogSpec),
     /// Print `--help` and exit 0.
     Help,
     /// Print the version and exit 0.
@@ -204,13 +231,16 @@ pub fn help() -> String {
 USAGE: threadcast [FLAGS]
 
 FLAGS:
-  --http ADDR              HTTP listener: page, static files, /config.json, /healthz,
-                           /stats, POST /publish/ROOM, /events/ROOM (SSE),
-                           /poll/ROOM (long polling)             [default: {http}]
-  --ws ADDR                WebSocket listener: /echo, /ws/ROOM   [default: {ws}]
+  --http ADDR              the one listener: page, static files, WebSockets (/echo,
+                           /ws/ROOM), /config.json, /healthz, /stats,
+                           POST /publish/ROOM, /events/ROOM (SSE), /poll/ROOM
+                           (long polling)                        [default: {http}]
+  --ws ADDR                an extra listener for WebSockets only [default: none]
   --public DIR             static files; the bundled page if DIR is missing [default: {public}]
   --public-ws-url URL      WebSocket URL the page uses behind a proxy [default: derived from Host]
-  --allow-origin URL       also accept handshakes from this Origin (repeatable; '*' = any)
+  --allow-origin ORIGIN    also accept handshakes from this Origin, given as
+                           scheme://host[:port] with no path, like
+                           https://example.com (repeatable; '*' = any)
                            [default: same host as the Host header only]
   --auth MODE              where WebSocket clients give the token: handshake
                            (Bearer header or ?token=) or first-message (the
@@ -220,13 +250,25 @@ FLAGS:
                            is NAME (DNS-rebinding guard; repeatable; '*' = any)
                            [default: localhost, 127.0.0.1, [::1] only]
   --token SECRET           require this token on handshakes, /publish, /events, /poll
-                           (or env {token_env}) [default: none]
+                           (or env {token_env}). An empty token is refused, as it
+                           would turn authentication off: leave both unset for
+                           no token                              [default: none]
   --max-connections N      WebSockets + SSE streams + waiting polls before 503; lowered
                            at start-up to what the machine's limits allow [default: {max_conn}]
-  --max-message-bytes N    largest client message, else close 1009 [default: {max_msg}]
+  --max-connections-per-ip N
+                           connections one client address may hold (not applied
+                           to loopback with --trust-proxy)        [default: {per_ip}]
+  --max-messages-per-second N
+                           messages a connection may publish per second (bursts
+                           of twice that), else close 1008       [default: {rate}]
+  --max-message-bytes N    largest client message or request body, else close
+                           1009 / 413                            [default: {max_msg}]
   --ping-interval DUR      ping an idle peer this often          [default: {ping}]
   --pong-timeout DUR       drop a peer silent this long          [default: {pong}]
-  --handshake-timeout DUR  deadline for the upgrade request      [default: {hs}]
+  --handshake-timeout DUR  deadline for a request head (and TLS handshake), and for
+                           the token under --auth first-message  [default: {hs}]
+  --request-timeout DUR    deadline for a request body, e.g. POST /publish (else 408)
+                                                                 [default: {request}]
   --send-queue N           messages queued per client before it is a slow consumer
                            (closed with 1008)                    [default: {queue}]
   --history N              messages each room keeps for resuming clients [default: {history}]
@@ -249,15 +291,27 @@ FLAGS:
   --redis-queue N          messages kept for Redis while it is unreachable
                            (then delivered here only, counted)   [default: {redis_queue}]
   --no-demo-feed           do not run the demo feed in room '{demo}' (a line a second)
-  --log-level LEVEL        off|error|warn|info|debug|trace (or env RUST_LOG) [default: info]
+  --log-level SPEC         what to log; wins over env RUST_LOG, which takes the same
+                           SPEC: comma-separated LEVEL (off|error|warn|info|debug|
+                           trace) for threadcast itself and MODULE=LEVEL for one
+                           module or crate, like 'debug' or
+                           'info,threadcast::hub=trace'. Other crates stay at info
+                           (lower if LEVEL is) unless named; tungstenite never goes
+                           above debug, as its trace lines print message payloads
+                           (tokens). Empty = the default. Access lines, at most
+                           {access} a second, have target threadcast::access
+                                                                 [default: info]
   -h, --help               print this help
   -V, --version            print the version
 
+ADDR is IP:PORT (127.0.0.1:8080, [::1]:8080) or NAME:PORT (localhost:8080); a name
+is resolved once at start-up, and its first IPv4 address is used if it has one.
 DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
 ",
         version = env!("CARGO_PKG_VERSION"),
         http = DEFAULT_HTTP_ADDR,
-        ws = DEFAULT_WS_ADDR,
+        per_ip = DEFAULT_MAX_CONNECTIONS_PER_IP,
+        rate = DEFAULT_MAX_MESSAGES_PER_SECOND,
         public = DEFAULT_PUBLIC_DIR,
         token_env = TOKEN_ENV,
         max_conn = DEFAULT_MAX_CONNECTIONS,
@@ -265,6 +319,7 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
         ping = format_duration(DEFAULT_PING_INTERVAL),
         pong = format_duration(DEFAULT_PONG_TIMEOUT),
         hs = format_duration(DEFAULT_HANDSHAKE_TIMEOUT),
+        request = format_duration(DEFAULT_REQUEST_TIMEOUT),
         queue = DEFAULT_SEND_QUEUE,
         history = DEFAULT_HISTORY,
         history_bytes = DEFAULT_HISTORY_BYTES,
@@ -272,29 +327,27 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
         demo = DEMO_FEED_ROOM,
         redis_queue = DEFAULT_REDIS_QUEUE,
         redis_env = REDIS_ENV,
+        access = crate::logging::ACCESS_LINES_PER_SECOND,
     )
 }
 
-/// Parses the command line (without the program name). `env` looks up environment
-/// variables, so tests can pass their own instead of the process environment.
+/// Parses the command line (without the program name), as the operating system gives
+/// it (`std::env::args_os`): text that is not UTF-8 is a usage error, not a panic.
+/// `env` looks up environment variables (`std::env::var_os`), so tests can pass their
+/// own instead of the process environment. A flag wins over its variable, which is
+/// then not read at all.
 pub fn parse_args<I, S>(
     args: I,
-    env: impl Fn(&str) -> Option<String>,
+    env: impl Fn(&str) -> Option<OsString>,
 ) -> Result<Command, UsageError>
 where
     I: IntoIterator<Item = S>,
-    S: Into<String>,
+    S: Into<OsString>,
 {
-    let mut config = Config {
-        token: env(TOKEN_ENV).filter(|t| !t.is_empty()),
-        ..Config::default()
-    };
-    let mut level = match env("RUST_LOG") {
-        Some(value) => parse_level(&value)?,
-        None => DEFAULT_LOG_LEVEL,
-    };
+    let mut config = Config::default();
+    let mut log_spec = None;
 
-    let mut args = args.into_iter().map(Into::into);
+    let mut args = utf8_args(args)?.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
@@ -311,17 +364,25 @@ where
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "--http" => config.http_addr = parse_addr(&flag, &value()?)?,
-            "--ws" => config.ws_addr = parse_addr(&flag, &value()?)?,
+            "--ws" => config.ws_addr = Some(parse_addr(&flag, &value()?)?),
             "--public" => config.public_dir = PathBuf::from(value()?),
             "--public-ws-url" => config.public_ws_url = Some(parse_ws_url(&value()?)?),
-            "--allow-origin" => config.allowed_origins.push(value()?),
+            "--allow-origin" => config.allowed_origins.push(parse_origin(&value()?)?),
             "--allow-host" => config.allowed_hosts.push(value()?),
-            "--token" => config.token = Some(value()?).filter(|t| !t.is_empty()),
+            "--token" => config.token = Some(parse_token(&flag, value()?)?),
             "--max-connections" => config.max_connections = parse_count(&flag, &value()?)?,
+            "--max-connections-per-ip" => {
+                config.max_connections_per_ip = parse_count(&flag, &value()?)?
+            }
+            "--max-messages-per-second" => {
+                config.max_messages_per_second =
+                    u32::try_from(parse_count(&flag, &value()?)?).unwrap_or(u32::MAX)
+            }
             "--max-message-bytes" => config.max_message_bytes = parse_count(&flag, &value()?)?,
             "--ping-interval" => config.ping_interval = parse_duration(&flag, &value()?)?,
             "--pong-timeout" => config.pong_timeout = parse_duration(&flag, &value()?)?,
             "--handshake-timeout" => config.handshake_timeout = parse_duration(&flag, &value()?)?,
+            "--request-timeout" => config.request_timeout = parse_duration(&flag, &value()?)?,
             "--send-queue" => config.send_queue = parse_count(&flag, &value()?)?,
             "--history" => config.history = parse_count(&flag, &value()?)?,
             "--history-bytes" => config.history_bytes = parse_count(&flag, &value()?)?,
@@ -344,17 +405,153 @@ where
                     }
                 }
             }
-            "--log-level" => level = parse_level(&value()?)?,
+            "--log-level" => log_spec = Some(parse_log_spec(&flag, &value()?)?),
             _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
         }
     }
-    if config.redis_url.is_none() {
-        if let Some(url) = env(REDIS_ENV).filter(|u| !u.is_empty()) {
-            config.redis_url = Some(parse_redis_url(&url)?);
-        }
+    if config.token.is_none() {
+        config.token = token_from_env(&env)?;
     }
+    if config.redis_url.is_none() {
+        config.redis_url = redis_url_from_env(&env)?;
+    }
+    let log_spec = match log_spec {
+        Some(spec) => spec,
+        None => log_spec_from_env(&env)?,
+    };
     config.validate()?;
-    Ok(Command::Run(Box::new(config), level))
+    Ok(Command::Run(Box::new(config), log_spec))
+}
+
+/// The arguments as text. One that is not UTF-8 is named by its position, counted
+/// from 1 after the program name like `$1` in a shell. Neither it nor the argument
+/// before it is shown: either may be a token.
+fn utf8_args<S: Into<OsString>>(
+    args: impl IntoIterator<Item = S>,
+) -> Result<Vec<String>, UsageError> {
+    args.into_iter()
+        .enumerate()
+        .map(|(index, arg)| {
+            arg.into()
+                .into_string()
+                .map_err(|_| UsageError(format!("argument {} is not valid UTF-8 text", index + 1)))
+        })
+        .collect()
+}
+
+/// An environment variable's value, `None` when unset. A value that is not UTF-8 is
+/// an error, not "unset": a mangled token must not quietly turn authentication off.
+/// The value is never shown, as it may be a secret.
+fn env_var(
+    env: &impl Fn(&str) -> Option<OsString>,
+    name: &str,
+) -> Result<Option<String>, UsageError> {
+    env(name)
+        .map(|value| {
+            value
+                .into_string()
+                .map_err(|_| UsageError(format!("{name} is not valid UTF-8 text")))
+        })
+        .transpose()
+}
+
+/// The token from [`TOKEN_ENV`], when `--token` did not set one. Set but empty is an
+/// error, like `--token ''`.
+fn token_from_env(env: &impl Fn(&str) -> Option<OsString>) -> Result<Option<String>, UsageError> {
+    env_var(env, TOKEN_ENV)?
+        .map(|token| parse_token(TOKEN_ENV, token))
+        .transpose()
+}
+
+/// The Redis URL from [`REDIS_ENV`], when `--redis` did not set one; empty counts as
+/// unset (no secret is at stake: without a URL, nothing is shared).
+fn redis_url_from_env(
+    env: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<String>, UsageError> {
+    match env_var(env, REDIS_ENV)? {
+        Some(url) if !url.is_empty() => Ok(Some(parse_redis_url(&url)?)),
+        _ => Ok(None),
+    }
+}
+
+/// What `RUST_LOG` asks for, when `--log-level` did not; unset or empty is the default.
+fn log_spec_from_env(env: &impl Fn(&str) -> Option<OsString>) -> Result<LogSpec, UsageError> {
+    match env_var(env, "RUST_LOG")? {
+        Some(spec) => parse_log_spec("RUST_LOG", &spec),
+        None => Ok(LogSpec::default()),
+    }
+}
+
+/// A log spec from `source` (`--log-level` or `RUST_LOG`); see [`LogSpec`].
+fn parse_log_spec(source: &str, spec: &str) -> Result<LogSpec, UsageError> {
+    spec.parse()
+        .map_err(|e| UsageError(format!("{source}: {e}")))
+}
+
+/// A token from `source` (`--token` or [`TOKEN_ENV`]). An empty one is refused: every
+/// check would compare against nothing, which is the same as no token at all, and an
+/// operator who set it surely meant to require one.
+fn parse_token(source: &str, token: String) -> Result<String, UsageError> {
+    if token.is_empty() {
+        Err(UsageError(format!(
+            "{source}: an empty token would turn authentication off; leave it unset for no token"
+        )))
+    } else {
+        Ok(token)
+    }
+}
+
+/// `--allow-origin`: `*`, or an origin as browsers send it in the `Origin` header,
+/// `scheme://host[:port]` and nothing after (one trailing `/` is forgiven). A value
+/// without a scheme or with a path could never equal a real `Origin`, so the flag
+/// would silently allow nothing.
+fn parse_origin(value: &str) -> Result<String, UsageError> {
+    if value == "*" {
+        return Ok(value.to_string());
+    }
+    let origin = value.strip_suffix('/').unwrap_or(value);
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return Err(UsageError(format!(
+            "--allow-origin: '{value}' needs a scheme, like https://{origin}"
+        )));
+    };
+    if let Some(end) = authority.find(['/', '?', '#']) {
+        return Err(UsageError(format!(
+            "--allow-origin: '{value}' has a path; an origin is scheme://host[:port], like {scheme}://{}",
+            &authority[..end]
+        )));
+    }
+    if !is_scheme(scheme) || !is_host_and_port(authority) {
+        return Err(UsageError(format!(
+            "--allow-origin: '{value}' is not scheme://host[:port], like https://example.com"
+        )));
+    }
+    Ok(origin.to_string())
+}
+
+/// A URL scheme: a letter, then letters, digits, `+`, `-` or `.` (RFC 3986).
+fn is_scheme(scheme: &str) -> bool {
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+/// `host` or `host:port`, where host may be a bracketed IPv6 literal (`[::1]:8080`).
+/// No user name (`user@host`) and no spaces: browsers never send those in `Origin`.
+fn is_host_and_port(authority: &str) -> bool {
+    // The port starts after the last `:` that is not inside an IPv6 literal.
+    let after_literal = authority.rfind(']').map_or(0, |i| i + 1);
+    let (host, port) = match authority[after_literal..].rfind(':') {
+        Some(i) => (
+            &authority[..after_literal + i],
+            Some(&authority[after_literal + i + 1..]),
+        ),
+        None => (authority, None),
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok());
+    let odd = authority.contains(|c: char| c == '@' || c.is_whitespace());
+    !host.is_empty() && port_ok && !odd
 }
 
 impl Config {
@@ -409,12 +606,39 @@ fn parse_redis_url(value: &str) -> Result<String, UsageError> {
     Ok(value.to_string())
 }
 
+/// `--http` / `--ws`: `IP:PORT`, or `NAME:PORT` resolved here, once, at start-up.
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, UsageError> {
-    value.parse().map_err(|_| {
-        UsageError(format!(
-            "{flag}: '{value}' is not an address like 127.0.0.1:8080"
-        ))
-    })
+    // An IP address needs no lookup, which could be slow or fail.
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let has_port = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !has_port {
+        return Err(UsageError(format!(
+            "{flag}: '{value}' is not an address like 127.0.0.1:8080 or localhost:8080"
+        )));
+    }
+    let found = value
+        .to_socket_addrs()
+        .map_err(|e| UsageError(format!("{flag}: cannot resolve '{value}': {e}")))?;
+    pick_address(found)
+        .ok_or_else(|| UsageError(format!("{flag}: '{value}' resolves to no address")))
+}
+
+/// The address to listen on among those a name resolves to: the first IPv4 one, else
+/// the first. IPv4 because `localhost` often resolves to `::1` first, and listening
+/// there fails outright on hosts with IPv6 turned off (many containers), and misses
+/// clients that use `127.0.0.1` — the default and what the README and scripts use.
+/// For IPv6, give the literal: `--http [::1]:8080`.
+fn pick_address(found: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let found: Vec<SocketAddr> = found.into_iter().collect();
+    found
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(found.first())
+        .copied()
 }
 
 fn parse_count(flag: &str, value: &str) -> Result<usize, UsageError> {
@@ -488,20 +712,36 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
-fn parse_level(value: &str) -> Result<log::LevelFilter, UsageError> {
-    value.parse().map_err(|_| {
-        UsageError(format!(
-            "log level '{value}' is not one of off|error|warn|info|debug|trace"
-        ))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Command, UsageError> {
         parse_args(args.iter().copied(), |_| None)
+    }
+
+    /// Parses `args` with only the environment variables in `vars` set.
+    fn parse_with_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Command, UsageError> {
+        parse_args(args.iter().copied(), |name| {
+            vars.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| OsString::from(value))
+        })
+    }
+
+    /// The log spec `args` and `vars` ask for.
+    fn log_spec(args: &[&str], vars: &[(&str, &str)]) -> Result<LogSpec, UsageError> {
+        match parse_with_env(args, vars)? {
+            Command::Run(_, spec) => Ok(spec),
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    /// Bytes that are not UTF-8, as Linux may hand them to a program.
+    #[cfg(unix)]
+    fn not_utf8() -> OsString {
+        use std::os::unix::ffi::OsStringExt;
+        OsString::from_vec(vec![b'a', 0xff, b'b'])
     }
 
     fn config(args: &[&str]) -> Config {
@@ -515,7 +755,9 @@ mod tests {
     fn no_flags_give_the_documented_defaults() {
         let c = config(&[]);
         assert_eq!(c.http_addr.to_string(), DEFAULT_HTTP_ADDR);
-        assert_eq!(c.ws_addr.to_string(), DEFAULT_WS_ADDR);
+        assert_eq!(c.ws_addr, None);
+        assert_eq!(c.max_connections_per_ip, 256);
+        assert_eq!(c.max_messages_per_second, 100);
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.max_message_bytes, 1 << 20);
         assert_eq!(c.ping_interval, Duration::from_secs(20));
@@ -564,7 +806,7 @@ mod tests {
             "https://a",
             "--allow-origin=https://b",
         ]);
-        assert_eq!(c.ws_addr.port(), 0);
+        assert_eq!(c.ws_addr.map(|a| a.port()), Some(0));
         assert_eq!(c.http_addr.port(), 0);
         assert_eq!(c.allowed_origins, vec!["https://a", "https://b"]);
     }
@@ -622,19 +864,190 @@ mod tests {
     #[test]
     fn token_comes_from_the_environment_unless_a_flag_sets_it() {
         let from_env = parse_args(Vec::<String>::new(), |k| {
-            (k == TOKEN_ENV).then(|| "s3cret".to_string())
+            (k == TOKEN_ENV).then(|| "s3cret".into())
         });
         match from_env {
             Ok(Command::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("s3cret")),
             other => panic!("{other:?}"),
         }
         assert_eq!(config(&["--token", "abc"]).token.as_deref(), Some("abc"));
+        // The flag wins, and the variable is then not even read: its emptiness is moot.
+        match parse_with_env(&["--token", "abc"], &[(TOKEN_ENV, "")]) {
+            Ok(Command::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("abc")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_token_is_refused_from_the_flag_and_the_environment() {
+        for result in [
+            parse(&["--token", ""]),
+            parse(&["--token="]),
+            parse_with_env(&[], &[(TOKEN_ENV, "")]),
+        ] {
+            let e = result.unwrap_err();
+            assert!(
+                e.0.contains("an empty token would turn authentication off; leave it unset"),
+                "{e}"
+            );
+        }
+        let e = parse_with_env(&[], &[(TOKEN_ENV, "")]).unwrap_err();
+        assert!(e.0.starts_with(TOKEN_ENV), "names where it came from: {e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn arguments_that_are_not_utf8_are_usage_errors_naming_their_position() {
+        let e = parse_args([not_utf8()], |_| None).unwrap_err();
+        assert_eq!(e.0, "argument 1 is not valid UTF-8 text");
+
+        let args = [
+            OsString::from("--no-demo-feed"),
+            "--token".into(),
+            not_utf8(),
+        ];
+        let e = parse_args(args, |_| None).unwrap_err();
+        assert_eq!(
+            e.0, "argument 3 is not valid UTF-8 text",
+            "the value is not shown"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn environment_variables_that_are_not_utf8_are_usage_errors() {
+        for var in [TOKEN_ENV, "RUST_LOG", REDIS_ENV] {
+            let e =
+                parse_args(Vec::<String>::new(), |name| (name == var).then(not_utf8)).unwrap_err();
+            assert_eq!(e.0, format!("{var} is not valid UTF-8 text"));
+        }
+    }
+
+    #[test]
+    fn origins_need_a_scheme_and_no_path() {
+        let c = config(&[
+            "--allow-origin=*",
+            "--allow-origin=https://a.example/",
+            "--allow-origin=http://[::1]:8080",
+            "--allow-origin=HTTPS://B.example:8443",
+        ]);
+        assert_eq!(
+            c.allowed_origins,
+            [
+                "*",
+                "https://a.example",
+                "http://[::1]:8080",
+                "HTTPS://B.example:8443"
+            ]
+        );
+        let refusal = |value: &str| parse(&["--allow-origin", value]).unwrap_err().0;
+        assert_eq!(
+            refusal("example.com"),
+            "--allow-origin: 'example.com' needs a scheme, like https://example.com"
+        );
+        assert!(
+            refusal("https://a.example/x")
+                .contains("has a path; an origin is scheme://host[:port], like https://a.example"),
+            "{}",
+            refusal("https://a.example/x")
+        );
+        for bad in [
+            "https://a.example?x",
+            "https://",
+            "://a.example",
+            "1http://a.example",
+            "https://user@a.example",
+            "https://a.example:port",
+            "https://a.example:99999",
+            "null",
+        ] {
+            assert!(parse(&["--allow-origin", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_may_be_host_names() {
+        let c = config(&["--http", "localhost:0", "--ws=localhost:9"]);
+        assert!(c.http_addr.ip().is_loopback(), "{}", c.http_addr);
+        assert_eq!(c.http_addr.port(), 0);
+        assert_eq!(c.ws_addr.map(|a| a.port()), Some(9));
+        assert_eq!(
+            config(&["--http", "[::1]:80"]).http_addr.to_string(),
+            "[::1]:80"
+        );
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":8080",
+            "localhost:http",
+            "localhost:70000",
+        ] {
+            let e = parse(&["--http", bad]).unwrap_err();
+            assert!(
+                e.0.contains("like 127.0.0.1:8080 or localhost:8080"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_with_both_families_listens_on_ipv4() {
+        let v6: SocketAddr = "[::1]:8080".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(pick_address([v6, v4]), Some(v4));
+        assert_eq!(pick_address([v6]), Some(v6));
+        assert_eq!(pick_address([]), None);
+    }
+
+    #[test]
+    fn rust_log_takes_specs_and_the_flag_wins() {
+        let debug_here = "threadcast=debug,tungstenite=warn";
+        let spec = log_spec(&[], &[("RUST_LOG", debug_here)]).unwrap();
+        assert_eq!(spec.level_for("threadcast::hub"), log::LevelFilter::Debug);
+        assert_eq!(spec.level_for("tungstenite"), log::LevelFilter::Warn);
+        assert_eq!(spec.max_level(), log::LevelFilter::Debug);
+
+        let empty = log_spec(&[], &[("RUST_LOG", "")]).unwrap();
+        assert_eq!(empty, LogSpec::default());
+        assert_eq!(log_spec(&[], &[]).unwrap(), LogSpec::default());
+
+        // The flag wins, and a bad RUST_LOG it replaces does not matter.
+        let flag = log_spec(
+            &["--log-level", "info,threadcast::hub=trace"],
+            &[("RUST_LOG", "loud")],
+        )
+        .unwrap();
+        assert_eq!(flag.level_for("threadcast::hub"), log::LevelFilter::Trace);
+        assert_eq!(flag.level_for("threadcast::http"), log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn a_bad_log_spec_is_a_usage_error_naming_its_source() {
+        let e = log_spec(&[], &[("RUST_LOG", "loud")]).unwrap_err();
+        assert!(e.0.starts_with("RUST_LOG: 'loud' is not a level"), "{e}");
+        let e = log_spec(&["--log-level", "threadcast=loud"], &[]).unwrap_err();
+        assert!(e.0.starts_with("--log-level: 'loud' is not a level"), "{e}");
+    }
+
+    #[test]
+    fn help_explains_the_new_rules() {
+        let text = help();
+        for expected in [
+            "RUST_LOG",
+            "threadcast::hub=trace",
+            "tungstenite never goes",
+            "An empty token is refused",
+            "scheme://host[:port]",
+            "localhost:8080",
+        ] {
+            assert!(text.contains(expected), "help misses {expected}");
+        }
     }
 
     #[test]
     fn the_redis_url_may_come_from_the_environment() {
         let from_env = parse_args(Vec::<String>::new(), |k| {
-            (k == REDIS_ENV).then(|| "redis://:pw@127.0.0.1:6379".to_string())
+            (k == REDIS_ENV).then(|| "redis://:pw@127.0.0.1:6379".into())
         });
         if cfg!(feature = "redis") {
             match from_env {
@@ -660,10 +1073,13 @@ mod tests {
             "--allow-origin",
             "--token",
             "--max-connections",
+            "--max-connections-per-ip",
+            "--max-messages-per-second",
             "--max-message-bytes",
             "--ping-interval",
             "--pong-timeout",
             "--handshake-timeout",
+            "--request-timeout",
             "--send-queue",
             "--log-level",
             "--history",

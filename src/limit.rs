@@ -1,11 +1,12 @@
 //! Counting open connections against `--max-connections`, and waiting for them to
-//! finish at shutdown; bounding the handshakes in progress.
+//! finish at shutdown; bounding the requests in progress, the connections of one
+//! client address, and the message rate of one connection.
 
-use std::collections::VecDeque;
-use std::net::Shutdown;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::stream::Stream;
 
@@ -66,11 +67,12 @@ impl Drop for Slot {
     }
 }
 
-/// Handshakes in progress: accepted sockets that have not yet sent a complete upgrade
-/// request. They do not count against `--max-connections` (nothing is admitted until
-/// the request is checked), so they get their own ceiling. A client that opens sockets
-/// and sends nothing (slowloris) would otherwise hold a thread and a descriptor per
-/// socket for the whole handshake deadline, and enough of them would exhaust both.
+/// Requests in progress: accepted sockets whose request head, body or short answer
+/// is not done yet (WebSocket handshakes among them). They do not count against
+/// `--max-connections` (nothing is admitted until the request is checked), so they
+/// get their own ceiling. A client that opens sockets and sends nothing (slowloris)
+/// would otherwise hold a thread and a descriptor per socket for the whole deadline,
+/// and enough of them would exhaust both.
 ///
 /// When the ceiling is reached, the **oldest** pending handshake is cut off to make
 /// room for the new one. A real client finishes its handshake within a round trip, so
@@ -159,6 +161,18 @@ impl PendingHandshakes {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// Cuts off every request in progress (at shutdown): each one's thread sees its
+    /// socket end at once.
+    pub fn cut_all(&self) {
+        let sockets: Vec<_> = {
+            let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.sockets.drain(..).collect()
+        };
+        for (_, socket) in sockets {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Removes `id`; true if it was still registered (not cut off).
     fn remove(&self, id: u64) -> bool {
         let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -194,6 +208,116 @@ impl PendingHandshake {
 impl Drop for PendingHandshake {
     fn drop(&mut self) {
         self.owner.remove(self.id);
+    }
+}
+
+/// Connections per client address (`--max-connections-per-ip`). Counted in the
+/// accept loop before a thread is spent, so one address cannot take every slot,
+/// thread or descriptor.
+#[derive(Debug)]
+pub struct PerAddress {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    refused: AtomicU64,
+}
+
+/// One connection's place under its address's limit; given back when dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    owner: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// At most `max` connections per address.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(PerAddress {
+            max,
+            open: Mutex::new(HashMap::new()),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a place for `ip`, or `None` (counted) when it already has `max`.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        // An IPv4 client on an IPv6 socket (`::ffff:1.2.3.4`) is the same client.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            drop(open);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            owner: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Connections refused so far for being over the limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections open from `ip` right now.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip); // the map holds only addresses with connections
+            }
+        }
+    }
+}
+
+/// A token bucket: `per_second` tokens flow in each second, up to a burst of twice
+/// that; each message takes one. A client that keeps sending faster runs dry.
+#[derive(Debug)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    /// A full bucket for `per_second` messages a second (bursts of twice that).
+    pub fn per_second(per_second: u32) -> RateLimit {
+        let per_second = f64::from(per_second.max(1));
+        RateLimit {
+            per_second,
+            burst: 2.0 * per_second,
+            tokens: 2.0 * per_second,
+            last: Instant::now(),
+        }
+    }
+
+    /// The configured rate.
+    pub fn per_second_limit(&self) -> u64 {
+        self.per_second as u64
+    }
+
+    /// Takes one token if there is one (refilling for the time since the last call).
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -240,6 +364,35 @@ mod tests {
         assert!(second.finish().is_some());
         drop(third);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn one_address_is_held_to_its_limit_and_others_are_not() {
+        let limit = PerAddress::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = limit.try_acquire(a).unwrap();
+        let _second = limit.try_acquire(mapped).unwrap();
+        assert!(limit.try_acquire(a).is_none(), "the mapped form is the same client");
+        assert_eq!(limit.refused(), 1);
+        assert!(limit.try_acquire(b).is_some());
+        drop(first);
+        assert_eq!(limit.open_from(a), 1);
+        assert!(limit.try_acquire(a).is_some());
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let mut rate = RateLimit::per_second(10);
+        let start = rate.last;
+        let allowed = (0..100).filter(|_| rate.allow(start)).count();
+        assert_eq!(allowed, 20, "a burst of twice the rate");
+        assert!(!rate.allow(start + Duration::from_millis(50)));
+        assert!(rate.allow(start + Duration::from_millis(150)), "refilled at 10/s");
+        let later = start + Duration::from_secs(100);
+        let allowed = (0..100).filter(|_| rate.allow(later)).count();
+        assert_eq!(allowed, 20, "never more than the burst");
     }
 
     #[test]

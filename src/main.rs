@@ -12,9 +12,11 @@ use threadcast::config::{self, Command};
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let command = config::parse_args(std::env::args().skip(1), |name| std::env::var(name).ok());
-    let (config, level) = match command {
-        Ok(Command::Run(config, level)) => (*config, level),
+    // `args_os` and `var_os`, not `args` and `var`: those panic on (or hide) text that is
+    // not UTF-8, which `parse_args` reports as a usage error instead.
+    let command = config::parse_args(std::env::args_os().skip(1), |name| std::env::var_os(name));
+    let (config, log_spec) = match command {
+        Ok(Command::Run(config, log_spec)) => (*config, log_spec),
         Ok(Command::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
+    if let Err(e) = log_spec.install() {
         eprintln!("threadcast: cannot start logging: {e}");
     }
 

@@ -11,15 +11,85 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tiny_http::Request;
-
-use crate::envelope::{format_epoch, message_json};
+use crate::envelope::{self, format_epoch, message_json};
+use crate::http::endpoints::request_token;
+use crate::http::reply::Reply;
+use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
 use crate::json::JsonObject;
 use crate::limit::Slot;
-use crate::reply::Reply;
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
+use crate::url::room_in_path;
+use crate::ws::handshake::resume_from_query;
+
+/// An SSE stream or long poll that may go ahead: its room, where to start, and the
+/// connection slot it holds.
+pub struct Admitted {
+    /// The room.
+    pub room: String,
+    /// Where to start in its history.
+    pub resume: Resume,
+    /// Its place under `--max-connections`.
+    pub slot: Slot,
+}
+
+/// The checks shared by `/events/<room>` and `/poll/<room>`: a valid room, the token,
+/// and a free connection slot.
+///
+/// # Errors
+/// The answer to refuse with (404, 401, 503).
+pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
+    let (head, shared) = (&exchange.head, exchange.shared);
+    let prefix = if head.path().starts_with("/events/") {
+        "/events/"
+    } else {
+        "/poll/"
+    };
+    let Some(room) = room_in_path(head.path(), prefix) else {
+        return Err(Reply::text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -"));
+    };
+    if !shared.policy.token_ok(request_token(head).as_deref()) {
+        return Err(Reply::text(401, "missing or wrong token"));
+    }
+    let Some(slot) = shared.limit.try_acquire() else {
+        let full = format!("server full: {} connections open", shared.config.max_connections);
+        return Err(Reply::text(503, &full));
+    };
+    // The browser's automatic SSE reconnect sends Last-Event-ID (`<epoch>:<id>`) and
+    // reuses the original URL, so the header wins over `?since=`.
+    let resume = match head.header("Last-Event-ID").and_then(envelope::parse_event_id) {
+        Some((epoch, id)) => Resume::Since {
+            id,
+            epoch: Some(epoch),
+        },
+        None => resume_from_query(head.query()),
+    };
+    Ok(Admitted {
+        room: room.to_string(),
+        resume,
+        slot,
+    })
+}
+
+/// `GET /poll/<room>`: admitted, then answered on this thread.
+pub fn start(exchange: Exchange) {
+    let admitted = match admit(&exchange) {
+        Ok(admitted) => admitted,
+        Err(reply) => return exchange.answer(reply),
+    };
+    let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
+    exchange.log(200);
+    let head_only = exchange.head.is_head();
+    // A waiting poll is long-lived: it leaves the registry of requests in progress,
+    // whose ceiling cuts off the oldest.
+    let Some(stream) = exchange.pending.finish() else {
+        return;
+    };
+    let reply = serve(admitted.room, admitted.resume, exchange.shared).headers(cors);
+    drop(admitted.slot);
+    reply.send(&stream, head_only);
+}
 
 /// What a poll answers with.
 #[derive(Default)]
@@ -31,10 +101,10 @@ struct Answer {
     messages: Vec<Arc<RoomMessage>>,
 }
 
-/// Waits for messages of `room` after `resume` and answers the request with them.
-pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>, _slot: Slot) {
+/// Waits for messages of `room` after `resume` and builds the answer with them.
+fn serve(room: String, resume: Resume, shared: &Shared) -> Reply {
     let Some(member) = shared.join(&room, resume) else {
-        return; // shutting down; dropping the request answers 500
+        return Reply::text(503, "server shutting down");
     };
     let (queue, close) = (&member.queue, &member.close);
     let _gauge = shared.counters.polls_waiting.enter();
@@ -94,6 +164,5 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
         );
     }
     json.raw("messages", &messages);
-    let body = json.finish();
-    Reply::json(200, body).no_store().send(request);
+    Reply::json(200, json.finish()).no_store()
 }

@@ -5,7 +5,7 @@
 //! Without this check any web page a user visits could open a socket to our server
 //! with the user's cookies and network position (cross-site WebSocket hijacking). By
 //! default we accept an Origin only when its host is the host the browser was talking
-//! to (the `Host` header), so our own page on :8080 may reach :8081 on the same host.
+//! to (the `Host` header), so our own page may open sockets on the host it came from.
 //! Clients that are not browsers send no Origin and are allowed.
 //!
 //! **Token.** An optional shared secret, compared in constant time so a timing
@@ -112,6 +112,14 @@ impl AccessPolicy {
             }
             _ => false,
         }
+    }
+
+    /// Whether `origin` is one that `--allow-origin` names (or `*` allows): such a
+    /// page gets CORS headers. The same-host rule of [`origin_allowed`] needs none.
+    ///
+    /// [`origin_allowed`]: Self::origin_allowed
+    pub fn origin_listed(&self, origin: &str) -> bool {
+        self.any_origin || self.allowed_origins.contains(&normalize_origin(origin))
     }
 
     /// Whether a token is required at all.

@@ -1,5 +1,6 @@
-//! Starting and stopping the whole server: both listeners, the hub, and the state
-//! they share.
+//! Starting and stopping the whole server: the listener (and the optional
+//! WebSocket-only one), the file server behind the door, the hub, and the state they
+//! share.
 
 use std::fmt;
 use std::io;
@@ -15,18 +16,17 @@ use tungstenite::Message;
 use crate::capacity;
 use crate::cluster::LinkStatus;
 use crate::config::Config;
+use crate::door::{self, MAX_REQUESTS_IN_PROGRESS, Serves};
 use crate::feed::Feeds;
-use crate::http;
-use crate::http_listener::HttpListener;
+use crate::http::files::FileServer;
 use crate::hub::{
     self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, LinkEnd, Outgoing, Subscriber,
 };
-use crate::limit::ConnectionLimit;
+use crate::limit::{ConnectionLimit, PendingHandshakes, PerAddress};
 use crate::room::HistoryLimits;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 use crate::url::is_room_name;
-use crate::ws::listener;
 
 pub use crate::hub::DRAIN_TIMEOUT;
 
@@ -44,11 +44,18 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// Open connections against `--max-connections`.
     pub limit: Arc<ConnectionLimit>,
+    /// `--auth first-message`: sockets that have not shown their token yet.
+    pub unauthenticated: Arc<ConnectionLimit>,
+    /// Connections per client address (`--max-connections-per-ip`).
+    pub per_ip: Arc<PerAddress>,
+    /// Requests whose head, body or answer is still under way.
+    pub in_progress: Arc<PendingHandshakes>,
     /// Set once shutdown begins; accept loops stop when they see it.
     pub stopping: AtomicBool,
-    /// The HTTP listener's real address (port 0 resolved).
+    /// The listener's real address (port 0 resolved).
     pub http_addr: SocketAddr,
-    /// The WebSocket listener's real address.
+    /// Where WebSockets are served: the extra `--ws` listener's address, or
+    /// `http_addr` when one port serves everything.
     pub ws_addr: SocketAddr,
     /// When the server started, for `/stats`.
     pub started: Instant,
@@ -56,12 +63,9 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// The Redis link's figures, when rooms are shared with other instances.
     pub link: Option<Arc<LinkStatus>>,
-    /// The TLS settings of both listeners, when `--tls-cert` is given.
+    /// The TLS settings of the listeners, when `--tls-cert` is given.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::Certificates>,
-    /// With TLS: which client each relayed HTTPS connection carries.
-    #[cfg(feature = "tls")]
-    pub https_clients: crate::https::Clients,
 }
 
 /// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub
@@ -78,16 +82,6 @@ pub struct Membership<'a> {
 }
 
 impl Shared {
-    /// The client behind an HTTP request that tiny_http saw come from `seen`. With
-    /// TLS that is our own relay on loopback, which knows the real client.
-    pub fn http_client(&self, seen: SocketAddr) -> SocketAddr {
-        #[cfg(feature = "tls")]
-        if let Some(client) = self.https_clients.lookup(seen) {
-            return client;
-        }
-        seen
-    }
-
     /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
     /// has stopped (the server is shutting down).
     pub fn join(&self, room: &str, resume: Resume) -> Option<Membership<'_>> {
@@ -143,26 +137,25 @@ impl Server {
                 "TLS was asked for, but this build has no TLS support: rebuild with --features tls",
             ));
         }
-        let ws_listener = TcpListener::bind(config.ws_addr)?;
-        let http_listener = TcpListener::bind(config.http_addr)?;
-        let (http_addr, ws_addr) = (http_listener.local_addr()?, ws_listener.local_addr()?);
-        // With TLS, tiny_http listens on an internal loopback port behind our relay, and
-        // the public port is the relay's (src/https.rs).
-        #[cfg(feature = "tls")]
-        let (http_listener, https_listener) = match tls {
-            Some(_) => (TcpListener::bind(INTERNAL_HTTP_ADDR)?, Some(http_listener)),
-            None => (http_listener, None),
+        let http_listener = bind("--http", config.http_addr)?;
+        let ws_listener = config.ws_addr.map(|addr| bind("--ws", addr)).transpose()?;
+        let http_addr = http_listener.local_addr()?;
+        let ws_addr = match &ws_listener {
+            Some(listener) => listener.local_addr()?,
+            None => http_addr,
         };
-        #[cfg(feature = "tls")]
-        let internal_addr = http_listener.local_addr()?;
-        let http = HttpListener::start(http_listener, crate::http_listener::Options::default())?;
+        let files = Arc::new(FileServer::start(&config.public_dir)?);
 
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
         let (link, link_thread) = start_link(&config, &hub_tx)?;
         let counters = Arc::new(Counters::default());
+        let max_connections = capacity::fit_max_connections(config.max_connections);
         let shared = Arc::new(Shared {
             policy: Arc::new(AccessPolicy::new(&config)),
-            limit: ConnectionLimit::new(capacity::fit_max_connections(config.max_connections)),
+            limit: ConnectionLimit::new(max_connections),
+            unauthenticated: ConnectionLimit::new(unauthenticated_pool(max_connections)),
+            per_ip: PerAddress::new(config.max_connections_per_ip),
+            in_progress: PendingHandshakes::new(MAX_REQUESTS_IN_PROGRESS),
             config,
             hub: hub_tx,
             counters: Arc::clone(&counters),
@@ -174,8 +167,6 @@ impl Server {
             link: link.as_ref().map(|l| Arc::clone(&l.status)),
             #[cfg(feature = "tls")]
             tls,
-            #[cfg(feature = "tls")]
-            https_clients: crate::https::Clients::default(),
         });
 
         let limits = HistoryLimits {
@@ -184,45 +175,65 @@ impl Server {
         };
         let hub = hub::spawn(hub_rx, counters, limits, link);
         let feeds = Feeds::start(&shared);
-        let accept = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("ws-accept".into())
-                .spawn(move || listener::accept_loop(ws_listener, shared))?
-        };
-        #[cfg(feature = "tls")]
-        let https = match https_listener {
-            Some(listener) => {
-                let shared = Arc::clone(&shared);
-                Some(
-                    thread::Builder::new()
-                        .name("https-accept".into())
-                        .spawn(move || {
-                            crate::https::accept_loop(listener, internal_addr, shared)
-                        })?,
-                )
-            }
-            None => None,
-        };
-        let http = Arc::new(http);
-        let http_workers = http::spawn_workers(Arc::clone(&http), Arc::clone(&shared));
+        let mut accept = vec![spawn_door(http_listener, &shared, Serves::Everything, &files)?];
+        if let Some(listener) = ws_listener {
+            accept.push(spawn_door(listener, &shared, Serves::WebSocketsOnly, &files)?);
+        }
+        let scheme = if shared.config.uses_tls() { "https" } else { "http" };
         if shared.config.uses_tls() {
-            log::info!("TLS on both listeners: https:// and wss://");
+            log::info!("TLS on every listener: https:// and wss://");
         }
         log::info!("listening http={http_addr} ws={ws_addr}");
+        log::info!("open {scheme}://{}/", browsable(http_addr));
 
         Ok(ServerHandle {
             shared,
             hub: Some(hub),
             link: link_thread,
             feeds,
-            accept: Some(accept),
-            #[cfg(feature = "tls")]
-            https,
-            http: Some(http),
-            http_workers,
+            accept,
+            files,
         })
     }
+}
+
+/// The pool of WebSockets still waiting to authenticate (`--auth first-message`): an
+/// eighth of the connections, at least 16. A token arrives within a round trip of the
+/// handshake, so few honest clients are ever in it at once.
+pub fn unauthenticated_pool(max_connections: usize) -> usize {
+    (max_connections / 8).max(16)
+}
+
+/// Binds a listener; the error names the flag and the address.
+fn bind(flag: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse {
+            " (another program, or another threadcast, is using it; pick another port)"
+        } else {
+            ""
+        };
+        io::Error::new(e.kind(), format!("cannot listen on {addr} ({flag}): {e}{hint}"))
+    })
+}
+
+/// Starts an accept loop on its own thread.
+fn spawn_door(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    serves: Serves,
+    files: &Arc<FileServer>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = listener.local_addr()?;
+    let (shared, files) = (Arc::clone(shared), Arc::clone(files));
+    let thread = thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || door::accept_loop(listener, shared, serves, files))?;
+    Ok((addr, thread))
+}
+
+/// An address a browser on this machine can open: `0.0.0.0` and `::` become loopback.
+fn browsable(addr: SocketAddr) -> SocketAddr {
+    wake_address(addr)
 }
 
 /// A running server. Dropping it shuts the server down (see [`ServerHandle::shutdown`]).
@@ -231,12 +242,9 @@ pub struct ServerHandle {
     hub: Option<JoinHandle<()>>,
     link: Option<JoinHandle<()>>,
     feeds: Feeds,
-    accept: Option<JoinHandle<()>>,
-    /// The HTTPS relay's accept loop (`--tls-cert`).
-    #[cfg(feature = "tls")]
-    https: Option<JoinHandle<()>>,
-    http: Option<Arc<HttpListener>>,
-    http_workers: Vec<JoinHandle<()>>,
+    /// Each listener's address and accept loop.
+    accept: Vec<(SocketAddr, JoinHandle<()>)>,
+    files: Arc<FileServer>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -287,12 +295,13 @@ impl ServerHandle {
         Ok(false)
     }
 
-    /// The HTTP listener's bound address.
+    /// The listener's bound address: page, files, HTTP endpoints and WebSockets.
     pub fn http_addr(&self) -> SocketAddr {
         self.shared.http_addr
     }
 
-    /// The WebSocket listener's bound address.
+    /// Where WebSockets are served: the extra `--ws` listener if there is one, else
+    /// the same address as [`http_addr`](Self::http_addr).
     pub fn ws_addr(&self) -> SocketAddr {
         self.shared.ws_addr
     }
@@ -348,9 +357,11 @@ impl ServerHandle {
             .map_err(|_| PublishError::Stopped)
     }
 
-    /// Graceful shutdown: stop accepting on both listeners, send every WebSocket
-    /// client close 1001 (going away), and wait up to [`DRAIN_TIMEOUT`] for the
-    /// connections to finish. Returns true if every connection finished in time.
+    /// Graceful shutdown: stop accepting, cut off requests still in progress, send
+    /// every WebSocket client close 1001 (going away) and every SSE stream
+    /// `event: close`, and wait for them to finish — all within one deadline,
+    /// [`DRAIN_TIMEOUT`] from the call. Returns true if every connection finished in
+    /// time.
     pub fn shutdown(mut self) -> bool {
         self.stop()
     }
@@ -359,26 +370,18 @@ impl ServerHandle {
         if self.shared.stopping.swap(true, Ordering::AcqRel) {
             return true; // already stopped
         }
-        // The accept loop is blocked in accept(): one connection wakes it to see the flag.
-        let _ =
-            TcpStream::connect_timeout(&wake_address(self.shared.ws_addr), Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        // Each accept loop is blocked in accept(): one connection wakes it to see the flag.
+        for (addr, accept) in self.accept.drain(..) {
+            let _ = TcpStream::connect_timeout(&wake_address(addr), Duration::from_secs(1));
             let _ = accept.join();
         }
-        #[cfg(feature = "tls")]
-        if let Some(https) = self.https.take() {
-            let wake = wake_address(self.shared.http_addr);
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-            let _ = https.join();
-        }
-        if let Some(http) = self.http.take() {
-            http.stop(); // stops accepting; the workers' recv() returns None
-            for worker in self.http_workers.drain(..) {
-                let _ = worker.join();
-            }
-        }
+        // Heads and bodies still arriving, answers still being written: cut off now.
+        self.shared.in_progress.cut_all();
+        // The hub asks every member to close and answers their leaving until the
+        // deadline; the feeds stop meanwhile.
+        let _ = self.shared.hub.send(Command::Shutdown(deadline));
         self.feeds.stop();
-        let _ = self.shared.hub.send(Command::Shutdown);
         if let Some(hub) = self.hub.take() {
             let _ = hub.join();
         }
@@ -387,7 +390,9 @@ impl ServerHandle {
             let _ = link.join();
         }
         // The hub has waited for the connections to leave; their threads end right after.
-        let drained = self.shared.limit.wait_idle(DRAIN_TIMEOUT);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let drained = self.shared.limit.wait_idle(left);
+        self.files.stop();
         log::info!(
             "shut down ({})",
             if drained {
@@ -434,11 +439,6 @@ fn start_link(
         None => Ok((None, None)),
     }
 }
-
-/// Where tiny_http listens when the public HTTP port is the HTTPS relay's: loopback,
-/// an ephemeral port, reachable only from this machine.
-#[cfg(feature = "tls")]
-const INTERNAL_HTTP_ADDR: &str = "127.0.0.1:0";
 
 /// Reads the certificate and key named in the config, if any.
 #[cfg(feature = "tls")]

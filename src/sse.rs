@@ -1,26 +1,24 @@
 //! Server-Sent Events: `GET /events/<room>`, the fallback for browsers that cannot
-//! open a WebSocket (a proxy in the way). One thread per stream, like a WebSocket
-//! connection, joined to the hub as an enveloped member.
+//! open a WebSocket (a proxy in the way). The connection's own thread streams the
+//! room, joined to the hub as an enveloped member like a WebSocket.
 //!
-//! tiny_http buffers a streamed body 8 KiB at a time and never flushes it, so small
-//! events would stall; we take the raw writer (`Request::into_writer`), write the
-//! response head ourselves, and send each batch of events as one HTTP chunk
-//! (`Transfer-Encoding: chunked`), flushed at once. Chunking also lets the stream
-//! *end* (a zero-length chunk) on a connection the browser keeps alive.
+//! We write the response head ourselves and send each batch of events as one HTTP
+//! chunk (`Transfer-Encoding: chunked`), flushed at once. Chunking also lets the
+//! stream *end* (a zero-length chunk) on a connection the browser keeps alive.
 
 use std::io::{self, Write};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use tiny_http::Request;
 
 use crate::envelope;
+use crate::http::reply::{Reply, close_gently, write_all_by};
+use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
-use crate::limit::Slot;
 use crate::room::Resume;
 use crate::server::Shared;
-use crate::ws::connection::notice_json;
+use crate::stream::Stream;
+use crate::ws::connection::{WRITE_TIMEOUT, notice_json};
 
 /// A comment line this often keeps proxies and load balancers from closing a quiet
 /// stream (many close after 30–60 s of silence).
@@ -28,30 +26,54 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long the browser waits before reconnecting a dropped stream (`retry:`), in ms.
 pub const RETRY_MILLIS: u64 = 2000;
 
+/// `GET /events/<room>`: checks the room, the token and the connection limit, then
+/// streams on this thread until the client goes away or the server shuts down.
+pub fn start(exchange: Exchange) {
+    let admitted = match crate::poll::admit(&exchange) {
+        Ok(admitted) => admitted,
+        Err(reply) => return exchange.answer(reply),
+    };
+    let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
+    exchange.log(200);
+    let Exchange { pending, shared, .. } = exchange;
+    let Some(stream) = pending.finish() else {
+        return; // cut off meanwhile (shutdown, or too many requests in progress)
+    };
+    let _slot = admitted.slot;
+    serve(&stream, &admitted.room, admitted.resume, shared, &cors);
+    close_gently(&stream);
+}
+
 /// Streams `room` to the client until it goes away or the server shuts down.
-pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>, _slot: Slot) {
-    let Some(member) = shared.join(&room, resume) else {
-        return; // shutting down; dropping the request answers 500
+fn serve(stream: &Stream, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
+    let Some(member) = shared.join(room, resume) else {
+        let _ = Reply::text(503, "server shutting down").send(stream, false);
+        return;
     };
     let (id, queue, close) = (member.id, &member.queue, &member.close);
     let _gauge = shared.counters.sse_streams.enter();
     log::debug!("SSE stream {id} opened for room '{room}'");
 
-    let mut out = request.into_writer();
+    let mut out = ChunkWriter { stream };
     let result = (|| -> io::Result<()> {
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
-             X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )?;
+        let mut head = String::from(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
+             Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\
+             X-Content-Type-Options: nosniff\r\nTransfer-Encoding: chunked\r\n",
+        );
+        for (name, value) in cors {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        out.send(head.as_bytes())?;
         let mut batch = format!("retry: {RETRY_MILLIS}\n\n").into_bytes();
-        send_chunk(&mut out, &mut batch)?;
+        out.chunk(&mut batch)?;
         loop {
             let item = match queue.recv_timeout(KEEP_ALIVE) {
                 Ok(item) => item,
                 Err(RecvTimeoutError::Timeout) => {
                     batch.extend_from_slice(b": keep-alive\n\n");
-                    send_chunk(&mut out, &mut batch)?;
+                    out.chunk(&mut batch)?;
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -60,35 +82,40 @@ pub fn serve(request: Request, room: String, resume: Resume, shared: Arc<Shared>
             for item in std::iter::once(item).chain(queue.try_iter()) {
                 if close.requested().is_some() {
                     batch.extend_from_slice(b"event: close\ndata: server closing this stream\n\n");
-                    send_chunk(&mut out, &mut batch)?;
-                    return end_stream(&mut out);
+                    out.chunk(&mut batch)?;
+                    return out.send(b"0\r\n\r\n");
                 }
                 write_event(&mut batch, item)?;
             }
-            send_chunk(&mut out, &mut batch)?;
+            out.chunk(&mut batch)?;
         }
-        end_stream(&mut out)
+        // The zero-length chunk: the response is complete.
+        out.send(b"0\r\n\r\n")
     })();
     if let Err(e) = result {
         log::debug!("SSE stream {id} ended: {e}");
     }
 }
 
-/// Sends `batch` as one HTTP chunk (`<size in hex>\r\n<bytes>\r\n`), flushes, and
-/// empties it.
-fn send_chunk(out: &mut impl Write, batch: &mut Vec<u8>) -> io::Result<()> {
-    write!(out, "{:x}\r\n", batch.len())?;
-    out.write_all(batch)?;
-    out.write_all(b"\r\n")?;
-    out.flush()?;
-    batch.clear();
-    Ok(())
+/// Writes to the client, each write bounded by WRITE_TIMEOUT: a client that stops
+/// reading ends its stream instead of holding this thread.
+struct ChunkWriter<'a> {
+    stream: &'a Stream,
 }
 
-/// The zero-length chunk: the response is complete.
-fn end_stream(out: &mut impl Write) -> io::Result<()> {
-    out.write_all(b"0\r\n\r\n")?;
-    out.flush()
+impl ChunkWriter<'_> {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_all_by(self.stream, bytes, Instant::now() + WRITE_TIMEOUT)
+    }
+
+    /// Sends `batch` as one HTTP chunk (`<size in hex>\r\n<bytes>\r\n`) and empties it.
+    fn chunk(&mut self, batch: &mut Vec<u8>) -> io::Result<()> {
+        let mut framed = format!("{:x}\r\n", batch.len()).into_bytes();
+        framed.extend_from_slice(batch);
+        framed.extend_from_slice(b"\r\n");
+        batch.clear();
+        self.send(&framed)
+    }
 }
 
 /// One queued item as SSE events (see docs/PROTOCOL.md).

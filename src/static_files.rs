@@ -4,7 +4,9 @@
 //! request path is decoded once, split into segments, and any `..`, backslash or NUL
 //! refuses the request. What remains is joined to the folder and resolved with
 //! `canonicalize` (which follows symlinks), and the result must still lie inside the
-//! folder, so a symlink pointing elsewhere is refused too.
+//! folder, so a symlink pointing elsewhere is refused too. Dotfiles and dot-folders
+//! (`.env`, `.git/`, `.htpasswd`) are never served: they hold secrets and version
+//! history far more often than content, so any segment starting with `.` is a 404.
 
 use std::fs::File;
 use std::io::Read;
@@ -106,6 +108,7 @@ fn safe_segments(url_path: &str) -> Option<Option<Vec<String>>> {
         match segment {
             "" | "." => {}
             ".." => return Some(None),
+            s if s.starts_with('.') => return Some(None), // dotfiles: never served
             s => segments.push(s.to_string()),
         }
     }
@@ -202,6 +205,13 @@ mod tests {
         assert!(safe_segments("/%zz").is_none());
         assert!(safe_segments(&format!("/{}", "a".repeat(2000))).is_none());
         assert!(safe_segments("relative").is_none());
+    }
+
+    #[test]
+    fn dotfiles_and_dot_folders_are_not_found() {
+        for path in ["/.env", "/.git/config", "/a/.htpasswd", "/%2egit/HEAD", "/.well-known/x"] {
+            assert!(matches!(safe_segments(path), Some(None)), "{path}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn help_lists_every_flag_with_its_default() {
         "--http ADDR",
         "[default: 127.0.0.1:8080]",
         "--ws ADDR",
-        "[default: 127.0.0.1:8081]",
+        "an extra listener for WebSockets only [default: none]",
         "--max-connections",
         "[default: 1024]",
         "--ping-interval",

@@ -109,7 +109,7 @@ fn chat_announces_joins_and_broadcasts_to_every_member() {
 fn push_serves_the_page_streams_numbered_items_and_says_going_away_on_sigterm() {
     let mut push = Running::spawn(
         "push",
-        &["127.0.0.1:0", "127.0.0.1:0"],
+        &["127.0.0.1:0"],
         &[("PUSH_INTERVAL_MS", "20")],
     );
     let line = push.wait_for_line("listening on");

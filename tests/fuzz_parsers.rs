@@ -24,6 +24,7 @@ use threadcast::url::{
     is_room_name, percent_decode, query_flag, query_param, room_in_path, split_target,
 };
 use threadcast::ws::handshake::{self, Checks, Route};
+use threadcast::http::head::Head;
 
 /// Cases per property: cheap ones run many, the file-system one fewer. No regression
 /// files are written into the source tree.
@@ -149,17 +150,18 @@ mod handshake_checks {
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+    /// Parses the head as the door does, then runs the handshake checks.
     fn check(
         request: &[u8],
         policy: &AccessPolicy,
     ) -> Result<handshake::Accepted, handshake::Rejection> {
-        let head_len = request
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(request.len(), |i| i + 4);
+        let head = match Head::parse(request) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Err(handshake::Rejection { status: 0, message: "incomplete".into() }),
+            Err((status, message)) => return Err(handshake::Rejection { status, message }),
+        };
         handshake::check(
-            request,
-            head_len,
+            &head,
             &Checks {
                 policy,
                 http_port: 8080,
@@ -204,13 +206,28 @@ mod handshake_checks {
         }
 
         #[test]
-        fn arbitrary_head_lengths_never_panic(
+        fn any_prefix_of_a_request_never_panics(
             bytes in proptest::collection::vec(any::<u8>(), 0..512),
             cut in any::<usize>(),
         ) {
-            let head_len = if bytes.is_empty() { 0 } else { cut % (bytes.len() + 1) };
-            let policy = AccessPolicy::default();
-            let _ = handshake::check(&bytes, head_len, &Checks { policy: &policy, http_port: 1, peer: LOOPBACK, token_in_first_message: false });
+            let cut = if bytes.is_empty() { 0 } else { cut % (bytes.len() + 1) };
+            let _ = check(&bytes[..cut], &AccessPolicy::default());
+        }
+
+        #[test]
+        fn request_bodies_framing_never_panics(
+            lengths in proptest::collection::vec("[0-9a-zA-Z ,-]{0,24}", 0..3),
+            codings in proptest::collection::vec("[a-zA-Z ,]{0,16}", 0..2),
+        ) {
+            let mut text = String::from("POST /publish/a HTTP/1.1\r\n");
+            for l in &lengths { text.push_str(&format!("Content-Length: {l}\r\n")); }
+            for c in &codings { text.push_str(&format!("Transfer-Encoding: {c}\r\n")); }
+            text.push_str("\r\n");
+            if let Ok(Some(head)) = Head::parse(text.as_bytes()) {
+                if let Ok(threadcast::http::body::Framing::Length(n)) = threadcast::http::body::framing(&head, 1000) {
+                    prop_assert!(n <= 1000);
+                }
+            }
         }
 
         #[test]

@@ -110,7 +110,7 @@ mod handshake {
     fn oversized_headers_are_refused_with_431() {
         let server = start();
         let addr = server.ws_addr();
-        let cap = threadcast::ws::handshake::MAX_REQUEST_BYTES;
+        let cap = threadcast::http::head::MAX_HEAD_BYTES;
         let big = format!("X-Padding: {}\r\n", "a".repeat(cap));
         assert_eq!(
             status_for(addr, upgrade_request("/echo", &big)),
@@ -151,7 +151,7 @@ mod handshake {
     #[test]
     fn a_request_just_under_the_cap_is_accepted() {
         let server = start();
-        let cap = threadcast::ws::handshake::MAX_REQUEST_BYTES;
+        let cap = threadcast::http::head::MAX_HEAD_BYTES;
         let base = upgrade_request("/echo", "").len();
         let padding = format!("X-Padding: {}\r\n", "a".repeat(cap - base - 200));
         assert_eq!(
@@ -331,10 +331,13 @@ mod slowloris {
         if !alone() {
             return;
         }
-        let server = start_with(|c| c.handshake_timeout = Duration::from_secs(30));
+        let server = start_with(|c| {
+            c.handshake_timeout = Duration::from_secs(30);
+            c.max_connections_per_ip = 4096; // the flood comes from one address
+        });
         still_serves(&server);
         let before = thread_count();
-        let cap = threadcast::ws::listener::MAX_PENDING_HANDSHAKES;
+        let cap = threadcast::door::MAX_REQUESTS_IN_PROGRESS;
         let flood: Vec<TcpStream> = (0..cap + 256)
             .map(|_| TcpStream::connect(server.ws_addr()).expect("connect"))
             .collect();
@@ -550,323 +553,5 @@ mod static_files {
         }
         let docs = get(addr, "/docs/");
         assert_eq!((docs.status, docs.text().as_str()), (200, "<p>docs</p>"));
-    }
-}
-
-/// tiny_http's weak spots (no read timeout, an unbounded pool, an accept loop that ends
-/// at the first error) and the guarded listener that covers them,
-/// `threadcast::http_listener`.
-mod http_listener {
-    use super::*;
-    use std::sync::Arc;
-    use threadcast::http_listener::{HttpListener, Options};
-    use tiny_http::{Request, Response};
-
-    const SHORT: Duration = Duration::from_millis(300);
-
-    fn short() -> Options {
-        Options {
-            idle_timeout: Some(SHORT),
-            write_timeout: Some(SHORT),
-            handler_timeout: SHORT,
-        }
-    }
-
-    /// `/big` answers 256 MiB; anything else `ok`.
-    fn answer(request: Request) {
-        let result = if request.url() == "/big" {
-            let len = 256 << 20;
-            let body = std::io::repeat(b'x').take(len as u64);
-            request.respond(Response::new(200.into(), vec![], body, Some(len), None))
-        } else {
-            request.respond(Response::from_string("ok"))
-        };
-        let _ = result;
-    }
-
-    /// A guarded listener with `workers` threads running [`answer`].
-    fn serve(options: Options, workers: usize) -> Arc<HttpListener> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let http = Arc::new(HttpListener::start(listener, options).unwrap());
-        for _ in 0..workers {
-            let http = Arc::clone(&http);
-            thread::spawn(move || {
-                while let Some(request) = http.recv() {
-                    answer(request);
-                }
-            });
-        }
-        http
-    }
-
-    fn ok(addr: SocketAddr) -> bool {
-        let Ok(mut stream) = TcpStream::connect(addr) else {
-            return false;
-        };
-        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-        let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-        if stream.write_all(request).is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 200") && response.ends_with("ok")
-    }
-
-    /// Reads until the server closes; returns what it sent and how long that took.
-    fn until_closed(stream: &mut TcpStream, started: Instant) -> (String, Duration) {
-        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-        let mut got = Vec::new();
-        let _ = stream.read_to_end(&mut got);
-        (
-            String::from_utf8_lossy(&got).into_owned(),
-            started.elapsed(),
-        )
-    }
-
-    #[test]
-    fn an_idle_http_client_is_closed_after_the_idle_timeout() {
-        let http = serve(short(), 1);
-        let started = Instant::now();
-        let mut idle = TcpStream::connect(http.local_addr()).unwrap();
-        let (sent, waited) = until_closed(&mut idle, started);
-        assert!(
-            sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
-            "{sent}"
-        );
-        assert!(
-            waited >= SHORT - Duration::from_millis(50),
-            "closed after {waited:?}"
-        );
-        assert!(waited < SHORT * 10, "closed only after {waited:?}");
-    }
-
-    #[test]
-    fn a_half_sent_http_request_is_closed_after_the_idle_timeout() {
-        let http = serve(short(), 1);
-        let started = Instant::now();
-        let mut half = TcpStream::connect(http.local_addr()).unwrap();
-        half.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow:")
-            .unwrap();
-        let (sent, waited) = until_closed(&mut half, started);
-        assert!(
-            sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
-            "{sent}"
-        );
-        assert!(waited < SHORT * 10, "closed only after {waited:?}");
-    }
-
-    #[test]
-    fn an_idle_keep_alive_connection_is_closed_after_its_last_request() {
-        let http = serve(short(), 1);
-        let mut stream = TcpStream::connect(http.local_addr()).unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let started = Instant::now();
-        let (sent, waited) = until_closed(&mut stream, started);
-        assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
-        assert!(waited < SHORT * 10, "kept open for {waited:?}");
-    }
-
-    #[test]
-    fn a_client_that_never_reads_its_response_frees_the_worker() {
-        let http = serve(short(), 1); // one worker: a stuck response would stop everything
-        let mut stalled = TcpStream::connect(http.local_addr()).unwrap();
-        stalled
-            .write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        thread::sleep(SHORT); // let the worker start writing and block
-        let started = Instant::now();
-        assert!(ok(http.local_addr()), "the next client was served");
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "after {:?}",
-            started.elapsed()
-        );
-        drop(stalled);
-    }
-
-    /// tiny_http's accept thread either gets EMFILE from `accept` (it reports the error
-    /// and ends its loop) or gets the last descriptor and then panics cloning the new
-    /// socket (it reports nothing). Leaving one and then two descriptors free hits both.
-    #[test]
-    fn the_listener_serves_again_after_tiny_http_runs_out_of_descriptors() {
-        run_alone("http_listener::descriptor_exhaustion_inner");
-    }
-
-    #[test]
-    #[ignore = "run by the_listener_serves_again_after_tiny_http_runs_out_of_descriptors"]
-    fn descriptor_exhaustion_inner() {
-        if !alone() {
-            return;
-        }
-        descriptor_exhaustion(1);
-        descriptor_exhaustion(2);
-    }
-
-    /// Leaves about `spare` free descriptors, then connects once, so that tiny_http's
-    /// accept thread fails; the guarded listener must notice, and serve again once
-    /// descriptors are free.
-    fn descriptor_exhaustion(spare: usize) {
-        // No request before: its connection's descriptors would be freed at some
-        // unknown moment and spoil the count.
-        let http = serve(Options::default(), 2);
-        let addr = http.local_addr();
-        let hard = nofile_limit("Max open files", 2).expect("hard limit");
-        let soft = nofile_limit("Max open files", 1).expect("soft limit");
-        // The limit caps descriptor *numbers*: lower it a little above the highest one
-        // in use, then fill every free number below it, and free `spare` of them.
-        let highest = std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
-            .max()
-            .unwrap();
-        set_nofile(highest + 64, hard);
-        let mut filler = Vec::new();
-        while let Ok(file) = std::fs::File::open("/dev/null") {
-            filler.push(file);
-        }
-        filler.truncate(filler.len() - spare);
-        let victim = TcpStream::connect(addr);
-        assert!(victim.is_ok(), "the client got a descriptor: {victim:?}");
-        let restarted = {
-            let deadline = Instant::now() + TEST_TIMEOUT;
-            loop {
-                if http.restarts() >= 1 {
-                    break true;
-                }
-                if Instant::now() > deadline {
-                    break false;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-        };
-        drop(victim);
-        drop(filler);
-        set_nofile(soft, hard);
-        assert!(restarted, "the supervisor saw tiny_http stop accepting");
-        wait_until("the listener serves again", || ok(addr));
-    }
-
-    /// Field `column` (1 soft, 2 hard) of `name` in /proc/self/limits.
-    fn nofile_limit(name: &str, column: usize) -> Option<usize> {
-        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-        let line = limits.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..]
-            .split_whitespace()
-            .nth(column - 1)?
-            .parse()
-            .ok()
-    }
-
-    /// Changes this process's descriptor limit with util-linux `prlimit`.
-    fn set_nofile(soft: usize, hard: usize) {
-        let status = std::process::Command::new("prlimit")
-            .args([
-                "--pid",
-                &std::process::id().to_string(),
-                &format!("--nofile={soft}:{hard}"),
-            ])
-            .stdin(std::process::Stdio::null())
-            .status();
-        match status {
-            Ok(status) if status.success() => {}
-            other => panic!("prlimit failed: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_flood_of_idle_keep_alive_connections_is_shed() {
-        run_alone("http_listener::keep_alive_flood_inner");
-    }
-
-    #[test]
-    #[ignore = "run by a_flood_of_idle_keep_alive_connections_is_shed"]
-    fn keep_alive_flood_inner() {
-        if !alone() {
-            return;
-        }
-        let options = Options {
-            idle_timeout: Some(Duration::from_secs(1)),
-            ..short()
-        };
-        let http = serve(options, 4);
-        assert!(ok(http.local_addr()));
-        let before = thread_count();
-        // Each connection asks once, keeps its connection open, and falls silent:
-        // tiny_http holds a thread for each.
-        let flood: Vec<TcpStream> = (0..500)
-            .map(|_| {
-                let mut s = TcpStream::connect(http.local_addr()).unwrap();
-                s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                    .unwrap();
-                s
-            })
-            .collect();
-        let peak = thread_count();
-        assert!(
-            peak > before + 100,
-            "tiny_http uses a thread per connection ({peak})"
-        );
-        // The idle timeout closes them all; tiny_http's idle pool threads end 5 s later.
-        // With an idle timeout this short the listener is also renewed every second,
-        // and each renewal's pool threads linger 5 s: allow for a few of those.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while thread_count() > before + 40 {
-            assert!(
-                Instant::now() < deadline,
-                "{} threads after the flood went idle (baseline {before})",
-                thread_count()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        assert!(ok(http.local_addr()));
-        drop(flood);
-    }
-
-    /// The whole server, as the binary runs it, under a descriptor limit of 64: open
-    /// connections to the HTTP port until it runs out, release them, and the HTTP side
-    /// must serve again. tiny_http alone closes its listening socket for good at the
-    /// first EMFILE (connection refused from then on).
-    #[test]
-    fn the_server_binary_serves_http_again_after_descriptor_exhaustion() {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new("prlimit")
-            .args(["--nofile=64:64", env!("CARGO_BIN_EXE_threadcast")])
-            .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run threadcast under prlimit");
-        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let addr: SocketAddr = loop {
-            line.clear();
-            assert!(log.read_line(&mut line).unwrap() > 0, "no listening line");
-            if let Some(at) = line.find("http=") {
-                let rest = &line[at + 5..];
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        let healthz = || {
-            let response = get(addr, "/healthz");
-            response.status == 200
-        };
-        assert!(healthz());
-        let flood: Vec<TcpStream> = (0..100)
-            .filter_map(|_| TcpStream::connect(addr).ok())
-            .collect();
-        thread::sleep(Duration::from_millis(500));
-        drop(flood);
-        let deadline = Instant::now() + TEST_TIMEOUT;
-        let mut served = false;
-        while Instant::now() < deadline && !served {
-            served = std::panic::catch_unwind(healthz).unwrap_or(false);
-            thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(served, "the HTTP listener never served again");
     }
 }

@@ -258,8 +258,10 @@ pub enum Command {
     LinkDown,
     /// Report every room, sorted by name.
     Stats(Sender<Vec<RoomStats>>),
-    /// Ask every connection to close with 1001 and stop the hub.
-    Shutdown,
+    /// Ask every connection to close with 1001, answer their `Leave`s until they
+    /// have all left or the deadline passes (the server's one drain deadline), and
+    /// stop the hub.
+    Shutdown(Instant),
 }
 
 /// Counters shared by every thread (atomics: no lock, no hub round trip).
@@ -271,6 +273,8 @@ pub struct Counters {
     pub messages_out: AtomicU64,
     /// Connections closed with 1008 because their queue was full.
     pub slow_consumers: AtomicU64,
+    /// Connections closed with 1008 for sending faster than `--max-messages-per-second`.
+    pub rate_limited: AtomicU64,
     /// Server-Sent Events streams open right now.
     pub sse_streams: Gauge,
     /// Long-poll requests waiting right now.
@@ -389,9 +393,9 @@ impl Hub {
     fn run(mut self, commands: Receiver<Command>, counters: &Counters) {
         for command in commands.iter() {
             self.clock += 1;
-            if let Command::Shutdown = command {
+            if let Command::Shutdown(deadline) = command {
                 self.close_everyone();
-                self.drain(&commands, counters);
+                self.drain(&commands, counters, deadline);
                 return;
             }
             // A bug in handling one command must not end every room: the hub logs it
@@ -474,15 +478,14 @@ impl Hub {
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
-            Command::Shutdown => {}
+            Command::Shutdown(_) => {}
         }
     }
 
     /// After asking everyone to close: keep answering `Leave`s (their senders wait for
-    /// the answer) until every connection has left or [`DRAIN_TIMEOUT`] passes. A
+    /// the answer) until every connection has left or `deadline` passes. A
     /// connection that joins now is asked to close at once.
-    fn drain(&mut self, commands: &Receiver<Command>, counters: &Counters) {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+    fn drain(&mut self, commands: &Receiver<Command>, counters: &Counters, deadline: Instant) {
         while !self.loners.is_empty() || self.rooms.values().any(|r| !r.members.is_empty()) {
             match commands.recv_deadline(deadline) {
                 Ok(Command::Join { id, subscriber, .. }) => {

@@ -37,6 +37,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 use tungstenite::{Bytes, Message};
 
 use crate::envelope;
+use crate::limit::{RateLimit, Slot};
 use crate::hub::{
     CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Subscriber,
 };
@@ -69,7 +70,7 @@ const MAX_BATCH: usize = 64;
 const MAX_CLOSE_REASON: usize = 123;
 
 /// The per-connection settings taken from the server's `Config`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Settings {
     /// Writer pings this often.
     pub ping_interval: Duration,
@@ -77,12 +78,18 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// Largest incoming message.
     pub max_message_bytes: usize,
+    /// Messages per second the client may publish into a room (bursts of twice
+    /// that); past it, close 1008.
+    pub max_messages_per_second: u32,
     /// Outgoing queue length.
     pub send_queue: usize,
     /// `--auth first-message`: the token the first message must carry.
     pub first_message_auth: Option<Arc<AccessPolicy>>,
     /// Deadline for the handshake, and for the token under `--auth first-message`.
     pub handshake_timeout: Duration,
+    /// Under `--auth first-message`: this connection's place in the pool of
+    /// not-yet-authenticated sockets, given back once the token is accepted.
+    pub unauthenticated: Option<Slot>,
 }
 
 /// Where the reader delivers the messages it receives.
@@ -102,7 +109,8 @@ pub enum Destination {
 }
 
 /// Runs a connection whose handshake is complete: the calling thread becomes the
-/// reader, a new thread becomes the writer. Returns when both have finished.
+/// reader, a new thread becomes the writer. Returns when both have finished, with
+/// the code of the close frame the writer sent (`None`: the peer vanished first).
 /// `leftover` holds bytes the client sent right after its handshake request.
 pub fn serve(
     id: ConnId,
@@ -111,8 +119,8 @@ pub fn serve(
     destination: Destination,
     hub: Sender<Command>,
     counters: Arc<Counters>,
-    settings: Settings,
-) {
+    mut settings: Settings,
+) -> Option<u16> {
     let stream = Arc::new(stream);
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -127,7 +135,7 @@ pub fn serve(
         .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
     {
         log::debug!("connection {id}: cannot set socket timeouts: {e}");
-        return;
+        return None;
     }
 
     let (room, raw, resume) = match &destination {
@@ -156,7 +164,7 @@ pub fn serve(
         Ok(handle) => handle,
         Err(e) => {
             log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
-            return;
+            return None;
         }
     };
 
@@ -169,6 +177,7 @@ pub fn serve(
         }
         None => true,
     };
+    drop(settings.unauthenticated.take()); // authenticated (or leaving): not waiting any more
     let join = Command::Join {
         id,
         room: room.clone(),
@@ -183,7 +192,11 @@ pub fn serve(
             room: room.clone(),
             hub: &hub,
         };
-        let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, &counters);
+        let limits = InputLimits {
+            rate: RateLimit::per_second(settings.max_messages_per_second),
+            counters: &counters,
+        };
+        let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, limits);
         // Leave the room and wait until the hub confirms. Every message published
         // before that moment is then already in our writer's queue, so the close frame
         // we queue next cannot overtake a message the peer is owed.
@@ -201,7 +214,7 @@ pub fn serve(
         let _ = tx.send(Outgoing::Stop); // the hub is gone: the server is stopping
     }
     drop(tx);
-    let _ = writer.join();
+    writer.join().ok().flatten()
 }
 
 /// Sends `Leave` for a reader thread that is unwinding from a panic.
@@ -320,6 +333,12 @@ impl Write for WriteHalf {
     }
 }
 
+/// What bounds the reader's input besides the message size: the message rate.
+struct InputLimits<'a> {
+    rate: RateLimit,
+    counters: &'a Counters,
+}
+
 /// How the reader's loop ended.
 enum ReadEnd {
     /// The peer sent a close frame (§5.5.1): we answer with the same code.
@@ -344,8 +363,9 @@ fn read_loop(
     destination: &Destination,
     to_writer: &Sender<Outgoing>,
     hub: &Sender<Command>,
-    counters: &Counters,
+    mut limits: InputLimits,
 ) -> ReadEnd {
+    let counters = limits.counters;
     loop {
         let message = match ctx.read(input) {
             Ok(message) => message,
@@ -361,6 +381,17 @@ fn read_loop(
                         to_writer.send(Outgoing::Message(Box::new(message))).is_ok()
                     }
                     Destination::Room { name, raw, .. } => {
+                        // A room's messages cost every member: a client publishing
+                        // faster than its allowance is closed (1008).
+                        if !limits.rate.allow(Instant::now()) {
+                            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            let per_second = limits.rate.per_second_limit();
+                            return ReadEnd::Fail(CloseFrame {
+                                code: CloseCode::Policy,
+                                reason: format!("more than {per_second} messages per second")
+                                    .into(),
+                            });
+                        }
                         // An enveloped client may name its message (`cid:<id>` line) so
                         // the room can drop a resent copy; raw clients are never parsed.
                         let (cid, message) = if *raw {
@@ -564,7 +595,7 @@ fn write_loop(
     counters: &Counters,
     ping_interval: Duration,
     raw: bool,
-) {
+) -> Option<u16> {
     let Inbox { queue, close } = inbox;
     let mut next_ping = Instant::now() + ping_interval;
     let mut failure = None;
@@ -633,16 +664,20 @@ fn write_loop(
         Ok(Next::Close(frame)) => {
             // §5.5.1: after sending a close frame an endpoint sends nothing more. The
             // reader keeps reading until the peer's close (or EOF) arrives.
+            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
             let _ = ctx.close(&mut out, frame);
             let _ = out.0.shutdown(Shutdown::Write);
+            Some(code)
         }
         Ok(_) => {
             let _ = out.0.shutdown(Shutdown::Both);
+            None
         }
         Err(e) => {
             log::debug!("connection {id}: write failed: {e}");
             // Wake the reader too: nobody can write to this peer any more.
             let _ = out.0.shutdown(Shutdown::Both);
+            None
         }
     }
 }

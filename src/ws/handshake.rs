@@ -12,28 +12,21 @@
 //!
 //! The accept value is `base64(sha1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))`:
 //! it proves to the client that the server really speaks WebSocket (a plain HTTP
-//! server or cache would never produce it). We parse the request ourselves with
-//! `httparse` rather than letting tungstenite do it, because a client may send its
-//! first frame right behind the request; those bytes are handed to the reader instead
-//! of being lost.
+//! server or cache would never produce it). The door has already read the request
+//! head ([`crate::http::head`]) rather than letting tungstenite do it, because a
+//! client may send its first frame right behind the request; those bytes are handed
+//! to the reader instead of being lost.
 
-use std::io::{self, Read};
 use std::net::IpAddr;
-use std::time::Instant;
 
 use tungstenite::handshake::derive_accept_key;
 
-use crate::reply::reason_phrase;
+use crate::http::head::Head;
+use crate::http::reply::reason_phrase;
 use crate::room::Resume;
 use crate::security::{AccessPolicy, bearer_token};
-use crate::stream::Stream;
-use crate::url::{query_flag, query_param, room_in_path, split_target};
+use crate::url::{query_flag, query_param, room_in_path};
 
-/// Largest upgrade request we read. Browsers send well under 2 KiB; anything bigger is
-/// refused with 431 before it can cost memory.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Most headers we parse; a real handshake has about a dozen.
-pub const MAX_HEADERS: usize = 48;
 /// The only protocol version RFC 6455 defines.
 pub const WEBSOCKET_VERSION: &str = "13";
 
@@ -99,81 +92,22 @@ pub struct Checks<'a> {
     pub token_in_first_message: bool,
 }
 
-/// How reading the request went wrong before there was anything to check.
-#[derive(Debug)]
-pub enum ReadError {
-    /// The deadline passed or the peer went away mid-request: drop it silently.
-    Gone(io::Error),
-    /// The request is not HTTP we can parse, or too large: answer with this.
-    Refused(Rejection),
-}
-
-/// Reads the request head (up to the blank line) before `deadline`.
-/// Returns all bytes read so far: the head and whatever followed it.
-pub fn read_request(stream: &Stream, deadline: Instant) -> Result<(Vec<u8>, usize), ReadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Gone(io::ErrorKind::TimedOut.into()));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(ReadError::Gone)?;
-        let n = (&*stream).read(&mut chunk).map_err(ReadError::Gone)?;
-        if n == 0 {
-            return Err(ReadError::Gone(io::ErrorKind::UnexpectedEof.into()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::Request::new(&mut headers).parse(&buf) {
-            Ok(httparse::Status::Complete(head_len)) => return Ok((buf, head_len)),
-            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => continue,
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(ReadError::Refused(Rejection::new(
-                    431,
-                    "request headers too large",
-                )));
-            }
-            Err(e) => {
-                return Err(ReadError::Refused(Rejection::new(
-                    400,
-                    format!("malformed HTTP request: {e}"),
-                )));
-            }
-        }
-    }
-}
-
 /// Checks a complete request head, in the order a client can best act on:
 /// method and version, path (404), upgrade headers (426), key (400), Host (403),
 /// Origin (403), token (401).
-pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, Rejection> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    request
-        .parse(&buf[..head_len])
-        .map_err(|e| Rejection::new(400, format!("malformed HTTP request: {e}")))?;
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
+pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
+    let header = |name: &str| head.header(name);
 
-    if request.method != Some("GET") {
+    if head.method != "GET" {
         return Err(Rejection::new(
             405,
             "a WebSocket handshake must be a GET request",
         ));
     }
-    if request.version != Some(1) {
+    if head.minor_version != 1 {
         return Err(Rejection::new(400, "a WebSocket handshake needs HTTP/1.1"));
     }
-    let (path, query) = split_target(request.path.unwrap_or(""));
+    let (path, query) = (head.path(), head.query());
     let route = match path {
         "/echo" => Route::Echo,
         _ => match room_in_path(path, "/ws/") {
@@ -197,7 +131,8 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
         return Err(Rejection::new(
             426,
             format!(
-                "this port speaks WebSocket only; the page and HTTP endpoints are on port {}",
+                "{path} is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade; \
+                 the page is at http://HOST:{}/",
                 checks.http_port
             ),
         ));
@@ -238,7 +173,7 @@ pub fn check(buf: &[u8], head_len: usize, checks: &Checks) -> Result<Accepted, R
     Ok(Accepted {
         route,
         accept_key: derive_accept_key(key.as_bytes()),
-        leftover: buf[head_len..].to_vec(),
+        leftover: head.leftover.clone(),
         forwarded_for: header("X-Forwarded-For")
             .and_then(|v| v.split(',').next())
             .map(|first| first.trim().to_string())
@@ -311,13 +246,13 @@ mod tests {
     }
 
     fn run_with(request: &str, policy: &AccessPolicy) -> Result<Accepted, Rejection> {
-        let head_len = request
-            .find("\r\n\r\n")
-            .map(|i| i + 4)
-            .unwrap_or(request.len());
+        let head = match Head::parse(request.as_bytes()) {
+            Ok(Some(head)) => head,
+            Ok(None) => panic!("incomplete request in a test"),
+            Err((status, message)) => return Err(Rejection { status, message }),
+        };
         check(
-            request.as_bytes(),
-            head_len,
+            &head,
             &Checks {
                 policy,
                 http_port: 8080,

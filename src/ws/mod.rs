@@ -1,6 +1,6 @@
-//! The WebSocket side: a plain `std::net::TcpListener`, our own handshake, and a
-//! reader and a writer thread per connection.
+//! The WebSocket side: our own handshake, then a reader and a writer thread per
+//! connection. Connections arrive through the door ([`crate::door`]).
 
 pub mod connection;
 pub mod handshake;
-pub mod listener;
+pub mod upgrade;

@@ -28,7 +28,6 @@ pub fn public_dir() -> PathBuf {
 pub fn test_config() -> Config {
     Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        ws_addr: "127.0.0.1:0".parse().unwrap(),
         public_dir: public_dir(),
         ..Config::default()
     }

@@ -1,0 +1,192 @@
+//! The front door: every connection, on every listener, starts here.
+//!
+//! ```text
+//! accept ─▶ per-address limit ─▶ thread ─▶ TLS handshake ─▶ read the head ─┬─ upgrade ─▶ ws::upgrade
+//!  (one thread                    (one per   (--tls-cert)    (bounded, by a  ├─ HTTP ────▶ http::serve
+//!   per listener)                  connection)                deadline)      └─ refused ─▶ 4xx/5xx, close
+//! ```
+//!
+//! The accept loop does as little as possible, because while it works nobody else
+//! is accepted: it checks the client's address against `--max-connections-per-ip`
+//! (refusing at once, before a thread is spent), registers the socket among the
+//! requests in progress, and starts the connection's thread. That thread reads the
+//! request head itself ([`crate::http::head`]), so no byte a client sends reaches
+//! any other code before it is bounded and checked, then routes it.
+//!
+//! **Requests in progress** (head or body still arriving, answer being written) have a
+//! ceiling of their own, [`MAX_REQUESTS_IN_PROGRESS`]: past it the oldest is cut off
+//! (see [`PendingHandshakes`]). A client that opens sockets and trickles bytes can
+//! therefore hold neither threads nor descriptors for long, nor lock anyone out.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::http::files::FileServer;
+use crate::http::head::{self, HeadError, Head};
+use crate::http::reply::Reply;
+use crate::http::{self as http_side, Exchange};
+use crate::limit::{AddressSlot, PendingHandshake};
+use crate::server::Shared;
+use crate::stream::{self, Stream};
+use crate::ws;
+use crate::ws::connection::THREAD_STACK_BYTES;
+
+/// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
+/// does not spin while connections finish and free some.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Most requests in progress at once (each holds a thread and a socket until its
+/// head, body and answer are done, all under deadlines). Far above what real clients
+/// need, since a request takes a round trip or two; beyond it the oldest is cut off.
+pub const MAX_REQUESTS_IN_PROGRESS: usize = 512;
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// The page, files, HTTP endpoints and WebSockets (`--http`).
+    Everything,
+    /// WebSocket upgrades only (`--ws`); anything else gets 426.
+    WebSocketsOnly,
+}
+
+/// Accepts connections until `shared.stopping` is set (the server then connects to
+/// the listener once to wake this loop).
+pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>, serves: Serves, files: Arc<FileServer>) {
+    for socket in listener.incoming() {
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        match socket {
+            Ok(socket) => admit(socket, &shared, serves, &files),
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                if is_out_of_descriptors(&e) {
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// The accept loop's part for one socket: the per-address limit, then a thread.
+fn admit(socket: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<FileServer>) {
+    let Ok(peer) = socket.peer_addr() else {
+        return; // already gone
+    };
+    // Behind a proxy on this machine every client has the proxy's address: with
+    // --trust-proxy the proxy's own limits apply instead (nginx limit_conn).
+    let exempt = shared.config.trust_proxy && peer.ip().to_canonical().is_loopback();
+    let address_slot = if exempt {
+        None
+    } else {
+        match shared.per_ip.try_acquire(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => return refuse_over_limit(socket, peer, shared),
+        }
+    };
+    let stream = match wrap(socket, shared) {
+        Ok(stream) => stream,
+        Err(e) => return log::warn!("cannot start a TLS session: {e}"),
+    };
+    let pending = shared.in_progress.admit(stream);
+    let (shared, files) = (Arc::clone(shared), Arc::clone(files));
+    let spawned = thread::Builder::new()
+        .name("conn".into())
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || handle(pending, peer, address_slot, &shared, serves, &files));
+    if let Err(e) = spawned {
+        // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
+        log::warn!("cannot start a connection thread: {e}; see README, Capacity");
+    }
+}
+
+/// Over `--max-connections-per-ip`: a short 503, written without waiting (it fits in
+/// the empty send buffer of a new socket), and the socket is closed.
+fn refuse_over_limit(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
+    log::debug!("refused a connection from {peer}: over --max-connections-per-ip");
+    if shared.config.uses_tls() {
+        return; // plain text would be noise inside TLS: just close
+    }
+    let reply = Reply::text(
+        503,
+        &format!(
+            "too many connections from your address (--max-connections-per-ip {})",
+            shared.config.max_connections_per_ip
+        ),
+    );
+    let _ = socket.set_nonblocking(true);
+    let _ = (&socket).write_all(&reply.to_bytes(false));
+}
+
+/// Plain TCP, or a TLS session whose handshake the connection's own thread performs
+/// (never the accept loop: a slow client must not hold up the others).
+fn wrap(socket: TcpStream, shared: &Shared) -> io::Result<Stream> {
+    #[cfg(feature = "tls")]
+    if let Some(certificates) = &shared.tls {
+        return crate::tls::TlsStream::new(socket, &certificates.current())
+            .map(|tls| Stream::Tls(Box::new(tls)));
+    }
+    let _ = shared;
+    Ok(Stream::Plain(socket))
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24): this process; ENFILE (23): the whole system.
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// The connection's own thread: TLS, the head, then the route. The address slot is
+/// held until the connection ends, whatever it became.
+fn handle(
+    pending: PendingHandshake,
+    peer: SocketAddr,
+    _address_slot: Option<AddressSlot>,
+    shared: &Arc<Shared>,
+    serves: Serves,
+    files: &FileServer,
+) {
+    let stream = pending.stream();
+    // Frames and answers are small and latency matters: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    // One deadline for the TLS handshake and the whole head (slowloris).
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    if let Err(e) = stream.handshake(deadline) {
+        return stream::log_failed_handshake("HTTP", peer, &e);
+    }
+    let head = match head::read_head(stream, deadline) {
+        Ok(head) => head,
+        Err(HeadError::Gone(e)) => return log::debug!("{peer} left before its request: {e}"),
+        Err(HeadError::TimedOut) => {
+            log::debug!("{peer} did not finish its request head in time");
+            return Reply::text(408, "request head not received in time").send(stream, false);
+        }
+        Err(HeadError::Refused(status, message)) => {
+            log::info!("refused a request from {peer}: {status} {message}");
+            return Reply::text(status, &message).send(stream, false);
+        }
+    };
+    if wants_websocket(&head) {
+        ws::upgrade::upgrade(pending, head, peer, shared);
+    } else if serves == Serves::WebSocketsOnly {
+        let reply = Reply::text(426, "this port speaks WebSocket only: /echo, /ws/ROOM")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13");
+        Exchange { head, pending, peer, shared }.answer(reply);
+    } else {
+        http_side::serve(Exchange { head, pending, peer, shared }, files);
+    }
+}
+
+/// A request for a WebSocket endpoint, or one asking to upgrade: the WebSocket side
+/// answers it (with 426 when the upgrade headers are missing).
+fn wants_websocket(head: &Head) -> bool {
+    let path = head.path();
+    path == "/echo"
+        || path.starts_with("/ws/")
+        || head
+            .header("Upgrade")
+            .is_some_and(|u| u.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+}

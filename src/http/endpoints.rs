@@ -1,0 +1,232 @@
+//! The small HTTP endpoints: `/healthz`, `/config.json`, `/stats`, and
+//! `POST /publish/<room>`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tungstenite::Message;
+
+use super::body::{self, BodyError};
+use super::head::Head;
+use super::reply::{Reply, write_all_by};
+use super::{Exchange, browser};
+use crate::cluster::{LinkState, LinkStatus};
+use crate::config::AuthMode;
+use crate::envelope;
+use crate::hub::{Command, HUB_REPLY_TIMEOUT};
+use crate::json::JsonObject;
+use crate::security::bearer_token;
+use crate::server::Shared;
+use crate::url::{query_param, room_in_path};
+
+/// The token from `Authorization: Bearer` or `?token=`.
+pub fn request_token(head: &Head) -> Option<String> {
+    head.header("Authorization")
+        .and_then(bearer_token)
+        .map(str::to_string)
+        .or_else(|| query_param(head.query(), "token"))
+}
+
+/// What the page needs to connect: its WebSocket URL (the same host and port the
+/// browser used for the page, since one port serves both) and whether a token is
+/// needed.
+pub fn config_json(head: &Head, shared: &Shared) -> Reply {
+    let ws_url = match &shared.config.public_ws_url {
+        Some(url) => url.clone(),
+        None => {
+            let host = head
+                .header("Host")
+                .map(str::to_string)
+                .unwrap_or_else(|| shared.http_addr.to_string());
+            let scheme = if shared.config.uses_tls() { "wss" } else { "ws" };
+            format!("{scheme}://{host}")
+        }
+    };
+    let body = JsonObject::new()
+        .string("ws_url", &ws_url)
+        .bool("token_required", shared.policy.token_required())
+        .string(
+            "auth",
+            match shared.config.auth {
+                AuthMode::Handshake => "handshake",
+                AuthMode::FirstMessage => "first-message",
+            },
+        )
+        .number("max_message_bytes", shared.config.max_message_bytes as u64)
+        .string("default_room", "lobby")
+        .finish();
+    Reply::json(200, body).no_store()
+}
+
+/// `ok`, or — while the Redis link is down — `degraded`: the instance still serves,
+/// but its rooms are not shared with the other instances (still 200, so a load
+/// balancer does not take every instance out when Redis itself is down; a check that
+/// wants to can match the body).
+pub fn health(shared: &Shared) -> Reply {
+    match &shared.link {
+        Some(link) if link.state() == LinkState::Down => Reply::text(
+            200,
+            "degraded: Redis unreachable, rooms are local to this instance",
+        ),
+        _ => Reply::text(200, "ok"),
+    }
+    .no_store()
+}
+
+/// The Redis link's figures for `/stats`.
+fn link_json(link: &LinkStatus) -> String {
+    JsonObject::new()
+        .string(
+            "state",
+            match link.state() {
+                LinkState::Up => "up",
+                LinkState::Down => "down",
+            },
+        )
+        .number("queued", link.queued.load(Ordering::Relaxed))
+        .number("dropped", link.dropped.load(Ordering::Relaxed))
+        .number("connects", link.connects.load(Ordering::Relaxed))
+        .string("last_error", &link.error())
+        .finish()
+}
+
+/// `/stats`: the server's figures. With `--token` set, the token is required (401
+/// without it); room names appear only to a caller who gave it, since a room's name
+/// is all it takes to read that room.
+pub fn stats(head: &Head, shared: &Shared) -> Reply {
+    let token = request_token(head);
+    if !shared.policy.token_ok(token.as_deref()) {
+        return Reply::text(401, "missing or wrong token");
+    }
+    let show_rooms = shared.policy.token_required();
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    if shared.hub.send(Command::Stats(reply_tx)).is_err() {
+        return Reply::text(503, "server shutting down");
+    }
+    let Ok(room_stats) = reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) else {
+        return Reply::text(503, "hub did not answer");
+    };
+    let mut rooms = JsonObject::new();
+    let (mut history_messages, mut history_bytes, mut members) = (0, 0, 0);
+    for room in &room_stats {
+        history_messages += room.history_messages;
+        history_bytes += room.history_bytes;
+        members += room.members;
+        let figures = JsonObject::new()
+            .number("members", room.members as u64)
+            .number("history_messages", room.history_messages as u64)
+            .number("history_bytes", room.history_bytes as u64)
+            .finish();
+        rooms.raw(&room.name, &figures);
+    }
+    let counters = &shared.counters;
+    let mut body = JsonObject::new();
+    body.number("connections", shared.limit.open() as u64)
+        .number("sse_streams", counters.sse_streams.get())
+        .number("polls_waiting", counters.polls_waiting.get())
+        .number("room_count", room_stats.len() as u64)
+        .number("members", members as u64);
+    if show_rooms {
+        body.raw("rooms", &rooms.finish());
+    }
+    body.number("history_messages", history_messages as u64)
+        .number("history_bytes", history_bytes as u64)
+        .number("messages_in", counters.messages_in.load(Ordering::Relaxed))
+        .number("messages_out", counters.messages_out.load(Ordering::Relaxed))
+        .number(
+            "slow_consumer_disconnects",
+            counters.slow_consumers.load(Ordering::Relaxed),
+        )
+        .number(
+            "rate_limited_disconnects",
+            counters.rate_limited.load(Ordering::Relaxed),
+        )
+        .number("refused_per_ip", shared.per_ip.refused())
+        .number("requests_cut_off", shared.in_progress.evicted())
+        .number("uptime_secs", shared.started.elapsed().as_secs());
+    if let Some(link) = &shared.link {
+        body.raw("redis", &link_json(link));
+    }
+    Reply::json(200, body.finish()).no_store()
+}
+
+/// `POST /publish/<room>`: the body becomes one message (text if it is valid UTF-8,
+/// binary otherwise) for every member of the room. The body's declared length is
+/// checked before any of it is read, and all of it must arrive within
+/// `--request-timeout`.
+pub fn publish(exchange: Exchange) {
+    let reply = publish_reply(&exchange);
+    let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
+    exchange.answer(reply.headers(cors));
+}
+
+fn publish_reply(exchange: &Exchange) -> Reply {
+    let (head, shared) = (&exchange.head, exchange.shared);
+    let Some(room) = room_in_path(head.path(), "/publish/") else {
+        return Reply::text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -");
+    };
+    if !shared.policy.token_ok(request_token(head).as_deref()) {
+        return Reply::text(401, "missing or wrong token");
+    }
+    let cid = query_param(head.query(), "cid")
+        .or_else(|| head.header("X-Client-Id").map(str::to_string));
+    if cid.as_deref().is_some_and(|c| !envelope::is_client_id(c)) {
+        return Reply::text(400, "client ids are 1-64 characters of A-Z a-z 0-9 _ -");
+    }
+    let limit = shared.config.max_message_bytes;
+    let framing = match body::framing(head, limit) {
+        Ok(framing) => framing,
+        Err(e) => return body_error(&e),
+    };
+    let stream = exchange.pending.stream();
+    let deadline = Instant::now() + shared.config.request_timeout;
+    // A client that asked to wait for our go-ahead before sending a large body
+    // (`Expect: 100-continue`, as curl does) gets it now that the length is fine.
+    if head
+        .header("Expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        && write_all_by(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err()
+    {
+        return Reply::text(400, "client went away");
+    }
+    let body = match body::read_body(stream, &head.leftover, &framing, limit, deadline) {
+        Ok(body) => body,
+        Err(e) => return body_error(&e),
+    };
+    let message = match String::from_utf8(body) {
+        Ok(text) => Message::text(text),
+        Err(e) => Message::binary(e.into_bytes()),
+    };
+    shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    let command = Command::Publish {
+        room: room.to_string(),
+        message,
+        cid,
+        from: None,
+        reply: Some(reply_tx),
+    };
+    if shared.hub.send(command).is_err() {
+        return Reply::text(503, "server shutting down");
+    }
+    match reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) {
+        Ok(published) => Reply::json(
+            202,
+            JsonObject::new()
+                .number("delivered", published.delivered as u64)
+                .number("id", published.id)
+                .string("epoch", &envelope::format_epoch(published.epoch))
+                .bool("duplicate", published.duplicate)
+                .finish(),
+        ),
+        Err(_) => Reply::text(503, "hub did not answer"),
+    }
+}
+
+fn body_error(e: &BodyError) -> Reply {
+    match e.status() {
+        Some((status, message)) => Reply::text(status, &message),
+        // Nobody is left to read it; the status only names the case in the log.
+        None => Reply::text(400, "client went away"),
+    }
+}

@@ -1,0 +1,122 @@
+//! From an upgrade request to a running connection: the handshake checks, the
+//! connection limits, the `101`, then the connection's two threads (this thread
+//! becomes the reader).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::connection::{self, Destination, Settings, WRITE_TIMEOUT};
+use super::handshake::{self, Checks, Rejection, Route};
+use crate::config::AuthMode;
+use crate::http::head::Head;
+use crate::http::reply::close_gently;
+use crate::limit::PendingHandshake;
+use crate::logging;
+use crate::server::Shared;
+use crate::stream::Stream;
+
+/// Checks the upgrade request `head`, and on success runs the connection until it
+/// ends.
+pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: &Shared) {
+    let stream = pending.stream();
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let first_message_auth =
+        shared.config.auth == AuthMode::FirstMessage && shared.policy.token_required();
+    let checks = Checks {
+        policy: &shared.policy,
+        http_port: shared.http_addr.port(),
+        peer: peer.ip(),
+        token_in_first_message: first_message_auth,
+    };
+    let accepted = match handshake::check(&head, &checks) {
+        Ok(accepted) => accepted,
+        Err(rejection) => return refuse(stream, peer, &head, &rejection),
+    };
+    let Some(_slot) = shared.limit.try_acquire() else {
+        let message = format!("server full: {} connections open", shared.config.max_connections);
+        return refuse(stream, peer, &head, &Rejection { status: 503, message });
+    };
+    // Not yet authenticated sockets (--auth first-message) come from a smaller pool of
+    // their own, so they can never take every slot before showing a token.
+    let unauthenticated = if first_message_auth {
+        match shared.unauthenticated.try_acquire() {
+            Some(slot) => Some(slot),
+            None => {
+                let message = "too many connections waiting to authenticate".to_string();
+                return refuse(stream, peer, &head, &Rejection { status: 503, message });
+            }
+        }
+    } else {
+        None
+    };
+    // The handshake is complete: the socket leaves the registry of requests in
+    // progress (unless it was cut off meanwhile to make room for newer ones).
+    let Some(stream) = pending.finish() else {
+        log::debug!("handshake from {peer} was cut off: too many requests in progress");
+        return;
+    };
+    if let Err(e) = (&stream).write_all(handshake::accept_response(&accepted.accept_key).as_bytes())
+    {
+        log::debug!("handshake from {peer}: could not send 101: {e}");
+        return;
+    }
+
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let destination = match accepted.route {
+        Route::Echo => Destination::Echo,
+        Route::Room { name, raw, resume } => Destination::Room { name, raw, resume },
+    };
+    // Behind a proxy every connection comes from the proxy; with --trust-proxy we log
+    // the client it reports instead. Never trusted by default: anyone can send the header.
+    let client = match accepted.forwarded_for {
+        Some(forwarded) if shared.config.trust_proxy => format!("{forwarded} (via {peer})"),
+        _ => peer.to_string(),
+    };
+    logging::access(format_args!("{client} WebSocket {id} open {}", head.path()));
+    let opened = Instant::now();
+    let settings = Settings {
+        ping_interval: shared.config.ping_interval,
+        pong_timeout: shared.config.pong_timeout,
+        max_message_bytes: shared.config.max_message_bytes,
+        max_messages_per_second: shared.config.max_messages_per_second,
+        send_queue: shared.config.send_queue,
+        handshake_timeout: shared.config.handshake_timeout,
+        first_message_auth: first_message_auth.then(|| Arc::clone(&shared.policy)),
+        unauthenticated,
+    };
+    let code = connection::serve(
+        id,
+        stream,
+        accepted.leftover,
+        destination,
+        shared.hub.clone(),
+        Arc::clone(&shared.counters),
+        settings,
+    );
+    let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+    logging::access(format_args!(
+        "{client} WebSocket {id} closed after {:.1?} (close code {code})",
+        opened.elapsed()
+    ));
+}
+
+fn refuse(stream: &Stream, peer: SocketAddr, head: &Head, rejection: &Rejection) {
+    log::warn!(
+        "refused WebSocket handshake from {peer}: {} {}",
+        rejection.status,
+        rejection.message
+    );
+    logging::access(format_args!(
+        "{peer} \"{} {}\" {}",
+        head.method,
+        head.path(),
+        rejection.status
+    ));
+    let response = handshake::rejection_response(rejection);
+    if (&*stream).write_all(response.as_bytes()).is_ok() {
+        close_gently(stream);
+    }
+}
