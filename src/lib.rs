@@ -1,32 +1,32 @@
 //! # threadcast
 //!
-//! A small real-time web server with no async runtime: a bundled page and static
-//! files over HTTP ([`tiny_http`]), and WebSocket rooms over a plain
-//! [`std::net::TcpListener`] and [`tungstenite`], with **one reader thread and one
-//! writer thread per connection**. Only the writer ever writes to the socket, so
+//! A small real-time web server with no async runtime, on **one port**: a bundled
+//! page and static files ([`tiny_http`], behind our own front door), HTTP endpoints,
+//! and WebSocket rooms ([`tungstenite`]) with **one reader thread and one writer
+//! thread per connection**. Only the writer ever writes to the socket, so
 //! pong replies, close frames and broadcast messages can never interleave on the wire.
 //!
 //! Reading order for a newcomer: [`config`] (what can be set), [`server`] (start and
-//! stop), [`ws::handshake`] (the HTTP upgrade), [`ws::connection`] (the two threads
+//! stop), [`door`] (every connection starts there: limits, the request head, the
+//! route), [`ws::handshake`] (the HTTP upgrade), [`ws::connection`] (the two threads
 //! of one connection: ping/pong, close, the single writer), [`hub`] (rooms and
 //! fan-out, slow consumers), [`room`] and [`envelope`] (ids, history, the wire
 //! format; see `docs/PROTOCOL.md`), [`http`], [`sse`] and [`poll`] (the HTTP side
 //! and the fallback transports), [`feed`] (live feeds). Optional features:
 //! [`cluster`] and `redis_link` (several instances sharing rooms through Redis,
-//! `--features redis`), `tls`, [`stream`] and `https` (`--features tls`).
+//! `--features redis`), `tls` and [`stream`] (`--features tls`).
 //!
 //! ## Example
-//! Start a server on ephemeral ports, push a message into a room from Rust, stop it:
+//! Start a server on an ephemeral port, push a message into a room from Rust, stop it:
 //! ```
 //! use threadcast::{Config, Server};
 //!
 //! let config = Config {
 //!     http_addr: "127.0.0.1:0".parse().unwrap(),
-//!     ws_addr: "127.0.0.1:0".parse().unwrap(),
 //!     ..Config::default()
 //! };
-//! let server = Server::start(config).expect("bind loopback ports");
-//! println!("page at http://{}/, WebSocket at ws://{}/ws/lobby", server.http_addr(), server.ws_addr());
+//! let server = Server::start(config).expect("bind a loopback port");
+//! println!("page at http://{0}/, WebSocket at ws://{0}/ws/lobby", server.http_addr());
 //! // Nobody has joined yet, so the message reaches no one.
 //! assert_eq!(server.publish("lobby", "hello").unwrap(), 0);
 //! server.shutdown();

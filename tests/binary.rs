@@ -137,7 +137,7 @@ fn logged_client_address(extra: &[&str]) -> String {
     assert_eq!(status, 101);
     let line = server
         .logs
-        .find(|l| l.contains("connection 1 from"))
+        .find(|l| l.contains("WebSocket 1 open"))
         .unwrap();
     assert!(!line.contains("from-env"));
     drop(stream);
@@ -151,7 +151,7 @@ fn logged_client_address(extra: &[&str]) -> String {
 fn the_forwarded_client_address_is_logged_only_with_trust_proxy() {
     let trusted = logged_client_address(&["--trust-proxy"]);
     assert!(
-        trusted.contains("from 203.0.113.7 (via 127.0.0.1:"),
+        trusted.contains("203.0.113.7 (via 127.0.0.1:"),
         "{trusted}"
     );
     let untrusted = logged_client_address(&[]);

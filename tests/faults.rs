@@ -306,7 +306,10 @@ mod shutdown {
 
     #[test]
     fn shutdown_under_load_sends_1001_to_500_clients_within_the_drain_deadline() {
-        let server = start_with(|c| c.send_queue = 4096);
+        let server = start_with(|c| {
+            c.send_queue = 4096;
+            c.max_connections_per_ip = CLIENTS + 16; // every client comes from 127.0.0.1
+        });
         let clients: Vec<_> = (0..CLIENTS)
             .map(|i| {
                 let echo = i % 2 == 0;

@@ -148,15 +148,15 @@ fn healthz_answers_ok() {
 }
 
 #[test]
-fn config_json_points_the_page_at_the_websocket_port_on_the_host_it_used() {
+fn config_json_points_the_page_at_the_host_and_port_it_used() {
     let server = start();
     let response = http(server.http_addr(), "GET", "/config.json", &[], b"");
     assert_eq!(
         response.header("Content-Type").as_deref(),
         Some("application/json")
     );
-    // `http()` sends Host: 127.0.0.1:<http port>.
-    let expected = format!("\"ws_url\":\"ws://127.0.0.1:{}\"", server.ws_addr().port());
+    // `http()` sends Host: 127.0.0.1:<port>; one port serves the page and WebSockets.
+    let expected = format!("\"ws_url\":\"ws://127.0.0.1:{}\"", server.http_addr().port());
     assert!(response.text().contains(&expected), "{}", response.text());
 
     let mut stream = TcpStream::connect(server.http_addr()).unwrap();
@@ -167,13 +167,7 @@ fn config_json_points_the_page_at_the_websocket_port_on_the_host_it_used() {
         .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
-    assert!(
-        text.contains(&format!(
-            "\"ws_url\":\"ws://example.test:{}\"",
-            server.ws_addr().port()
-        )),
-        "{text}"
-    );
+    assert!(text.contains("\"ws_url\":\"ws://example.test:8080\""), "{text}");
 
     let behind_proxy =
         start_with(|c| c.public_ws_url = Some("wss://chat.example.com/ws-base".into()));
@@ -186,14 +180,16 @@ fn config_json_points_the_page_at_the_websocket_port_on_the_host_it_used() {
 
 #[test]
 fn stats_reports_connections_rooms_and_message_counts() {
-    let server = start();
-    let mut a = connect(&server, "/ws/alpha?raw=1");
-    let _b = connect(&server, "/ws/alpha?raw=1");
+    let server = start_with(|c| c.token = Some("op".into()));
+    let mut a = connect(&server, "/ws/alpha?raw=1&token=op");
+    let _b = connect(&server, "/ws/alpha?raw=1&token=op");
     wait_for_members(&server, "alpha", 2);
-    let _echo = connect(&server, "/echo");
+    let _echo = connect(&server, "/echo?token=op");
     a.send(Message::text("x")).unwrap();
     let _ = next_data(&mut a);
-    let stats = get(server.http_addr(), "/stats").text();
+    // Room names are shown only to a caller who gave the token.
+    assert_eq!(get(server.http_addr(), "/stats").status, 401);
+    let stats = get(server.http_addr(), "/stats?token=op").text();
     for expected in [
         "\"connections\":3",
         "\"alpha\":{\"members\":2,\"history_messages\":1,",

@@ -2,12 +2,13 @@
 //! room broadcast, heartbeats and Server-Sent Events all work through the proxy, on one
 //! origin, with the browser's Origin header accepted.
 //!
-//! Each test starts its own threadcast (library, ephemeral loopback ports) and its own
-//! nginx (Debian's package) on an ephemeral loopback port, running the shipped
-//! `deploy/nginx.conf` with only the listen and upstream addresses substituted, from a
-//! temporary prefix directory (config, logs, pid, temp files), so nothing under /etc or
-//! /var is touched. Without nginx the tests are skipped, except under CI (env `CI`),
-//! where a missing nginx is a failure.
+//! Each test starts its own threadcast (library, one ephemeral loopback port serving
+//! everything, with the README's recipe: `--public-ws-url` naming the proxy and
+//! `--trust-proxy`) and its own nginx (Debian's package) on an ephemeral loopback port,
+//! running the shipped `deploy/nginx.conf` with only the listen and upstream addresses
+//! substituted, from a temporary prefix directory (config, logs, pid, temp files), so
+//! nothing under /etc or /var is touched. Without nginx the tests are skipped, except
+//! under CI (env `CI`), where a missing nginx is a failure.
 
 mod common;
 
@@ -38,7 +39,9 @@ fn the_page_and_its_config_come_through_the_proxy() {
         "answered through nginx: {}",
         page.head
     );
-    // With --public-ws-url the page is told the proxy's address, not port 8081's.
+    // One port: the upstream serves the page and the WebSockets alike.
+    assert_eq!(server.http_addr(), server.ws_addr(), "one threadcast port");
+    // With --public-ws-url the page is told the proxy's address, not threadcast's own.
     let config = get(proxy.addr, "/config.json").text();
     let expected = format!("\"ws_url\":\"{}\"", proxy.ws_url());
     assert!(config.contains(&expected), "{config} lacks {expected}");
@@ -128,8 +131,32 @@ fn a_room_broadcast_reaches_every_member_through_the_proxy() {
     drop(server);
 }
 
-/// README, "Running several instances": two instances in the upstream blocks (with
-/// `least_conn` for the WebSockets, as the README shows), sharing rooms through Redis.
+#[test]
+fn with_trust_proxy_the_per_address_limit_is_left_to_nginx() {
+    // Behind nginx every client arrives from 127.0.0.1. With --trust-proxy (the README's
+    // recipe) threadcast does not apply --max-connections-per-ip to that loopback peer,
+    // so three clients pass a limit of 2; nginx's `limit_conn` counts real addresses.
+    let Some((server, proxy)) = start_pair(|config| config.max_connections_per_ip = 2) else {
+        return;
+    };
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| {
+            proxy
+                .connect("/echo", &proxy.origin())
+                .unwrap_or_else(|e| panic!("client {i} through nginx: {e}"))
+        })
+        .collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        ws.send(Message::text(format!("client {i}"))).unwrap();
+        assert_eq!(next_data(ws), Message::text(format!("client {i}")));
+    }
+    assert_eq!(get(proxy.addr, "/healthz").status, 200);
+    drop(server);
+}
+
+/// README, "Running several instances": two instances in the one upstream block (whose
+/// `least_conn` sends each new connection to the instance with fewer open ones), sharing
+/// rooms through Redis.
 #[cfg(feature = "redis")]
 #[test]
 fn several_instances_behind_the_upstreams_share_their_rooms_through_redis() {
@@ -144,25 +171,23 @@ fn several_instances_behind_the_upstreams_share_their_rooms_through_redis() {
             let instance = || {
                 start_with(|c| {
                     c.public_ws_url = Some(format!("ws://{proxy}"));
+                    c.trust_proxy = true;
                     c.redis_url = Some(redis.url());
                     c.demo_feed = false;
                 })
             };
             let servers = [instance(), instance()];
             let [a, b] = &servers;
-            let site = site_config(a, port)
-                .replace(
-                    &format!("server {};", a.http_addr()),
-                    &format!("server {};\n    server {};", a.http_addr(), b.http_addr()),
-                )
-                .replace(
-                    &format!("server {};", a.ws_addr()),
-                    &format!(
-                        "least_conn;\n    server {};\n    server {};",
-                        a.ws_addr(),
-                        b.ws_addr()
-                    ),
-                );
+            let site = site_config(a, port);
+            assert!(
+                site.contains("least_conn;"),
+                "deploy/nginx.conf balances by open connections, as the README says"
+            );
+            // The README's recipe: one more `server` line per instance.
+            let site = site.replace(
+                &format!("server {};", a.http_addr()),
+                &format!("server {};\n    server {};", a.http_addr(), b.http_addr()),
+            );
             start_nginx(&nginx, &site, proxy).map(|proxy| (servers, proxy))
         })
         .expect("nginx did not start");
@@ -364,8 +389,10 @@ fn start_pair_with(
         let port = free_port();
         let proxy = SocketAddr::from(([127, 0, 0, 1], port));
         let change = change.take();
+        // README, "Running behind nginx": loopback, --public-ws-url, --trust-proxy.
         let server = start_with(|config| {
             config.public_ws_url = Some(format!("ws://{proxy}"));
+            config.trust_proxy = true;
             if let Some(change) = change {
                 change(config);
             }
@@ -398,18 +425,21 @@ fn find_nginx() -> Option<PathBuf> {
     None
 }
 
-/// deploy/nginx.conf with the listen and upstream addresses replaced.
+/// deploy/nginx.conf with the listen and upstream addresses replaced. The file has one
+/// upstream with one server, threadcast's one port, for every location.
 fn site_config(server: &ServerHandle, port: u16) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
     let mut site = std::fs::read_to_string(&path).expect("read deploy/nginx.conf");
+    assert!(
+        !site.contains("8081"),
+        "deploy/nginx.conf should not name a separate WebSocket port"
+    );
     let listen = format!("listen 127.0.0.1:{port};");
-    let http = format!("server {};", server.http_addr());
-    let ws = format!("server {};", server.ws_addr());
+    let upstream = format!("server {};", server.http_addr());
     for (from, to) in [
         ("listen 80;", listen.as_str()),
         ("listen [::]:80;", ""),
-        ("server 127.0.0.1:8080;", http.as_str()),
-        ("server 127.0.0.1:8081;", ws.as_str()),
+        ("server 127.0.0.1:8080;", upstream.as_str()),
     ] {
         assert_eq!(
             site.matches(from).count(),

@@ -1,6 +1,7 @@
-// Shared helpers for the browser tests: start a real threadcast on ephemeral ports,
-// launch Debian's Chromium through playwright-core, and a TCP proxy that lets a test
-// cut a page's WebSocket connections without touching the server.
+// Shared helpers for the browser tests: start a real threadcast on an ephemeral port
+// (one port serves the page, the HTTP endpoints and the WebSockets), launch Debian's
+// Chromium through playwright-core, and a TCP proxy that lets a test cut a page's
+// WebSocket connections without touching the server.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
@@ -45,11 +46,12 @@ export function threadcastBinary() {
 }
 
 export class Server {
-  /** Starts threadcast; `http`/`ws` default to port 0 (ephemeral). */
-  static async start({ args = [], http = '127.0.0.1:0', ws = '127.0.0.1:0', publicDir = path.join(REPO, 'public'), binary } = {}) {
+  /** Starts threadcast on one port; `http` defaults to port 0 (ephemeral). No `--ws`:
+   *  the page, the HTTP endpoints and the WebSockets all share that port. */
+  static async start({ args = [], http = '127.0.0.1:0', publicDir = path.join(REPO, 'public'), binary } = {}) {
     const server = new Server(args, publicDir);
     server.binary = binary;
-    await server.spawn(http, ws);
+    await server.spawn(http);
     return server;
   }
 
@@ -59,9 +61,9 @@ export class Server {
     this.log = '';
   }
 
-  async spawn(httpAddr, wsAddr) {
+  async spawn(httpAddr) {
     const child = spawn(this.binary || threadcastBinary(), [
-      '--http', httpAddr, '--ws', wsAddr, '--public', this.publicDir, ...this.args,
+      '--http', httpAddr, '--public', this.publicDir, ...this.args,
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     running.add(child);
@@ -77,8 +79,12 @@ export class Server {
       });
       child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`threadcast exited (${code}):\n${stderr}`)); });
     });
+    // One port: the listening line names the same address twice.
+    if (addresses.ws !== addresses.http) {
+      throw new Error(`expected one port, got http=${addresses.http} ws=${addresses.ws}:\n${stderr}`);
+    }
     this.http = addresses.http;
-    this.ws = addresses.ws;
+    this.ws = addresses.ws; // where the WebSockets are: the same address
     this.url = `${this.args.includes('--tls-cert') ? 'https' : 'http'}://${this.http}/`;
   }
 
@@ -91,12 +97,12 @@ export class Server {
     clearTimeout(timer);
   }
 
-  /** Starts a new process on the same ports (a new epoch, empty history). */
+  /** Starts a new process on the same port (a new epoch, empty history). */
   async restart() {
     await this.stop();
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.spawn(this.http, this.ws);
+        await this.spawn(this.http);
         return;
       } catch (error) {
         if (attempt >= 20 || !/in use/i.test(String(error))) throw error;
@@ -215,10 +221,11 @@ export function screenshotPath(name) {
   return path.join(SCREENSHOTS, name);
 }
 
-/* A TCP proxy in front of the WebSocket port ------------------------------------------ */
+/* A TCP proxy in front of the server's port -------------------------------------------- */
 
 /**
- * Forwards 127.0.0.1:<port> to the server's WebSocket port. `killAll()` cuts every
+ * Forwards 127.0.0.1:<port> to the server's port (tests point only the page's
+ * WebSockets at it, with routeWebSocketsThrough). `killAll()` cuts every
  * open connection (the page sees close code 1006, as on a network failure); `block()`
  * makes new connections fail at once; `unblock()` lets them through again.
  */
