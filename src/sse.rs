@@ -47,7 +47,7 @@ pub fn start(exchange: Exchange) {
 /// Streams `room` to the client until it goes away or the server shuts down.
 fn serve(stream: &Stream, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
     let Some(member) = shared.join(room, resume) else {
-        let _ = Reply::text(503, "server shutting down").send(stream, false);
+        Reply::text(503, "server shutting down").send(stream, false);
         return;
     };
     let (id, queue, close) = (member.id, &member.queue, &member.close);
