@@ -20,7 +20,7 @@
 use std::fs;
 
 /// Descriptors, mappings and threads the process needs besides its connections
-/// (listeners, tiny_http's pool, handshakes in progress, the hub, feeds, libraries).
+/// (listeners, requests in progress, file answers, the hub, feeds, libraries).
 pub const RESERVED: u64 = 1024;
 /// Memory mappings per connection: two threads, four mappings each.
 pub const MAPS_PER_CONNECTION: u64 = 8;

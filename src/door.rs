@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::http::files::FileServer;
-use crate::http::head::{self, HeadError, Head};
+use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
 use crate::limit::{AddressSlot, PendingHandshake};
@@ -54,7 +54,12 @@ pub enum Serves {
 
 /// Accepts connections until `shared.stopping` is set (the server then connects to
 /// the listener once to wake this loop).
-pub fn accept_loop(listener: TcpListener, shared: Arc<Shared>, serves: Serves, files: Arc<FileServer>) {
+pub fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serves: Serves,
+    files: Arc<FileServer>,
+) {
     for socket in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             break;
@@ -174,9 +179,23 @@ fn handle(
         let reply = Reply::text(426, "this port speaks WebSocket only: /echo, /ws/ROOM")
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Version", "13");
-        Exchange { head, pending, peer, shared }.answer(reply);
+        Exchange {
+            head,
+            pending,
+            peer,
+            shared,
+        }
+        .answer(reply);
     } else {
-        http_side::serve(Exchange { head, pending, peer, shared }, files);
+        http_side::serve(
+            Exchange {
+                head,
+                pending,
+                peer,
+                shared,
+            },
+            files,
+        );
     }
 }
 
@@ -186,7 +205,8 @@ fn wants_websocket(head: &Head) -> bool {
     let path = head.path();
     path == "/echo"
         || path.starts_with("/ws/")
-        || head
-            .header("Upgrade")
-            .is_some_and(|u| u.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+        || head.header("Upgrade").is_some_and(|u| {
+            u.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        })
 }

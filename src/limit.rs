@@ -270,7 +270,11 @@ impl PerAddress {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self.owner.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .owner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -374,7 +378,10 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let first = limit.try_acquire(a).unwrap();
         let _second = limit.try_acquire(mapped).unwrap();
-        assert!(limit.try_acquire(a).is_none(), "the mapped form is the same client");
+        assert!(
+            limit.try_acquire(a).is_none(),
+            "the mapped form is the same client"
+        );
         assert_eq!(limit.refused(), 1);
         assert!(limit.try_acquire(b).is_some());
         drop(first);
@@ -389,7 +396,10 @@ mod tests {
         let allowed = (0..100).filter(|_| rate.allow(start)).count();
         assert_eq!(allowed, 20, "a burst of twice the rate");
         assert!(!rate.allow(start + Duration::from_millis(50)));
-        assert!(rate.allow(start + Duration::from_millis(150)), "refilled at 10/s");
+        assert!(
+            rate.allow(start + Duration::from_millis(150)),
+            "refilled at 10/s"
+        );
         let later = start + Duration::from_secs(100);
         let allowed = (0..100).filter(|_| rate.allow(later)).count();
         assert_eq!(allowed, 20, "never more than the burst");

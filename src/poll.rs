@@ -47,18 +47,27 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
         "/poll/"
     };
     let Some(room) = room_in_path(head.path(), prefix) else {
-        return Err(Reply::text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -"));
+        return Err(Reply::text(
+            404,
+            "room names are 1-64 characters of A-Z a-z 0-9 _ -",
+        ));
     };
     if !shared.policy.token_ok(request_token(head).as_deref()) {
         return Err(Reply::text(401, "missing or wrong token"));
     }
     let Some(slot) = shared.limit.try_acquire() else {
-        let full = format!("server full: {} connections open", shared.config.max_connections);
+        let full = format!(
+            "server full: {} connections open",
+            shared.config.max_connections
+        );
         return Err(Reply::text(503, &full));
     };
     // The browser's automatic SSE reconnect sends Last-Event-ID (`<epoch>:<id>`) and
     // reuses the original URL, so the header wins over `?since=`.
-    let resume = match head.header("Last-Event-ID").and_then(envelope::parse_event_id) {
+    let resume = match head
+        .header("Last-Event-ID")
+        .and_then(envelope::parse_event_id)
+    {
         Some((epoch, id)) => Resume::Since {
             id,
             epoch: Some(epoch),

@@ -175,11 +175,25 @@ impl Server {
         };
         let hub = hub::spawn(hub_rx, counters, limits, link);
         let feeds = Feeds::start(&shared);
-        let mut accept = vec![spawn_door(http_listener, &shared, Serves::Everything, &files)?];
+        let mut accept = vec![spawn_door(
+            http_listener,
+            &shared,
+            Serves::Everything,
+            &files,
+        )?];
         if let Some(listener) = ws_listener {
-            accept.push(spawn_door(listener, &shared, Serves::WebSocketsOnly, &files)?);
+            accept.push(spawn_door(
+                listener,
+                &shared,
+                Serves::WebSocketsOnly,
+                &files,
+            )?);
         }
-        let scheme = if shared.config.uses_tls() { "https" } else { "http" };
+        let scheme = if shared.config.uses_tls() {
+            "https"
+        } else {
+            "http"
+        };
         if shared.config.uses_tls() {
             log::info!("TLS on every listener: https:// and wss://");
         }
@@ -212,7 +226,10 @@ fn bind(flag: &str, addr: SocketAddr) -> io::Result<TcpListener> {
         } else {
             ""
         };
-        io::Error::new(e.kind(), format!("cannot listen on {addr} ({flag}): {e}{hint}"))
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} ({flag}): {e}{hint}"),
+        )
     })
 }
 

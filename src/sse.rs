@@ -35,7 +35,9 @@ pub fn start(exchange: Exchange) {
     };
     let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
     exchange.log(200);
-    let Exchange { pending, shared, .. } = exchange;
+    let Exchange {
+        pending, shared, ..
+    } = exchange;
     let Some(stream) = pending.finish() else {
         return; // cut off meanwhile (shutdown, or too many requests in progress)
     };

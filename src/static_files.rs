@@ -209,7 +209,13 @@ mod tests {
 
     #[test]
     fn dotfiles_and_dot_folders_are_not_found() {
-        for path in ["/.env", "/.git/config", "/a/.htpasswd", "/%2egit/HEAD", "/.well-known/x"] {
+        for path in [
+            "/.env",
+            "/.git/config",
+            "/a/.htpasswd",
+            "/%2egit/HEAD",
+            "/.well-known/x",
+        ] {
             assert!(matches!(safe_segments(path), Some(None)), "{path}");
         }
     }

@@ -1,4 +1,4 @@
-//! A WebSocket connection's socket: plain TCP, or TLS on top of it (`--features tls`).
+//! A connection's socket: plain TCP, or TLS on top of it (`--features tls`).
 //!
 //! Like `&TcpStream`, a `&Stream` implements `Read` and `Write`, so the reader thread
 //! and the writer thread of one connection share one `Arc<Stream>`. The plain case is

@@ -150,10 +150,7 @@ fn logged_client_address(extra: &[&str]) -> String {
 #[test]
 fn the_forwarded_client_address_is_logged_only_with_trust_proxy() {
     let trusted = logged_client_address(&["--trust-proxy"]);
-    assert!(
-        trusted.contains("203.0.113.7 (via 127.0.0.1:"),
-        "{trusted}"
-    );
+    assert!(trusted.contains("203.0.113.7 (via 127.0.0.1:"), "{trusted}");
     let untrusted = logged_client_address(&[]);
     assert!(!untrusted.contains("203.0.113.7"), "{untrusted}");
 }

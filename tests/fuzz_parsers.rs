@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
+use threadcast::http::head::Head;
 use threadcast::security::{
     AccessPolicy, bearer_token, host_without_port, is_loopback_name, normalize_host,
 };
@@ -24,7 +25,6 @@ use threadcast::url::{
     is_room_name, percent_decode, query_flag, query_param, room_in_path, split_target,
 };
 use threadcast::ws::handshake::{self, Checks, Route};
-use threadcast::http::head::Head;
 
 /// Cases per property: cheap ones run many, the file-system one fewer. No regression
 /// files are written into the source tree.
@@ -157,7 +157,12 @@ mod handshake_checks {
     ) -> Result<handshake::Accepted, handshake::Rejection> {
         let head = match Head::parse(request) {
             Ok(Some(head)) => head,
-            Ok(None) => return Err(handshake::Rejection { status: 0, message: "incomplete".into() }),
+            Ok(None) => {
+                return Err(handshake::Rejection {
+                    status: 0,
+                    message: "incomplete".into(),
+                });
+            }
             Err((status, message)) => return Err(handshake::Rejection { status, message }),
         };
         handshake::check(

@@ -156,7 +156,10 @@ fn config_json_points_the_page_at_the_host_and_port_it_used() {
         Some("application/json")
     );
     // `http()` sends Host: 127.0.0.1:<port>; one port serves the page and WebSockets.
-    let expected = format!("\"ws_url\":\"ws://127.0.0.1:{}\"", server.http_addr().port());
+    let expected = format!(
+        "\"ws_url\":\"ws://127.0.0.1:{}\"",
+        server.http_addr().port()
+    );
     assert!(response.text().contains(&expected), "{}", response.text());
 
     let mut stream = TcpStream::connect(server.http_addr()).unwrap();
@@ -167,7 +170,10 @@ fn config_json_points_the_page_at_the_host_and_port_it_used() {
         .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
-    assert!(text.contains("\"ws_url\":\"ws://example.test:8080\""), "{text}");
+    assert!(
+        text.contains("\"ws_url\":\"ws://example.test:8080\""),
+        "{text}"
+    );
 
     let behind_proxy =
         start_with(|c| c.public_ws_url = Some("wss://chat.example.com/ws-base".into()));

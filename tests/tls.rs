@@ -278,7 +278,10 @@ fn config_json_over_https_names_a_wss_url() {
     let config = https_get(&server, "/config.json");
     assert_eq!(config.status, 200);
     // One port: the page's WebSocket URL is the host and port it was loaded from.
-    let expected = format!("\"ws_url\":\"wss://localhost:{}\"", server.http_addr().port());
+    let expected = format!(
+        "\"ws_url\":\"wss://localhost:{}\"",
+        server.http_addr().port()
+    );
     assert!(config.text().contains(&expected), "{}", config.text());
 }
 
@@ -467,7 +470,10 @@ fn silent_tls_clients_past_the_in_progress_cap_cut_off_the_oldest_and_others_are
     // The oldest silent client was cut off to make room for the newer ones.
     let oldest = &mut held[0];
     oldest.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-    assert!(closed_by_server(oldest), "the oldest silent client was kept");
+    assert!(
+        closed_by_server(oldest),
+        "the oldest silent client was kept"
+    );
     // A real client still gets through at once, page and WebSocket alike.
     assert_eq!(https_get(&server, "/healthz").text().trim(), "ok");
     let mut ws = wss_connect(&server, "/echo");

@@ -90,12 +90,16 @@ pub fn framing(head: &Head, limit: usize) -> Result<Framing, BodyError> {
     for value in lengths.iter().flat_map(|v| v.split(',')) {
         let value = value.trim();
         if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(BodyError::Malformed(format!("bad Content-Length '{first}'")));
+            return Err(BodyError::Malformed(format!(
+                "bad Content-Length '{first}'"
+            )));
         }
         // Anything that does not fit in a u64 is certainly above the limit.
         let n = value.parse::<u64>().unwrap_or(u64::MAX);
         if declared.is_some_and(|d| d != n) {
-            return Err(BodyError::Malformed("conflicting Content-Length values".into()));
+            return Err(BodyError::Malformed(
+                "conflicting Content-Length values".into(),
+            ));
         }
         declared = Some(n);
     }
@@ -218,7 +222,9 @@ impl Input<'_> {
             // Read only up to the line's limit, never into what follows it.
             self.fill(max - self.buf.len())?;
         }
-        Err(BodyError::Malformed(format!("{what} longer than {max} bytes")))
+        Err(BodyError::Malformed(format!(
+            "{what} longer than {max} bytes"
+        )))
     }
 }
 
@@ -234,15 +240,24 @@ mod tests {
     #[test]
     fn declared_lengths_are_checked_before_reading() {
         assert_eq!(framing(&head(""), 10), Ok(Framing::Empty));
-        assert_eq!(framing(&head("Content-Length: 5\r\n"), 10), Ok(Framing::Length(5)));
-        assert_eq!(framing(&head("Content-Length: 11\r\n"), 10), Err(BodyError::TooLarge(10)));
+        assert_eq!(
+            framing(&head("Content-Length: 5\r\n"), 10),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing(&head("Content-Length: 11\r\n"), 10),
+            Err(BodyError::TooLarge(10))
+        );
         let huge = head("Content-Length: 18446744073709551615\r\n");
         assert_eq!(framing(&huge, 10), Err(BodyError::TooLarge(10)));
         let beyond = head("Content-Length: 99999999999999999999\r\n");
         assert_eq!(framing(&beyond, 10), Err(BodyError::TooLarge(10)));
         for bad in ["-1", "1e3", "0x10", "", "5 5", "123456789012345678901"] {
             let h = head(&format!("Content-Length: {bad}\r\n"));
-            assert!(matches!(framing(&h, 10), Err(BodyError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(framing(&h, 10), Err(BodyError::Malformed(_))),
+                "{bad}"
+            );
         }
         let twice = head("Content-Length: 5\r\nContent-Length: 6\r\n");
         assert!(matches!(framing(&twice, 10), Err(BodyError::Malformed(_))));
@@ -256,6 +271,9 @@ mod tests {
         assert!(matches!(framing(&both, 10), Err(BodyError::Malformed(_))));
         let gzip = head("Transfer-Encoding: gzip, chunked\r\n");
         assert!(matches!(framing(&gzip, 10), Err(BodyError::Malformed(_))));
-        assert_eq!(framing(&head("Transfer-Encoding: Chunked\r\n"), 10), Ok(Framing::Chunked));
+        assert_eq!(
+            framing(&head("Transfer-Encoding: Chunked\r\n"), 10),
+            Ok(Framing::Chunked)
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn check(head: &Head, peer: SocketAddr, policy: &AccessPolicy) -> Result<(),
         return Err(Reply::text(403, "Host not allowed; see --allow-host"));
     }
     if !policy.origin_allowed(head.header("Origin"), head.header("Host")) {
-        log::warn!("refused {} from {peer}: Origin not allowed (see --allow-origin)", head.path());
+        log::warn!(
+            "refused {} from {peer}: Origin not allowed (see --allow-origin)",
+            head.path()
+        );
         return Err(Reply::text(403, "Origin not allowed; see --allow-origin"));
     }
     Ok(())

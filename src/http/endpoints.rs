@@ -38,7 +38,11 @@ pub fn config_json(head: &Head, shared: &Shared) -> Reply {
                 .header("Host")
                 .map(str::to_string)
                 .unwrap_or_else(|| shared.http_addr.to_string());
-            let scheme = if shared.config.uses_tls() { "wss" } else { "ws" };
+            let scheme = if shared.config.uses_tls() {
+                "wss"
+            } else {
+                "ws"
+            };
             format!("{scheme}://{host}")
         }
     };
@@ -132,7 +136,10 @@ pub fn stats(head: &Head, shared: &Shared) -> Reply {
     body.number("history_messages", history_messages as u64)
         .number("history_bytes", history_bytes as u64)
         .number("messages_in", counters.messages_in.load(Ordering::Relaxed))
-        .number("messages_out", counters.messages_out.load(Ordering::Relaxed))
+        .number(
+            "messages_out",
+            counters.messages_out.load(Ordering::Relaxed),
+        )
         .number(
             "slow_consumer_disconnects",
             counters.slow_consumers.load(Ordering::Relaxed),
@@ -168,8 +175,8 @@ fn publish_reply(exchange: &Exchange) -> Reply {
     if !shared.policy.token_ok(request_token(head).as_deref()) {
         return Reply::text(401, "missing or wrong token");
     }
-    let cid = query_param(head.query(), "cid")
-        .or_else(|| head.header("X-Client-Id").map(str::to_string));
+    let cid =
+        query_param(head.query(), "cid").or_else(|| head.header("X-Client-Id").map(str::to_string));
     if cid.as_deref().is_some_and(|c| !envelope::is_client_id(c)) {
         return Reply::text(400, "client ids are 1-64 characters of A-Z a-z 0-9 _ -");
     }

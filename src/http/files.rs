@@ -92,7 +92,8 @@ impl FileServer {
         let method = if head_only { "HEAD" } else { "GET" };
         // Only a path that httparse accepted reaches here (no spaces, no control
         // characters), so it cannot break out of the request line.
-        let request = format!("{method} {path} HTTP/1.1\r\nHost: threadcast\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: threadcast\r\nConnection: close\r\n\r\n");
         (&backend).write_all(request.as_bytes())?;
         relay(&backend, client, deadline)
     }
@@ -260,7 +261,10 @@ fn private_dir() -> io::Result<PathBuf> {
     let name = format!(
         "threadcast-{}-{}",
         std::process::id(),
-        random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
     let dir = std::env::temp_dir().join(name);
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;

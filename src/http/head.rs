@@ -143,7 +143,9 @@ pub fn read_head(stream: &Stream, deadline: Instant) -> Result<Head, HeadError> 
         if left.is_zero() {
             return Err(HeadError::TimedOut);
         }
-        stream.set_read_timeout(Some(left)).map_err(HeadError::Gone)?;
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(HeadError::Gone)?;
         let n = match (&*stream).read(&mut chunk) {
             Ok(0) => return Err(HeadError::Gone(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => n,
@@ -179,9 +181,11 @@ mod tests {
 
     #[test]
     fn a_complete_head_is_parsed_and_the_rest_kept() {
-        let head = Head::parse(b"POST /publish/a?cid=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
-            .unwrap()
-            .unwrap();
+        let head = Head::parse(
+            b"POST /publish/a?cid=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(head.method, "POST");
         assert_eq!((head.path(), head.query()), ("/publish/a", "cid=1"));
         assert_eq!(head.header("content-length"), Some("2"));
@@ -190,7 +194,11 @@ mod tests {
 
     #[test]
     fn an_incomplete_head_asks_for_more() {
-        assert!(Head::parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        assert!(
+            Head::parse(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -198,14 +206,27 @@ mod tests {
         let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         assert_eq!(Head::parse(preface).unwrap_err().0, 505);
         assert_eq!(Head::parse(b"GET / HTTP/2.0\r\n\r\n").unwrap_err().0, 505);
-        assert_eq!(Head::parse(b"GET / HTTP/1.1\r\n\r\n").unwrap().unwrap().minor_version, 1);
+        assert_eq!(
+            Head::parse(b"GET / HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .minor_version,
+            1
+        );
     }
 
     #[test]
     fn too_many_headers_get_431_and_garbage_400() {
-        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X-{i}: y\r\n")).collect();
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect();
         let request = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(Head::parse(request.as_bytes()).unwrap_err().0, 431);
-        assert_eq!(Head::parse(b"\x16\x03\x01\x00\xa5\x01\r\n\r\n").unwrap_err().0, 400);
+        assert_eq!(
+            Head::parse(b"\x16\x03\x01\x00\xa5\x01\r\n\r\n")
+                .unwrap_err()
+                .0,
+            400
+        );
     }
 }

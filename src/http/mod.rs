@@ -76,6 +76,14 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
             return exchange.answer(reply);
         }
     }
+    // Every request's body framing is checked before anything else, whether or not
+    // the endpoint reads a body: two framings at once (request smuggling), a bad or
+    // oversized length. A body an endpoint does not read is never read at all.
+    if let Err(e) = body::framing(&exchange.head, exchange.shared.config.max_message_bytes) {
+        if let Some((status, message)) = e.status() {
+            return exchange.answer(Reply::text(status, &message));
+        }
+    }
     let method = exchange.head.method.as_str();
     let read_only = matches!(method, "GET" | "HEAD");
     match (method, path.as_str()) {
@@ -84,9 +92,8 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
             exchange.answer(reply)
         }
         ("POST", p) if p.starts_with("/publish/") => endpoints::publish(exchange),
-        (_, p) if p.starts_with("/publish/") => {
-            exchange.answer(Reply::text(405, "use POST to publish").header("Allow", "POST, OPTIONS"))
-        }
+        (_, p) if p.starts_with("/publish/") => exchange
+            .answer(Reply::text(405, "use POST to publish").header("Allow", "POST, OPTIONS")),
         (_, p) if read_only && p.starts_with("/events/") => crate::sse::start(exchange),
         (_, p) if read_only && p.starts_with("/poll/") => crate::poll::start(exchange),
         (_, "/healthz") if read_only => {
@@ -110,13 +117,22 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
 fn serve_file(exchange: Exchange, files: &FileServer) {
     let deadline = Instant::now() + reply::ANSWER_TIMEOUT;
     let stream = exchange.pending.stream();
-    match files.serve(stream, exchange.head.path(), exchange.head.is_head(), deadline) {
+    match files.serve(
+        stream,
+        exchange.head.path(),
+        exchange.head.is_head(),
+        deadline,
+    ) {
         Ok(status) => {
             exchange.log(status);
             reply::close_gently(stream);
         }
         Err(e) => {
-            log::debug!("file {} not delivered to {}: {e}", exchange.head.path(), exchange.peer);
+            log::debug!(
+                "file {} not delivered to {}: {e}",
+                exchange.head.path(),
+                exchange.peer
+            );
             exchange.log(503);
         }
     }

@@ -37,10 +37,10 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 use tungstenite::{Bytes, Message};
 
 use crate::envelope;
-use crate::limit::{RateLimit, Slot};
 use crate::hub::{
     CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Subscriber,
 };
+use crate::limit::{RateLimit, Slot};
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 use crate::stream::Stream;

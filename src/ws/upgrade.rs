@@ -36,8 +36,19 @@ pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: 
         Err(rejection) => return refuse(stream, peer, &head, &rejection),
     };
     let Some(_slot) = shared.limit.try_acquire() else {
-        let message = format!("server full: {} connections open", shared.config.max_connections);
-        return refuse(stream, peer, &head, &Rejection { status: 503, message });
+        let message = format!(
+            "server full: {} connections open",
+            shared.config.max_connections
+        );
+        return refuse(
+            stream,
+            peer,
+            &head,
+            &Rejection {
+                status: 503,
+                message,
+            },
+        );
     };
     // Not yet authenticated sockets (--auth first-message) come from a smaller pool of
     // their own, so they can never take every slot before showing a token.
@@ -46,7 +57,15 @@ pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: 
             Some(slot) => Some(slot),
             None => {
                 let message = "too many connections waiting to authenticate".to_string();
-                return refuse(stream, peer, &head, &Rejection { status: 503, message });
+                return refuse(
+                    stream,
+                    peer,
+                    &head,
+                    &Rejection {
+                        status: 503,
+                        message,
+                    },
+                );
             }
         }
     } else {
