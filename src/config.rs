@@ -130,7 +130,7 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Messages kept for Redis while it is unreachable. Default 1024.
     pub redis_queue: usize,
-    /// PEM certificate chain (leaf first) for HTTPS and WSS on both listeners
+    /// PEM certificate chain (leaf first) for HTTPS and WSS on every listener
     /// (`--tls-cert`, needs `--features tls`). Set together with `tls_key`. Default: none.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert` (`--tls-key`). Default: none.
@@ -249,7 +249,8 @@ FLAGS:
   --allow-host NAME        on a loopback listener, also answer requests whose Host
                            is NAME (DNS-rebinding guard; repeatable; '*' = any)
                            [default: localhost, 127.0.0.1, [::1] only]
-  --token SECRET           require this token on handshakes, /publish, /events, /poll
+  --token SECRET           require this token on handshakes, /publish, /events, /poll,
+                           /stats
                            (or env {token_env}). An empty token is refused, as it
                            would turn authentication off: leave both unset for
                            no token                              [default: none]
@@ -277,13 +278,15 @@ FLAGS:
   --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
                            restarting it when it exits; ROOM=- reads standard input
                            (repeatable)
-  --tls-cert FILE          serve both listeners over TLS (https://, wss://) with this
+  --tls-cert FILE          serve every listener over TLS (https://, wss://) with this
                            PEM certificate chain; needs --tls-key and a build with
                            --features tls                        [default: none]
   --tls-key FILE           PEM private key of --tls-cert; both files are read
                            again on SIGHUP (certificate renewal)  [default: none]
-  --trust-proxy            log the client address from X-Forwarded-For (only behind
-                           a proxy you run: anyone can send that header)
+  --trust-proxy            log the client address from X-Forwarded-For, and let the
+                           proxy's own limits replace --max-connections-per-ip for
+                           loopback peers (only behind a proxy you run on this
+                           machine: anyone can send that header)
   --redis URL              share rooms with every instance using this Redis
                            (redis://[:PASSWORD@]HOST:PORT[/DB] or unix:///PATH;
                            or env {redis_env}; build with --features redis)
@@ -572,7 +575,7 @@ impl Config {
         Ok(())
     }
 
-    /// Whether both listeners speak TLS (`https://`, `wss://`).
+    /// Whether the listeners speak TLS (`https://`, `wss://`).
     pub fn uses_tls(&self) -> bool {
         self.tls_cert.is_some()
     }
