@@ -121,8 +121,8 @@ impl Drop for Membership<'_> {
 pub struct Server;
 
 impl Server {
-    /// Binds both listeners, starts the hub and the worker threads, and returns a
-    /// handle. Binding happens before this returns, so the handle's addresses are
+    /// Binds the listener (and the `--ws` one, if any), starts the file server, the
+    /// hub and the accept loops, and returns a handle. Binding happens before this returns, so the handle's addresses are
     /// ready to connect to (use port 0 for an ephemeral port).
     ///
     /// # Errors

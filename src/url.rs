@@ -1,4 +1,4 @@
-//! The small pieces of URL handling both listeners share: splitting a request target
+//! The small pieces of URL handling the HTTP and WebSocket sides share: splitting a request target
 //! into path and query, reading query parameters, percent-decoding, room names.
 
 /// Longest room name; names are `[A-Za-z0-9_-]{1,64}` so they are safe in URLs, logs,
