@@ -276,4 +276,49 @@ mod tests {
             Ok(Framing::Chunked)
         );
     }
+
+    /// The server side of a loopback pair whose client already sent `bytes`.
+    fn sent(bytes: &[u8]) -> (Stream, std::net::TcpStream) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.write_all(bytes).unwrap();
+        (Stream::Plain(listener.accept().unwrap().0), client)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined_and_trailers_skipped() {
+        let (stream, _client) = sent(b"llo\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
+        let body = read_body(&stream, b"5\r\nhe", &Framing::Chunked, 100, soon());
+        assert_eq!(body.unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn chunked_bodies_are_held_to_the_limit_and_their_lines_to_theirs() {
+        let (stream, _c) = sent(b"b\r\nhello world\r\n0\r\n\r\n");
+        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon());
+        assert_eq!(body, Err(BodyError::TooLarge(10)));
+        let long_line = format!("{}\r\n", "0".repeat(MAX_CHUNK_LINE + 10));
+        let (stream, _c) = sent(long_line.as_bytes());
+        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon());
+        assert!(matches!(body, Err(BodyError::Malformed(_))), "{body:?}");
+        let (stream, _c) = sent(b"zz\r\nab\r\n0\r\n\r\n");
+        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon());
+        assert!(matches!(body, Err(BodyError::Malformed(_))), "{body:?}");
+    }
+
+    #[test]
+    fn a_length_body_stops_at_its_length_and_a_missing_rest_times_out() {
+        let (stream, _c) = sent(b"defGET / HTTP/1.1\r\n\r\n");
+        let body = read_body(&stream, b"abc", &Framing::Length(6), 100, soon());
+        assert_eq!(body.unwrap(), b"abcdef", "nothing past the body is read");
+        let (stream, _c) = sent(b"ab");
+        let deadline = Instant::now() + std::time::Duration::from_millis(200);
+        let body = read_body(&stream, b"", &Framing::Length(6), 100, deadline);
+        assert_eq!(body, Err(BodyError::TimedOut));
+    }
 }

@@ -270,3 +270,59 @@ fn private_dir() -> io::Result<PathBuf> {
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connected pair: the server side as a [`Stream`], and the client's socket.
+    fn pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (Stream::Plain(listener.accept().unwrap().0), client)
+    }
+
+    fn fetch(files: &FileServer, path: &str) -> String {
+        let (server_side, mut client) = pair();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        files.serve(&server_side, path, false, deadline).unwrap();
+        drop(server_side);
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn files_come_back_through_the_private_socket() {
+        let files = FileServer::start(Path::new("/nonexistent-public-dir")).unwrap();
+        let page = fetch(&files, "/");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("<html"), "the bundled page");
+        assert!(fetch(&files, "/nope.js").starts_with("HTTP/1.1 404"));
+        let mode = std::fs::metadata(&files.dir).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn a_file_server_that_stopped_accepting_is_started_again() {
+        let files = FileServer::start(Path::new("/nonexistent-public-dir")).unwrap();
+        // As if tiny_http's accept thread had died: nothing answers on the socket.
+        let socket = files.lock().socket.clone();
+        std::fs::remove_file(&socket).unwrap();
+        assert!(fetch(&files, "/").starts_with("HTTP/1.1 200"));
+        assert_ne!(files.lock().socket, socket, "a new generation took over");
+    }
+
+    #[test]
+    fn the_private_directory_is_removed_at_stop() {
+        let files = FileServer::start(Path::new("/nonexistent-public-dir")).unwrap();
+        let dir = files.dir.clone();
+        assert!(dir.is_dir());
+        drop(files);
+        assert!(!dir.exists());
+    }
+}
