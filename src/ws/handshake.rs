@@ -70,7 +70,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    /// A refusal with this status and one-line explanation.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
         Rejection {
             status,
             message: message.into(),

@@ -36,19 +36,11 @@ pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: 
         Err(rejection) => return refuse(stream, peer, &head, &rejection),
     };
     let Some(_slot) = shared.limit.try_acquire() else {
-        let message = format!(
+        let full = format!(
             "server full: {} connections open",
             shared.config.max_connections
         );
-        return refuse(
-            stream,
-            peer,
-            &head,
-            &Rejection {
-                status: 503,
-                message,
-            },
-        );
+        return refuse(stream, peer, &head, &Rejection::new(503, full));
     };
     // Not yet authenticated sockets (--auth first-message) come from a smaller pool of
     // their own, so they can never take every slot before showing a token.
@@ -56,16 +48,8 @@ pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: 
         match shared.unauthenticated.try_acquire() {
             Some(slot) => Some(slot),
             None => {
-                let message = "too many connections waiting to authenticate".to_string();
-                return refuse(
-                    stream,
-                    peer,
-                    &head,
-                    &Rejection {
-                        status: 503,
-                        message,
-                    },
-                );
+                let busy = "too many connections waiting to authenticate";
+                return refuse(stream, peer, &head, &Rejection::new(503, busy));
             }
         }
     } else {
