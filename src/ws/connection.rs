@@ -184,7 +184,10 @@ pub fn serve(
         subscriber,
         resume,
     };
-    if admitted && hub.send(join).is_ok() {
+    // A client refused at authentication never joins: dropping its `Join` (and with
+    // it the writer's queue sender) ends the writer at once, freeing the slot.
+    let join = admitted.then_some(join);
+    if join.is_some_and(|join| hub.send(join).is_ok()) {
         // Should this thread panic, the guard still takes the connection out of its
         // room; the writer then ends when its queue has no senders left.
         let _leave_on_panic = LeaveOnPanic {
