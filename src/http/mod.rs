@@ -81,7 +81,9 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
     // oversized length. A body an endpoint does not read is never read at all.
     if let Err(e) = body::framing(&exchange.head, exchange.shared.config.max_message_bytes) {
         if let Some((status, message)) = e.status() {
-            return exchange.answer(Reply::text(status, &message));
+            // A listed origin's page may read why (413, 400).
+            let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
+            return exchange.answer(Reply::text(status, &message).headers(cors));
         }
     }
     let method = exchange.head.method.as_str();
