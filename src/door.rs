@@ -15,7 +15,7 @@
 //!
 //! **Requests in progress** (head or body still arriving, answer being written) have a
 //! ceiling of their own, [`MAX_REQUESTS_IN_PROGRESS`]: past it the oldest is cut off
-//! (see [`crate::limit::PendingHandshakes`]). A client that opens sockets and trickles bytes can
+//! (see [`crate::limit::RequestsInProgress`]). A client that opens sockets and trickles bytes can
 //! therefore hold neither threads nor descriptors for long, nor lock anyone out.
 
 use std::io::{self, Write};
@@ -29,7 +29,7 @@ use crate::http::files::FileServer;
 use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
-use crate::limit::{AddressSlot, PendingHandshake};
+use crate::limit::{AddressSlot, RequestInProgress};
 use crate::server::Shared;
 use crate::stream::{self, Stream};
 use crate::ws;
@@ -96,12 +96,12 @@ fn admit(socket: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<Fi
         Ok(stream) => stream,
         Err(e) => return log::warn!("cannot start a TLS session: {e}"),
     };
-    let pending = shared.in_progress.admit(stream);
+    let conn = shared.in_progress.admit(stream);
     let (shared, files) = (Arc::clone(shared), Arc::clone(files));
     let spawned = thread::Builder::new()
         .name("conn".into())
         .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || handle(pending, peer, address_slot, &shared, serves, &files));
+        .spawn(move || handle(conn, peer, address_slot, &shared, serves, &files));
     if let Err(e) = spawned {
         // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
         log::warn!("cannot start a connection thread: {e}; see README, Capacity");
@@ -146,14 +146,14 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 /// The connection's own thread: TLS, the head, then the route. The address slot is
 /// held until the connection ends, whatever it became.
 fn handle(
-    pending: PendingHandshake,
+    conn: RequestInProgress,
     peer: SocketAddr,
     _address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
     serves: Serves,
     files: &FileServer,
 ) {
-    let stream = pending.stream();
+    let stream = conn.stream();
     // Frames and answers are small and latency matters: no Nagle delay.
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake and the whole head (slowloris).
@@ -174,14 +174,14 @@ fn handle(
         }
     };
     if wants_websocket(&head) {
-        ws::upgrade::upgrade(pending, head, peer, shared);
+        ws::upgrade::upgrade(conn, head, peer, shared);
     } else if serves == Serves::WebSocketsOnly {
         let reply = Reply::text(426, "this port speaks WebSocket only: /echo, /ws/ROOM")
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Version", "13");
         Exchange {
             head,
-            pending,
+            conn,
             peer,
             shared,
         }
@@ -190,7 +190,7 @@ fn handle(
         http_side::serve(
             Exchange {
                 head,
-                pending,
+                conn,
                 peer,
                 shared,
             },

@@ -74,13 +74,13 @@ impl Drop for Slot {
 /// would otherwise hold a thread and a descriptor per socket for the whole deadline,
 /// and enough of them would exhaust both.
 ///
-/// When the ceiling is reached, the **oldest** pending handshake is cut off to make
-/// room for the new one. A real client finishes its handshake within a round trip, so
+/// When the ceiling is reached, the **oldest** request is cut off to make room for
+/// the new one. A real client sends its request within a round trip, so
 /// it is almost never the oldest; an attacker has to keep opening sockets faster than
 /// we cut them to stay in the way, and even then only costs the ceiling's worth of
 /// threads.
 #[derive(Debug)]
-pub struct PendingHandshakes {
+pub struct RequestsInProgress {
     max: usize,
     queue: Mutex<Pending>,
     evicted: AtomicU64,
@@ -93,27 +93,27 @@ struct Pending {
     sockets: VecDeque<(u64, Arc<Stream>)>,
 }
 
-/// One handshake in progress. Leaves the registry when finished or dropped.
+/// One request in progress. Leaves the registry when finished or dropped.
 #[derive(Debug)]
-pub struct PendingHandshake {
+pub struct RequestInProgress {
     id: u64,
     stream: Arc<Stream>,
-    owner: Arc<PendingHandshakes>,
+    owner: Arc<RequestsInProgress>,
 }
 
-impl PendingHandshakes {
-    /// A registry holding at most `max` handshakes in progress (at least one).
+impl RequestsInProgress {
+    /// A registry holding at most `max` requests in progress (at least one).
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(PendingHandshakes {
+        Arc::new(RequestsInProgress {
             max: max.max(1),
             queue: Mutex::new(Pending::default()),
             evicted: AtomicU64::new(0),
         })
     }
 
-    /// Registers a freshly accepted socket, cutting off the oldest pending handshake if
+    /// Registers a freshly accepted socket, cutting off the oldest request if
     /// the registry is full.
-    pub fn admit(self: &Arc<Self>, stream: Stream) -> PendingHandshake {
+    pub fn admit(self: &Arc<Self>, stream: Stream) -> RequestInProgress {
         let stream = Arc::new(stream);
         let (id, oldest) = {
             let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -133,16 +133,16 @@ impl PendingHandshakes {
             // not held across this system call.
             self.evicted.fetch_add(1, Ordering::Relaxed);
             let _ = oldest.shutdown(Shutdown::Both);
-            log::debug!("too many handshakes in progress: cut off the oldest");
+            log::debug!("too many requests in progress: cut off the oldest");
         }
-        PendingHandshake {
+        RequestInProgress {
             id,
             stream,
             owner: Arc::clone(self),
         }
     }
 
-    /// Handshakes in progress right now.
+    /// Requests in progress right now.
     pub fn len(&self) -> usize {
         self.queue
             .lock()
@@ -151,12 +151,12 @@ impl PendingHandshakes {
             .len()
     }
 
-    /// Whether no handshake is in progress.
+    /// Whether no request is in progress.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Handshakes cut off so far to make room for newer ones.
+    /// Requests cut off so far to make room for newer ones.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }
@@ -186,14 +186,15 @@ impl PendingHandshakes {
     }
 }
 
-impl PendingHandshake {
+impl RequestInProgress {
     /// The socket, for the TLS handshake, reading the request and answering it.
     pub fn stream(&self) -> &Stream {
         &self.stream
     }
 
-    /// The handshake is complete: leaves the registry and hands back the socket, or
-    /// `None` if it was cut off in the meantime (its socket is already shut down).
+    /// The request became a long-lived connection (a WebSocket, an SSE stream, a
+    /// waiting poll): it leaves the registry and hands back the socket, or `None` if
+    /// it was cut off in the meantime (its socket is already shut down).
     pub fn finish(self) -> Option<Stream> {
         let registered = self.owner.remove(self.id);
         let stream = Arc::clone(&self.stream);
@@ -205,7 +206,7 @@ impl PendingHandshake {
     }
 }
 
-impl Drop for PendingHandshake {
+impl Drop for RequestInProgress {
     fn drop(&mut self) {
         self.owner.remove(self.id);
     }
@@ -348,8 +349,8 @@ mod tests {
     }
 
     #[test]
-    fn a_full_registry_cuts_off_the_oldest_handshake() {
-        let pending = PendingHandshakes::new(2);
+    fn a_full_registry_cuts_off_the_oldest_request() {
+        let pending = RequestsInProgress::new(2);
         let (a, mut a_client) = socket_pair();
         let (b, _b_client) = socket_pair();
         let (c, _c_client) = socket_pair();
@@ -361,10 +362,7 @@ mod tests {
         // The oldest socket was shut down: its client sees the end of the stream.
         let mut buf = [0u8; 1];
         assert_eq!(std::io::Read::read(&mut a_client, &mut buf).unwrap(), 0);
-        assert!(
-            first.finish().is_none(),
-            "a cut-off handshake has no socket"
-        );
+        assert!(first.finish().is_none(), "a cut-off request has no socket");
         assert!(second.finish().is_some());
         drop(third);
         assert!(pending.is_empty());

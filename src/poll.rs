@@ -92,7 +92,7 @@ pub fn start(exchange: Exchange) {
     let head_only = exchange.head.is_head();
     // A waiting poll is long-lived: it leaves the registry of requests in progress,
     // whose ceiling cuts off the oldest.
-    let Some(stream) = exchange.pending.finish() else {
+    let Some(stream) = exchange.conn.finish() else {
         return;
     };
     let reply = serve(admitted.room, admitted.resume, exchange.shared).headers(cors);

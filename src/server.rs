@@ -22,7 +22,7 @@ use crate::http::files::FileServer;
 use crate::hub::{
     self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, LinkEnd, Outgoing, Subscriber,
 };
-use crate::limit::{ConnectionLimit, PendingHandshakes, PerAddress};
+use crate::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
 use crate::room::HistoryLimits;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
@@ -49,7 +49,7 @@ pub struct Shared {
     /// Connections per client address (`--max-connections-per-ip`).
     pub per_ip: Arc<PerAddress>,
     /// Requests whose head, body or answer is still under way.
-    pub in_progress: Arc<PendingHandshakes>,
+    pub in_progress: Arc<RequestsInProgress>,
     /// Set once shutdown begins; accept loops stop when they see it.
     pub stopping: AtomicBool,
     /// The listener's real address (port 0 resolved).
@@ -155,7 +155,7 @@ impl Server {
             limit: ConnectionLimit::new(max_connections),
             unauthenticated: ConnectionLimit::new(unauthenticated_pool(max_connections)),
             per_ip: PerAddress::new(config.max_connections_per_ip),
-            in_progress: PendingHandshakes::new(MAX_REQUESTS_IN_PROGRESS),
+            in_progress: RequestsInProgress::new(MAX_REQUESTS_IN_PROGRESS),
             config,
             hub: hub_tx,
             counters: Arc::clone(&counters),

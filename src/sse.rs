@@ -35,10 +35,8 @@ pub fn start(exchange: Exchange) {
     };
     let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
     exchange.log(200);
-    let Exchange {
-        pending, shared, ..
-    } = exchange;
-    let Some(stream) = pending.finish() else {
+    let Exchange { conn, shared, .. } = exchange;
+    let Some(stream) = conn.finish() else {
         return; // cut off meanwhile (shutdown, or too many requests in progress)
     };
     let _slot = admitted.slot;

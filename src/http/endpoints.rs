@@ -185,7 +185,7 @@ fn publish_reply(exchange: &Exchange) -> Reply {
         Ok(framing) => framing,
         Err(e) => return body_error(&e),
     };
-    let stream = exchange.pending.stream();
+    let stream = exchange.conn.stream();
     let deadline = Instant::now() + shared.config.request_timeout;
     // A client that asked to wait for our go-ahead before sending a large body
     // (`Expect: 100-continue`, as curl does) gets it now that the length is fine.

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::limit::PendingHandshake;
+use crate::limit::RequestInProgress;
 use crate::logging;
 use crate::server::Shared;
 use files::FileServer;
@@ -41,7 +41,7 @@ pub struct Exchange<'a> {
     /// The request head.
     pub head: Head,
     /// The connection, until it is answered or becomes a long-lived stream.
-    pub pending: PendingHandshake,
+    pub conn: RequestInProgress,
     /// The client's address.
     pub peer: SocketAddr,
     /// The server's shared state.
@@ -52,7 +52,7 @@ impl Exchange<'_> {
     /// Answers with `reply`, logs the access line, and closes the connection.
     pub fn answer(self, reply: Reply) {
         self.log(reply.status);
-        reply.send(self.pending.stream(), self.head.is_head());
+        reply.send(self.conn.stream(), self.head.is_head());
     }
 
     /// One access line: client, method, path (never the query: it may hold a token),
@@ -118,7 +118,7 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
 /// A static file, through tiny_http behind the door.
 fn serve_file(exchange: Exchange, files: &FileServer) {
     let deadline = Instant::now() + reply::ANSWER_TIMEOUT;
-    let stream = exchange.pending.stream();
+    let stream = exchange.conn.stream();
     match files.serve(
         stream,
         exchange.head.path(),

@@ -13,15 +13,15 @@ use super::handshake::{self, Checks, Rejection, Route};
 use crate::config::AuthMode;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
-use crate::limit::PendingHandshake;
+use crate::limit::RequestInProgress;
 use crate::logging;
 use crate::server::Shared;
 use crate::stream::Stream;
 
 /// Checks the upgrade request `head`, and on success runs the connection until it
 /// ends.
-pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: &Shared) {
-    let stream = pending.stream();
+pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &Shared) {
+    let stream = conn.stream();
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let first_message_auth =
         shared.config.auth == AuthMode::FirstMessage && shared.policy.token_required();
@@ -57,7 +57,7 @@ pub fn upgrade(pending: PendingHandshake, head: Head, peer: SocketAddr, shared: 
     };
     // The handshake is complete: the socket leaves the registry of requests in
     // progress (unless it was cut off meanwhile to make room for newer ones).
-    let Some(stream) = pending.finish() else {
+    let Some(stream) = conn.finish() else {
         log::debug!("handshake from {peer} was cut off: too many requests in progress");
         return;
     };
