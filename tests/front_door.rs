@@ -1184,6 +1184,33 @@ mod first_message_pool {
         honest.send(Message::text(TOKEN)).unwrap();
         wait_for_members(&server, "pool", 1);
     }
+
+    /// Shutdown reaches sockets still waiting to show their token: they get 1001 like
+    /// everyone else, and the drain does not wait for their deadline.
+    #[test]
+    fn a_shutdown_closes_sockets_still_waiting_for_their_token_with_1001() {
+        let server = start_with(|c| {
+            c.auth = AuthMode::FirstMessage;
+            c.token = Some(TOKEN.into());
+            c.handshake_timeout = Duration::from_secs(30);
+        });
+        let mut waiting = connect(&server, "/ws/pool");
+        wait_until("the socket waits for its token", || {
+            server.connections() == 1
+        });
+        let started = Instant::now();
+        let stopper = thread::spawn(move || server.shutdown());
+        let (code, _) = expect_close(&mut waiting);
+        assert_eq!(u16::from(code), 1001);
+        let _ = waiting.close(None);
+        while waiting.read().is_ok() {}
+        assert!(stopper.join().unwrap(), "every connection closed in time");
+        assert!(
+            started.elapsed() < threadcast::server::DRAIN_TIMEOUT,
+            "the drain waited {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 /// Attack 14: a client flooding a room with messages.

@@ -172,8 +172,24 @@ pub fn serve(
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
     let admitted = match &settings.first_message_auth {
         Some(policy) => {
+            // While it waits for its token the connection is known to the hub as a
+            // loner (in no room), so that a shutdown closes it with 1001 too.
+            let waiting = Command::Join {
+                id,
+                room: None,
+                subscriber: subscriber.clone(),
+                resume: Resume::Live,
+            };
             let timeouts = (settings.handshake_timeout, settings.pong_timeout);
-            authenticate(id, &mut ctx, &mut input, policy, &tx, timeouts)
+            hub.send(waiting).is_ok() && {
+                let ok = authenticate(id, &mut ctx, &mut input, policy, &tx, timeouts);
+                let _ = hub.send(Command::Leave {
+                    id,
+                    room: None,
+                    done: None,
+                });
+                ok
+            }
         }
         None => true,
     };
