@@ -530,6 +530,46 @@ mod panics {
     }
 
     #[test]
+    fn a_panic_while_answering_http_ends_only_that_request() {
+        run_alone("panics::http_inner");
+    }
+
+    #[test]
+    #[ignore = "run by a_panic_while_answering_http_ends_only_that_request"]
+    fn http_inner() {
+        if !alone() {
+            return;
+        }
+        // The access line of `GET /boom` is logged on the request's own thread, after
+        // the file server's answer was relayed: that thread panics there.
+        inject("\"GET /boom\"");
+        const PER_ADDRESS: usize = 4;
+        let server = start_with(|c| c.max_connections_per_ip = PER_ADDRESS);
+        let addr = server.http_addr();
+        assert_eq!(get(addr, "/healthz").status, 200);
+        let threads = thread_count();
+        // Many more panics than the address has places: each must give its place back.
+        let mut answered = 0;
+        for _ in 0..PER_ADDRESS * 10 {
+            let request = "GET /boom HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            let (mut stream, status, _) = raw_request(addr, request);
+            answered += usize::from(status == 404);
+            // Until the panicked thread has let go of the socket.
+            let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+        }
+        assert!(
+            answered > PER_ADDRESS,
+            "only {answered} requests were answered"
+        );
+        wait_until("the panicked threads exit", || thread_count() <= threads);
+        assert_eq!(get(addr, "/healthz").status, 200);
+        assert_eq!(get(addr, "/").status, 200, "the file server survived");
+        let mut ws = connect(&server, "/echo");
+        ws.send(Message::text("still here")).unwrap();
+        assert_eq!(next_data(&mut ws), Message::text("still here"));
+    }
+
+    #[test]
     fn a_panic_in_the_hub_leaves_other_rooms_working() {
         run_alone("panics::hub_inner");
     }
