@@ -29,7 +29,7 @@ const LADDER = ['ws', 'sse', 'poll'];
 export class RoomConnection {
   /**
    * room:      the room to join
-   * wsBase:    `ws_url` from /config.json, e.g. "ws://127.0.0.1:8081"
+   * wsBase:    `ws_url` from /config.json, e.g. "ws://127.0.0.1:8080" (the page's own host and port)
    * token:     the access token or null
    * forced:    'ws' | 'sse' | 'poll' to use only that transport, or null
    * replay:    true: start with the room's history (since=0); false: live messages only

@@ -39,10 +39,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// slots are reserved up front (16 bytes each), so this is also idle memory.
 pub const DEFAULT_SEND_QUEUE: usize = 128;
 /// Connections one client address may hold open at once (WebSockets, SSE streams,
-/// polls and requests in progress). A classroom behind one NAT address must fit: 60
-/// students with two tabs each keep 120 WebSockets open, and a page load adds a brief
+/// polls and requests in progress). A classroom behind one NAT address must fit: the
+/// bundled page keeps 3 WebSockets open per tab (its room, the ticker, the echo
+/// panel), so 30 students with two tabs each hold 180, and a page load adds a brief
 /// burst of up to 6 file requests per tab. 256 leaves that room and still keeps one
-/// address from taking every one of the 1024 default slots.
+/// address from taking every one of the 1024 default slots; a larger class behind
+/// one address raises it.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Messages per second one connection may send into a room (a token bucket that holds
 /// twice this many, for bursts). A person typing or a sensor at 100 Hz stays far below;
@@ -238,9 +240,10 @@ FLAGS:
   --ws ADDR                an extra listener for WebSockets only [default: none]
   --public DIR             static files; the bundled page if DIR is missing [default: {public}]
   --public-ws-url URL      WebSocket URL the page uses behind a proxy [default: derived from Host]
-  --allow-origin ORIGIN    also accept handshakes from this Origin, given as
-                           scheme://host[:port] with no path, like
-                           https://example.com (repeatable; '*' = any)
+  --allow-origin ORIGIN    also accept pages from this Origin (WebSocket handshakes,
+                           /publish, /events, /poll, /stats; answers carry CORS
+                           headers for it), given as scheme://host[:port] with no
+                           path, like https://example.com (repeatable; '*' = any)
                            [default: same host as the Host header only]
   --auth MODE              where WebSocket clients give the token: handshake
                            (Bearer header or ?token=) or first-message (the

@@ -149,6 +149,13 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The first address in an `X-Forwarded-For` value: the client as the proxy nearest
+/// to it reported. Only to be believed with `--trust-proxy` (anyone can send it).
+pub fn forwarded_client(header: Option<&str>) -> Option<String> {
+    let first = header?.split(',').next()?.trim();
+    (!first.is_empty()).then(|| first.to_string())
+}
+
 /// Origins compare case-insensitively and without a trailing slash.
 fn normalize_origin(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()

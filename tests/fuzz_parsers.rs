@@ -169,7 +169,6 @@ mod handshake_checks {
             &head,
             &Checks {
                 policy,
-                http_port: 8080,
                 peer: LOOPBACK,
                 token_in_first_message: false,
             },

@@ -60,10 +60,22 @@ impl Exchange<'_> {
     pub fn log(&self, status: u16) {
         logging::access(format_args!(
             "{} \"{} {}\" {status}",
-            self.peer,
+            self.client(),
             self.head.method,
             self.head.path()
         ));
+    }
+
+    /// Who made the request: the peer, or with `--trust-proxy` the client the proxy
+    /// reports in `X-Forwarded-For`.
+    pub fn client(&self) -> String {
+        let forwarded = crate::security::forwarded_client(self.head.header("X-Forwarded-For"));
+        match forwarded {
+            Some(client) if self.shared.config.trust_proxy => {
+                format!("{client} (via {})", self.peer)
+            }
+            _ => self.peer.to_string(),
+        }
     }
 }
 

@@ -84,8 +84,6 @@ impl Rejection {
 pub struct Checks<'a> {
     /// Origin and token rules.
     pub policy: &'a AccessPolicy,
-    /// Port of the HTTP listener, named in the 426 answer to plain HTTP requests.
-    pub http_port: u16,
     /// Address of the client, for the Host check against DNS rebinding (applied to
     /// loopback clients only; see [`AccessPolicy::host_allowed`]).
     pub peer: IpAddr,
@@ -133,8 +131,7 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
             426,
             format!(
                 "{path} is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade; \
-                 the page is at http://HOST:{}/",
-                checks.http_port
+                 the page is at /"
             ),
         ));
     }
@@ -175,10 +172,7 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
         route,
         accept_key: derive_accept_key(key.as_bytes()),
         leftover: head.leftover.clone(),
-        forwarded_for: header("X-Forwarded-For")
-            .and_then(|v| v.split(',').next())
-            .map(|first| first.trim().to_string())
-            .filter(|first| !first.is_empty()),
+        forwarded_for: crate::security::forwarded_client(header("X-Forwarded-For")),
     })
 }
 
@@ -211,7 +205,7 @@ pub fn rejection_response(rejection: &Rejection) -> String {
         ""
     };
     format!(
-        "HTTP/1.1 {} {}\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
         rejection.status,
         reason_phrase(rejection.status),
         body.len(),
@@ -256,7 +250,6 @@ mod tests {
             &head,
             &Checks {
                 policy,
-                http_port: 8080,
                 peer: LOOPBACK,
                 token_in_first_message: false,
             },

@@ -27,7 +27,6 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         shared.config.auth == AuthMode::FirstMessage && shared.policy.token_required();
     let checks = Checks {
         policy: &shared.policy,
-        http_port: shared.http_addr.port(),
         peer: peer.ip(),
         token_in_first_message: first_message_auth,
     };

@@ -97,6 +97,8 @@ describe('optional features in a real browser', { skip }, () => {
     await waitForMessages(page, ['sealed']);
     assert.ok(page.seen.websockets.length > 0, 'the page opened WebSockets');
     for (const url of page.seen.websockets) assert.match(url, /^wss:\/\//);
+    // One port: the sockets go to the very host and port the page came from.
+    for (const url of page.seen.websockets) assert.ok(url.startsWith(`wss://${server.http}/`), url);
     for (const url of page.seen.requests) assert.match(url, /^https:\/\//);
     assert.deepEqual(page.seen.errors, []);
     await page.context().close();

@@ -118,10 +118,43 @@ export class Server {
     return response.json();
   }
 
-  /** How many messages the room's history holds (from GET /stats). */
+  /** How many messages the room's history holds. /stats lists rooms only when a token
+   *  is set (a room's name is all it takes to read it), so this asks the room itself:
+   *  GET /events/<room>?since=0 starts with the catch-up (welcome with `last_id`, then
+   *  every message in history up to it), read until the message with that id. (For
+   *  that moment the stream is a member of the room, as a page would be.) */
   async historyCount(room) {
-    const stats = await (await fetch(`${this.url}stats`)).json();
-    return stats.rooms[room] ? stats.rooms[room].history_messages : 0;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), WAIT);
+    try {
+      const response = await fetch(`${this.url}events/${room}?since=0`, { signal: abort.signal });
+      if (response.status !== 200) throw new Error(`events: HTTP ${response.status} ${await response.text()}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let text = '';
+      let lastId = null;
+      let count = 0;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the event stream ended before the catch-up did:\n${text}`);
+        text += value;
+        let end;
+        while ((end = text.indexOf('\n\n')) >= 0) {
+          const event = text.slice(0, end);
+          text = text.slice(end + 2);
+          const field = (name) => event.split('\n').find((line) => line.startsWith(name + ': '))?.slice(name.length + 2);
+          if (field('event') === 'welcome') {
+            lastId = JSON.parse(field('data')).last_id;
+            if (lastId === 0) return 0;
+          } else if (lastId !== null && ['message', 'binary'].includes(field('event'))) {
+            count += 1;
+            if (Number(field('id').split(':').pop()) >= lastId) return count; // id: <epoch>:<id>
+          }
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+    }
   }
 
   /** The room's history as the server holds it (GET /poll/<room>?since=0; that waits

@@ -93,7 +93,7 @@ describe('reconnecting', () => {
     await page.context().close();
   });
 
-  test('5b. server restarted on the same ports: reconnects, notices the new epoch, keeps the old log', async (t) => {
+  test('5b. server restarted on the same port: reconnects, notices the new epoch, keeps the old log', async (t) => {
     const server = await Server.start();
     t.after(() => server.stop());
     const page = await openPage(browser, server);
