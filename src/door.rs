@@ -30,6 +30,7 @@ use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
 use crate::limit::{AddressSlot, RequestInProgress};
+use crate::logging;
 use crate::server::Shared;
 use crate::stream::{self, Stream};
 use crate::ws;
@@ -169,7 +170,9 @@ fn handle(
             return Reply::text(408, "request head not received in time").send(stream, false);
         }
         Err(HeadError::Refused(status, message)) => {
-            log::info!("refused a request from {peer}: {status} {message}");
+            // An access line, not a warning: access lines are rate-limited, so a
+            // client sending garbage cannot flood the log.
+            logging::access(format_args!("{peer} refused: {status} {message}"));
             return Reply::text(status, &message).send(stream, false);
         }
     };

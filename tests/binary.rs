@@ -115,7 +115,7 @@ fn the_token_can_come_from_the_environment() {
     let logs: Vec<String> = server.logs.by_ref().collect();
     assert!(
         logs.iter()
-            .any(|l| l.contains("refused WebSocket handshake")),
+            .any(|l| l.contains("\"GET /echo\" 401 missing or wrong token")),
         "{logs:?}"
     );
     assert!(logs.iter().all(|l| !l.contains("from-env")), "{logs:?}");

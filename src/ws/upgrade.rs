@@ -106,16 +106,13 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
 }
 
 fn refuse(stream: &Stream, peer: SocketAddr, head: &Head, rejection: &Rejection) {
-    log::warn!(
-        "refused WebSocket handshake from {peer}: {} {}",
-        rejection.status,
-        rejection.message
-    );
+    // One rate-limited access line (a client could otherwise flood the log).
     logging::access(format_args!(
-        "{peer} \"{} {}\" {}",
+        "{peer} \"{} {}\" {} {}",
         head.method,
         head.path(),
-        rejection.status
+        rejection.status,
+        rejection.message
     ));
     let response = handshake::rejection_response(rejection);
     if (&*stream).write_all(response.as_bytes()).is_ok() {
