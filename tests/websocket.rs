@@ -481,3 +481,18 @@ mod first_message_auth {
         assert!(config.contains("\"token_required\":true"), "{config}");
     }
 }
+
+#[test]
+fn an_extra_ws_listener_serves_websockets_only_and_the_main_port_still_serves_both() {
+    let server = start_with(|c| c.ws_addr = Some("127.0.0.1:0".parse().unwrap()));
+    assert_ne!(server.ws_addr(), server.http_addr());
+    for addr in [server.ws_addr(), server.http_addr()] {
+        let mut ws = connect_addr(addr, "/echo");
+        ws.send(Message::text("hi")).unwrap();
+        assert_eq!(next_data(&mut ws), Message::text("hi"));
+    }
+    let page = get(server.ws_addr(), "/");
+    assert_eq!(page.status, 426, "no page on the WebSocket-only port");
+    assert_eq!(page.header("Upgrade").as_deref(), Some("websocket"));
+    assert_eq!(get(server.http_addr(), "/").status, 200);
+}

@@ -395,7 +395,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 pub fn binary_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_threadcast"));
     command
-        .args(["--http", "127.0.0.1:0", "--ws", "127.0.0.1:0"])
+        .args(["--http", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     command
