@@ -107,11 +107,7 @@ fn chat_announces_joins_and_broadcasts_to_every_member() {
 
 #[test]
 fn push_serves_the_page_streams_numbered_items_and_says_going_away_on_sigterm() {
-    let mut push = Running::spawn(
-        "push",
-        &["127.0.0.1:0"],
-        &[("PUSH_INTERVAL_MS", "20")],
-    );
+    let mut push = Running::spawn("push", &["127.0.0.1:0"], &[("PUSH_INTERVAL_MS", "20")]);
     let line = push.wait_for_line("listening on");
     let http = addr_after(&line, "http=");
     let ws_addr = addr_after(&line, "ws=");
