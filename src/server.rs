@@ -122,8 +122,9 @@ pub struct Server;
 
 impl Server {
     /// Binds the listener (and the `--ws` one, if any), starts the file server, the
-    /// hub and the accept loops, and returns a handle. Binding happens before this returns, so the handle's addresses are
-    /// ready to connect to (use port 0 for an ephemeral port).
+    /// hub and the accept loops, and returns a handle. Binding happens before this
+    /// returns, so the handle's addresses are ready to connect to (use port 0 for an
+    /// ephemeral port).
     ///
     /// # Errors
     /// When a listener cannot be bound (address in use, no permission), or the TLS
