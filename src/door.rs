@@ -1,9 +1,11 @@
 //! The front door: every connection, on every listener, starts here.
 //!
 //! ```text
-//! accept ─▶ per-address limit ─▶ thread ─▶ TLS handshake ─▶ read the head ─┬─ upgrade ─▶ ws::upgrade
-//!  (one thread                    (one per   (--tls-cert)    (bounded, by a  ├─ HTTP ────▶ http::serve
-//!   per listener)                  connection)                deadline)      └─ refused ─▶ 4xx/5xx, close
+//! accept loop (one per listener)          the connection's own thread
+//! ──────────────────────────────          ────────────────────────────────────────────
+//! accept ─▶ per-address limit ─▶ spawn ─▶ TLS handshake ─▶ read the head ─┬─▶ ws::upgrade
+//!           (503 at once when over)       (--tls-cert)     (bounded, one  ├─▶ http::serve
+//!                                                           deadline)     └─▶ 4xx, close
 //! ```
 //!
 //! The accept loop does as little as possible, because while it works nobody else
