@@ -11,6 +11,12 @@
 //! | memory mappings | `vm.max_map_count` | 8 mappings (2 threads × 4) |
 //! | thread ids | `kernel.pid_max`, `kernel.threads-max` | 2 threads |
 //! | threads per user | `ulimit -u` (`RLIMIT_NPROC`) | 2 threads |
+//! | tasks of the service | the cgroup's `pids.max` (systemd's `TasksMax=`) | 2 threads |
+//!
+//! Besides its connections the process keeps room for everything else that takes a
+//! thread: up to `MAX_REQUESTS_IN_PROGRESS` requests whose heads, bodies or answers
+//! are under way (each with up to three threads: its own, a file answer's, and
+//! tiny_http's), the hub, the accept loops, feeds and libraries ([`RESERVED_THREADS`]).
 //!
 //! Running out of descriptors is harmless (`accept` fails, we back off), but running
 //! out of mappings makes the next thread's start-up abort the whole process inside the
@@ -18,10 +24,22 @@
 //! `--max-connections` to what the limits allow, and says which limit to raise.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
-/// Descriptors, mappings and threads the process needs besides its connections
-/// (listeners, requests in progress, file answers, the hub, feeds, libraries).
-pub const RESERVED: u64 = 1024;
+use crate::door::MAX_REQUESTS_IN_PROGRESS;
+
+/// Threads a request in progress may take: its own, the file answer's thread, and
+/// tiny_http's thread for the internal connection.
+pub const THREADS_PER_REQUEST: u64 = 3;
+/// Threads the process needs besides its connections: every request in progress at
+/// its worst, plus the hub, accept loops, file dispatcher, feeds, Redis, libraries.
+pub const RESERVED_THREADS: u64 = MAX_REQUESTS_IN_PROGRESS as u64 * THREADS_PER_REQUEST + 64;
+/// Descriptors besides the connections': each request in progress holds its socket
+/// and, for a file, both ends of the internal Unix socket; plus listeners and files.
+pub const RESERVED_FILES: u64 = MAX_REQUESTS_IN_PROGRESS as u64 * 3 + 64;
+/// Mappings besides the connections' threads: the reserved threads' and the
+/// libraries', heap arenas and the binary's own.
+pub const RESERVED_MAPS: u64 = RESERVED_THREADS * 4 + 1024;
 /// Memory mappings per connection: two threads, four mappings each.
 pub const MAPS_PER_CONNECTION: u64 = 8;
 /// Threads per connection: a reader and a writer.
@@ -56,34 +74,34 @@ pub fn raise_fd_limit() -> Option<u64> {
 /// The most connections each limit allows, with the setting a user would raise.
 pub fn ceilings() -> Vec<(u64, &'static str)> {
     let mut found = Vec::new();
+    let by_threads =
+        |threads: u64| threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
     if let Some(files) = rlimit(libc::RLIMIT_NOFILE) {
         found.push((
-            files.saturating_sub(RESERVED),
+            files.saturating_sub(RESERVED_FILES),
             "open files: ulimit -n / LimitNOFILE=",
         ));
     }
     if let Some(maps) = read_number("/proc/sys/vm/max_map_count") {
         found.push((
-            maps.saturating_sub(RESERVED) / MAPS_PER_CONNECTION,
+            maps.saturating_sub(RESERVED_MAPS) / MAPS_PER_CONNECTION,
             "sysctl vm.max_map_count",
         ));
     }
     if let Some(pids) = read_number("/proc/sys/kernel/pid_max") {
-        found.push((
-            pids.saturating_sub(RESERVED) / THREADS_PER_CONNECTION,
-            "sysctl kernel.pid_max",
-        ));
+        found.push((by_threads(pids), "sysctl kernel.pid_max"));
     }
     if let Some(threads) = read_number("/proc/sys/kernel/threads-max") {
-        found.push((
-            threads.saturating_sub(RESERVED) / THREADS_PER_CONNECTION,
-            "sysctl kernel.threads-max",
-        ));
+        found.push((by_threads(threads), "sysctl kernel.threads-max"));
     }
     if let Some(tasks) = rlimit(libc::RLIMIT_NPROC) {
+        found.push((by_threads(tasks), "ulimit -u"));
+    }
+    let cgroups = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if let Some(tasks) = cgroup_pids_max(&cgroups, |path| fs::read_to_string(path).ok()) {
         found.push((
-            tasks.saturating_sub(RESERVED) / THREADS_PER_CONNECTION,
-            "ulimit -u / TasksMax=",
+            by_threads(tasks),
+            "the cgroup's pids.max: TasksMax= in the unit",
         ));
     }
     found
@@ -98,7 +116,8 @@ pub fn fit_max_connections(wanted: usize) -> usize {
     if wanted > ceiling {
         log::warn!(
             "--max-connections {wanted} lowered to {ceiling}: {limit} allows no more \
-             (each connection takes 2 threads, 8 memory mappings and 1 file; see README, Capacity)"
+             (each connection takes 2 threads, 8 memory mappings and 1 file, and {RESERVED_THREADS} \
+             threads are kept for requests in progress and the rest; see README, Capacity)"
         );
         return ceiling;
     }
@@ -113,6 +132,37 @@ fn rlimit(resource: libc::__rlimit_resource_t) -> Option<u64> {
     // SAFETY: getrlimit only writes the struct we pass.
     let ok = unsafe { libc::getrlimit(resource, &mut limit) } == 0;
     (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// The lowest `pids.max` on the way from this process's cgroup up to the root (a
+/// parent's limit binds its children too), for cgroup v2 (`0::/path`) and the v1
+/// `pids` controller (`N:pids:/path`). `None` when no level sets one (`max`).
+/// `read` reads a file (a parameter, so tests can give their own tree).
+pub fn cgroup_pids_max(
+    proc_self_cgroup: &str,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<u64> {
+    let mut lowest: Option<u64> = None;
+    for line in proc_self_cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next()?, fields.next()?);
+        let root = match controllers {
+            "" => PathBuf::from("/sys/fs/cgroup"), // v2: one unified tree
+            c if c.split(',').any(|c| c == "pids") => PathBuf::from("/sys/fs/cgroup/pids"),
+            _ => continue,
+        };
+        let mut dir = root.join(path.trim_start_matches('/'));
+        loop {
+            let limit = read(&dir.join("pids.max")).and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(limit) = limit {
+                lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
+            }
+            if dir == root || !dir.pop() {
+                break;
+            }
+        }
+    }
+    lowest
 }
 
 fn read_number(path: &str) -> Option<u64> {
@@ -131,6 +181,26 @@ mod tests {
             "{found:?}"
         );
         assert!(found.iter().all(|(n, _)| *n > 0), "{found:?}");
+    }
+
+    #[test]
+    fn the_cgroups_tasks_limit_is_the_lowest_on_the_way_to_the_root() {
+        let tree = |path: &Path| match path.to_str()? {
+            "/sys/fs/cgroup/system.slice/threadcast.service/pids.max" => Some("4915\n".into()),
+            "/sys/fs/cgroup/system.slice/pids.max" => Some("max\n".into()),
+            "/sys/fs/cgroup/pids/user.slice/pids.max" => Some("700\n".into()),
+            _ => None,
+        };
+        let v2 = "0::/system.slice/threadcast.service\n";
+        assert_eq!(cgroup_pids_max(v2, tree), Some(4915));
+        let v1 = "8:pids:/user.slice/session-1.scope\n4:memory:/x\n";
+        assert_eq!(
+            cgroup_pids_max(v1, tree),
+            Some(700),
+            "a parent's limit binds"
+        );
+        assert_eq!(cgroup_pids_max("0::/\n", tree), None, "no limit anywhere");
+        assert_eq!(cgroup_pids_max("garbage", tree), None);
     }
 
     #[test]
