@@ -43,6 +43,11 @@ impl ConnectionLimit {
         Some(Slot(Arc::clone(self)))
     }
 
+    /// The ceiling.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Connections open right now.
     pub fn open(&self) -> usize {
         *self.open.lock().unwrap_or_else(PoisonError::into_inner)

@@ -288,3 +288,59 @@ fn publish_checks_method_room_size_and_token() {
     assert_eq!(http(addr, "GET", "/publish/news", &[], b"").status, 405);
     assert_eq!(http(addr, "DELETE", "/index.html", &[], b"").status, 405);
 }
+
+/// The value of the sample `name` (with its labels, as written) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_speak_the_prometheus_text_format_behind_the_token() {
+    let server = start_with(|c| c.token = Some("op".into()));
+    let addr = server.http_addr();
+    assert_eq!(get(addr, "/metrics").status, 401);
+    let mut a = connect(&server, "/ws/secret-room?raw=1&token=op");
+    wait_for_members(&server, "secret-room", 1);
+    server.publish("secret-room", "x").unwrap();
+    let _ = next_data(&mut a);
+
+    let metrics = get(addr, "/metrics?token=op");
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metrics.header("Content-Type").as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = metrics.text();
+    assert_eq!(
+        sample(&text, "threadcast_connections{transport=\"websocket\"}"),
+        Some(1)
+    );
+    assert_eq!(sample(&text, "threadcast_rooms"), Some(1));
+    assert_eq!(sample(&text, "threadcast_room_members"), Some(1));
+    assert_eq!(sample(&text, "threadcast_messages_in_total"), Some(1));
+    assert!(
+        sample(&text, "threadcast_threads").is_some_and(|t| t > 2),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "process_resident_memory_bytes").is_some(),
+        "{text}"
+    );
+    assert!(!text.contains("secret-room"), "room names are not metrics");
+    // Every sample belongs to a family announced by HELP and TYPE lines before it.
+    let mut announced = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(matches!(kind, "gauge" | "counter"), "{line}");
+            announced.insert(name.to_string());
+        } else if !line.starts_with("# HELP ") {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(announced.contains(name), "{line} comes before its TYPE");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+    }
+}

@@ -13,7 +13,7 @@ use super::{Exchange, browser};
 use crate::cluster::{LinkState, LinkStatus};
 use crate::config::AuthMode;
 use crate::envelope;
-use crate::hub::{Command, HUB_REPLY_TIMEOUT};
+use crate::hub::{Command, HUB_REPLY_TIMEOUT, RoomStats};
 use crate::json::JsonObject;
 use crate::security::bearer_token;
 use crate::server::Shared;
@@ -98,18 +98,11 @@ fn link_json(link: &LinkStatus) -> String {
 /// without it); room names appear only to a caller who gave it, since a room's name
 /// is all it takes to read that room.
 pub fn stats(head: &Head, shared: &Shared) -> Reply {
-    let token = request_token(head);
-    if !shared.policy.token_ok(token.as_deref()) {
-        return Reply::text(401, "missing or wrong token");
-    }
-    let show_rooms = shared.policy.token_required();
-    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    if shared.hub.send(Command::Stats(reply_tx)).is_err() {
-        return Reply::text(503, "server shutting down");
-    }
-    let Ok(room_stats) = reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) else {
-        return Reply::text(503, "hub did not answer");
+    let room_stats = match operator_figures(head, shared) {
+        Ok(rooms) => rooms,
+        Err(refusal) => return refusal,
     };
+    let show_rooms = shared.policy.token_required();
     let mut rooms = JsonObject::new();
     let (mut history_messages, mut history_bytes, mut members) = (0, 0, 0);
     for room in &room_stats {
@@ -155,6 +148,24 @@ pub fn stats(head: &Head, shared: &Shared) -> Reply {
         body.raw("redis", &link_json(link));
     }
     Reply::json(200, body.finish()).no_store()
+}
+
+/// The rooms' figures for an operator endpoint (`/stats`, `/metrics`): the token is
+/// checked first when one is set.
+///
+/// # Errors
+/// 401 without the right token; 503 when the hub is stopping or does not answer.
+pub fn operator_figures(head: &Head, shared: &Shared) -> Result<Vec<RoomStats>, Reply> {
+    if !shared.policy.token_ok(request_token(head).as_deref()) {
+        return Err(Reply::text(401, "missing or wrong token"));
+    }
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    if shared.hub.send(Command::Stats(reply_tx)).is_err() {
+        return Err(Reply::text(503, "server shutting down"));
+    }
+    reply_rx
+        .recv_timeout(HUB_REPLY_TIMEOUT)
+        .map_err(|_| Reply::text(503, "hub did not answer"))
 }
 
 /// `POST /publish/<room>`: the body becomes one message (text if it is valid UTF-8,

@@ -5,6 +5,7 @@
 //! | request | answered by |
 //! |---|---|
 //! | `GET /healthz`, `/config.json`, `/stats` | [`endpoints`] |
+//! | `GET /metrics` (Prometheus) | [`metrics`] |
 //! | `POST /publish/<room>` | [`endpoints::publish`] |
 //! | `GET /events/<room>` (SSE), `GET /poll/<room>` | [`crate::sse`], [`crate::poll`] |
 //! | `OPTIONS` on those (CORS preflight) | [`browser`] |
@@ -19,6 +20,7 @@ pub mod browser;
 pub mod endpoints;
 pub mod files;
 pub mod head;
+pub mod metrics;
 pub mod reply;
 
 use std::net::SocketAddr;
@@ -82,7 +84,9 @@ impl Exchange<'_> {
 /// Serves one request that is not a WebSocket upgrade.
 pub fn serve(exchange: Exchange, files: &FileServer) {
     let path = exchange.head.path().to_string();
-    let guarded = path == "/stats" || GUARDED_PREFIXES.iter().any(|p| path.starts_with(p));
+    let guarded = path == "/stats"
+        || path == "/metrics"
+        || GUARDED_PREFIXES.iter().any(|p| path.starts_with(p));
     if guarded {
         if let Err(reply) = browser::check(&exchange.head, exchange.peer, &exchange.shared.policy) {
             return exchange.answer(reply);
@@ -120,6 +124,10 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
         }
         (_, "/stats") if read_only => {
             let reply = endpoints::stats(&exchange.head, exchange.shared);
+            exchange.answer(reply)
+        }
+        (_, "/metrics") if read_only => {
+            let reply = metrics::metrics(&exchange.head, exchange.shared);
             exchange.answer(reply)
         }
         _ if read_only => serve_file(exchange, files),

@@ -1,0 +1,210 @@
+//! `GET /metrics`: the server's figures in the Prometheus text format (version 0.0.4),
+//! for a scraper to collect. Guarded like `/stats`: the token when one is set, the Host
+//! and Origin rules. No room names appear (they are secrets of their own: knowing a
+//! room's name is enough to read it); rooms are counted.
+//!
+//! The format is plain text, one sample per line, each metric introduced by its
+//! `# HELP` and `# TYPE` lines:
+//!
+//! ```text
+//! # HELP threadcast_messages_in_total Messages received from clients and publishers.
+//! # TYPE threadcast_messages_in_total counter
+//! threadcast_messages_in_total 42
+//! ```
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use super::endpoints::operator_figures;
+use super::head::Head;
+use super::reply::Reply;
+use crate::server::Shared;
+
+/// The content type Prometheus expects for its text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The text a scraper reads.
+pub fn metrics(head: &Head, shared: &Shared) -> Reply {
+    let rooms = match operator_figures(head, shared) {
+        Ok(rooms) => rooms,
+        Err(refusal) => return refusal,
+    };
+    let counters = &shared.counters;
+    let (sse, polls) = (counters.sse_streams.get(), counters.polls_waiting.get());
+    let open = shared.limit.open() as u64;
+    let mut out = Metrics::default();
+    out.gauge_by(
+        "threadcast_connections",
+        "Open long-lived connections, by transport.",
+        "transport",
+        &[
+            ("websocket", open.saturating_sub(sse + polls)),
+            ("sse", sse),
+            ("poll", polls),
+        ],
+    );
+    out.gauge(
+        "threadcast_connections_limit",
+        "--max-connections after the start-up check.",
+        shared.limit.max() as u64,
+    );
+    out.gauge(
+        "threadcast_requests_in_progress",
+        "Requests whose head, body or answer is under way.",
+        shared.in_progress.len() as u64,
+    );
+    out.gauge(
+        "threadcast_rooms",
+        "Rooms in memory (with members or history).",
+        rooms.len() as u64,
+    );
+    out.gauge(
+        "threadcast_room_members",
+        "Members of all rooms together.",
+        rooms.iter().map(|r| r.members as u64).sum(),
+    );
+    out.gauge(
+        "threadcast_history_messages",
+        "Messages kept in all rooms' histories.",
+        rooms.iter().map(|r| r.history_messages as u64).sum(),
+    );
+    out.gauge(
+        "threadcast_history_bytes",
+        "Bytes kept in all rooms' histories.",
+        rooms.iter().map(|r| r.history_bytes as u64).sum(),
+    );
+    out.counter(
+        "threadcast_messages_in_total",
+        "Messages received from clients and publishers.",
+        counters.messages_in.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "threadcast_messages_out_total",
+        "Messages written to clients.",
+        counters.messages_out.load(Ordering::Relaxed),
+    );
+    out.counter_by(
+        "threadcast_closes_total",
+        "Connections the server closed, by reason.",
+        "reason",
+        &[
+            (
+                "slow_consumer",
+                counters.slow_consumers.load(Ordering::Relaxed),
+            ),
+            (
+                "rate_limited",
+                counters.rate_limited.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    out.counter_by(
+        "threadcast_refusals_total",
+        "Connections or requests refused or cut off before being served, by reason.",
+        "reason",
+        &[
+            ("per_address_limit", shared.per_ip.refused()),
+            ("requests_in_progress_full", shared.in_progress.evicted()),
+        ],
+    );
+    if let Some(status) = process_status() {
+        out.gauge(
+            "threadcast_threads",
+            "Threads of the process.",
+            status.threads,
+        );
+        out.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of the process.",
+            status.rss_bytes,
+        );
+    }
+    out.gauge(
+        "threadcast_uptime_seconds",
+        "Seconds since the server started.",
+        shared.started.elapsed().as_secs(),
+    );
+    Reply::new(200, CONTENT_TYPE, out.text.into_bytes()).no_store()
+}
+
+/// The text being built.
+#[derive(Default)]
+struct Metrics {
+    text: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, help, "gauge");
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, help, "counter");
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    fn labelled(&mut self, name: &str, label: &str, samples: &[(&str, u64)]) {
+        for (value_of_label, value) in samples {
+            let _ = writeln!(self.text, "{name}{{{label}=\"{value_of_label}\"}} {value}");
+        }
+    }
+
+    fn gauge_by(&mut self, name: &str, help: &str, label: &str, samples: &[(&str, u64)]) {
+        self.family(name, help, "gauge");
+        self.labelled(name, label, samples);
+    }
+
+    fn counter_by(&mut self, name: &str, help: &str, label: &str, samples: &[(&str, u64)]) {
+        self.family(name, help, "counter");
+        self.labelled(name, label, samples);
+    }
+}
+
+/// Threads and resident memory, from `/proc/self/status`.
+struct ProcessStatus {
+    threads: u64,
+    rss_bytes: u64,
+}
+
+fn process_status() -> Option<ProcessStatus> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(ProcessStatus {
+        threads: field("Threads:")?,
+        rss_bytes: field("VmRSS:")? * 1024,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_family_has_help_type_and_samples() {
+        let mut m = Metrics::default();
+        m.counter("a_total", "As.", 3);
+        m.gauge_by("b", "Bs.", "kind", &[("x", 1), ("y", 2)]);
+        assert_eq!(
+            m.text,
+            "# HELP a_total As.\n# TYPE a_total counter\na_total 3\n\
+             # HELP b Bs.\n# TYPE b gauge\nb{kind=\"x\"} 1\nb{kind=\"y\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn this_process_reports_threads_and_memory() {
+        let status = process_status().unwrap();
+        assert!(status.threads >= 1 && status.rss_bytes > 0);
+    }
+}
