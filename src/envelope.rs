@@ -6,16 +6,33 @@
 //! We only ever *write* JSON, and only flat objects of numbers and plain strings, so
 //! the small writer in [`crate::json`] is all it takes; the one thing we read from
 //! clients, the `cid:` line, is a plain prefix rather than JSON on purpose.
+//!
+//! **How large a message's JSON form gets.** Its `data` is the payload escaped as a
+//! JSON string, at most [`json::MAX_ESCAPE_FACTOR`] (6) bytes per payload byte for a
+//! payload of control characters, or base64 for binary, 4 characters per 3 bytes. So
+//! a message of `n` bytes is at most `6 × n` bytes of JSON plus its header fields, and
+//! a replay of a whole history (`--history-bytes`, 4 MiB by default) up to six times
+//! that. [`write_message_json`] therefore never builds the whole form: it writes the
+//! payload to its destination piece by piece (runs of plain text as they are, escapes
+//! one by one, base64 [`BASE64_PIECE_BYTES`] at a time), and SSE and long polling pass
+//! the pieces through a bounded buffer (`sse::BoundedBody`).
+
+use std::fmt;
 
 use data_encoding::BASE64;
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
-use crate::json::JsonObject;
+use crate::json::{self, JsonObject};
 use crate::room::{CatchUp, RoomMessage};
 use crate::url::is_room_name;
 
 /// What starts a client's own message id line: `cid:<id>\n`.
 pub const CID_PREFIX: &[u8] = b"cid:";
+
+/// Binary payloads are base64-encoded this many bytes at a time: a multiple of 3, so
+/// the pieces join into one valid base64 text with no padding between them, and each
+/// piece is 16 KiB of text, well under the buffer SSE and polls send on.
+pub const BASE64_PIECE_BYTES: usize = 3 * 4096;
 
 /// An epoch as clients see it: 16 lowercase hex digits.
 pub fn format_epoch(epoch: u64) -> String {
@@ -175,33 +192,51 @@ pub fn members_json(count: usize) -> String {
 
 /// A message as one JSON object (SSE events and long-poll answers): the header
 /// fields plus `data`, a JSON string for text and base64 for binary (`type` says which).
+/// Built in memory: for tests and small messages; replays use [`write_message_json`].
 pub fn message_json(message: &RoomMessage) -> String {
-    let mut json = JsonObject::new();
+    let mut json = String::new();
+    write_message_json(&mut json, message).expect("a String takes any text");
+    json
+}
+
+/// Writes [`message_json`]'s text to `out` piece by piece, so that a large payload is
+/// never held escaped in memory as a whole (see the module's notes on size).
+///
+/// # Errors
+/// Whatever `out` returns.
+pub fn write_message_json(out: &mut impl fmt::Write, message: &RoomMessage) -> fmt::Result {
+    let kind = if message.raw.is_text() {
+        "message"
+    } else {
+        "binary"
+    };
+    let mut header = JsonObject::new();
+    header_fields(
+        &mut header,
+        kind,
+        message.id,
+        message.epoch,
+        message.ts,
+        message.cid.as_deref(),
+    );
+    out.write_str(&header.before_value("data"))?;
     match &message.raw {
-        Message::Text(text) => {
-            header_fields(
-                &mut json,
-                "message",
-                message.id,
-                message.epoch,
-                message.ts,
-                message.cid.as_deref(),
-            );
-            json.string("data", text.as_str());
-        }
-        other => {
-            header_fields(
-                &mut json,
-                "binary",
-                message.id,
-                message.epoch,
-                message.ts,
-                message.cid.as_deref(),
-            );
-            json.string("data", &BASE64.encode(&other.clone().into_data()));
-        }
+        Message::Text(text) => json::write_string(out, text.as_str())?,
+        other => write_base64(out, &other.clone().into_data())?,
     }
-    json.finish()
+    out.write_char('}')
+}
+
+/// Writes `bytes` as a JSON string of base64, [`BASE64_PIECE_BYTES`] at a time.
+fn write_base64(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
+    out.write_char('"')?;
+    let mut piece = String::with_capacity(BASE64.encode_len(BASE64_PIECE_BYTES));
+    for input in bytes.chunks(BASE64_PIECE_BYTES) {
+        piece.clear();
+        BASE64.encode_append(input, &mut piece);
+        out.write_str(&piece)?;
+    }
+    out.write_char('"')
 }
 
 #[cfg(test)]
@@ -302,6 +337,54 @@ mod tests {
             message_json(&m),
             r#"{"type":"binary","id":4,"epoch":"0000000000000001","ts":5,"cid":"c","data":"AAEC/w=="}"#
         );
+    }
+
+    /// A stored message with this payload, as history keeps it.
+    fn stored(payload: Message) -> RoomMessage {
+        RoomMessage::new(9, 0x9f1c, 1000, Some("m-1".into()), payload)
+    }
+
+    #[test]
+    fn a_message_json_grows_at_most_six_times_its_payload() {
+        // What a message costs besides its payload: the header fields and `"data":""`.
+        let header = |payload| message_json(&stored(payload)).len();
+        let controls: String = (0u8..0x20)
+            .filter(|b| !matches!(b, b'\t' | b'\n' | b'\r'))
+            .map(char::from)
+            .cycle()
+            .take(3000)
+            .collect();
+        let text = message_json(&stored(Message::text(controls.clone())));
+        assert_eq!(
+            text.len(),
+            header(Message::text("")) + json::MAX_ESCAPE_FACTOR * controls.len()
+        );
+        let binary = message_json(&stored(Message::binary(vec![0u8; 3000])));
+        let binary_header = header(Message::binary(Vec::new()));
+        assert_eq!(binary.len(), binary_header + 3000 / 3 * 4);
+        assert!(binary.len() <= binary_header + json::MAX_ESCAPE_FACTOR * 3000);
+    }
+
+    #[test]
+    fn long_binary_payloads_are_encoded_in_pieces_that_join_exactly() {
+        for len in [
+            0,
+            1,
+            BASE64_PIECE_BYTES - 1,
+            BASE64_PIECE_BYTES,
+            BASE64_PIECE_BYTES + 1,
+            3 * BASE64_PIECE_BYTES + 2,
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let json = message_json(&stored(Message::binary(payload.clone())));
+            let data = json.rsplit_once("\"data\":\"").unwrap().1;
+            let data = data.strip_suffix("\"}").unwrap();
+            assert_eq!(
+                BASE64.decode(data.as_bytes()).unwrap(),
+                payload,
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]

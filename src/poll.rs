@@ -6,20 +6,30 @@
 //! `since`, takes the catch-up (or the first live message), and leaves. The hub's
 //! atomic join-and-replay therefore gives polling the same guarantee as WebSocket
 //! resume: nothing lost, nothing twice.
+//!
+//! The answer is written as it is produced, through a bounded buffer
+//! ([`BoundedBody`]): a poll of a whole history costs the server at most
+//! [`BODY_BOUND`](crate::sse::BODY_BOUND) bytes of JSON at a time, even when the client
+//! never reads it. Short answers still go out whole with a `Content-Length`; longer
+//! ones are chunked (HTTP/1.1) or end with the connection (HTTP/1.0).
 
+use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::envelope::{self, format_epoch, message_json};
+use crate::envelope::{self, format_epoch, write_message_json};
 use crate::http::endpoints::request_token;
-use crate::http::reply::Reply;
+use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
 use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
 use crate::json::JsonObject;
 use crate::limit::Slot;
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
+use crate::sse::{BoundedBody, Framing, Patience, response_head};
+use crate::stream::Stream;
 use crate::url::room_in_path;
 use crate::ws::handshake::resume_from_query;
 
@@ -90,17 +100,26 @@ pub fn start(exchange: Exchange) {
     let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
     exchange.log(200);
     let head_only = exchange.head.is_head();
+    let framing = Framing::for_version(exchange.head.minor_version);
     // A waiting poll is long-lived: it leaves the registry of requests in progress,
     // whose ceiling cuts off the oldest.
     let Some(stream) = exchange.conn.finish() else {
         return;
     };
-    let reply = serve(admitted.room, admitted.resume, exchange.shared).headers(cors);
+    let answer = wait(admitted.room, admitted.resume, exchange.shared);
     drop(admitted.slot);
-    reply.send(&stream, head_only);
+    let Some(answer) = answer else {
+        let refusal = Reply::text(503, "server shutting down").headers(cors);
+        return refusal.send(&stream, head_only);
+    };
+    match send(&stream, &answer, &cors, framing, head_only) {
+        Ok(()) => close_gently(&stream),
+        Err(e) => log::debug!("poll client went away before its answer was sent: {e}"),
+    }
 }
 
-/// What a poll answers with.
+/// What a poll answers with: the messages themselves are shared with the room's
+/// history (an `Arc` each), and only turned into JSON as the answer is written.
 #[derive(Default)]
 struct Answer {
     epoch: u64,
@@ -110,11 +129,10 @@ struct Answer {
     messages: Vec<Arc<RoomMessage>>,
 }
 
-/// Waits for messages of `room` after `resume` and builds the answer with them.
-fn serve(room: String, resume: Resume, shared: &Shared) -> Reply {
-    let Some(member) = shared.join(&room, resume) else {
-        return Reply::text(503, "server shutting down");
-    };
+/// Waits for messages of `room` after `resume`: the catch-up, or the first live
+/// message, or nothing by `--poll-timeout`. `None` when the server is shutting down.
+fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
+    let member = shared.join(&room, resume)?;
     let (queue, close) = (&member.queue, &member.close);
     let _gauge = shared.counters.polls_waiting.enter();
 
@@ -150,15 +168,35 @@ fn serve(room: String, resume: Resume, shared: &Shared) -> Reply {
         .counters
         .messages_out
         .fetch_add(answer.messages.len() as u64, Ordering::Relaxed);
+    Some(answer)
+}
 
-    let mut messages = String::from("[");
-    for (i, message) in answer.messages.iter().enumerate() {
-        if i > 0 {
-            messages.push(',');
-        }
-        messages.push_str(&message_json(message));
+/// Writes the answer within [`ANSWER_TIMEOUT`], as it is produced: a short one whole
+/// with its `Content-Length`, a long one (a large history, six times its size as
+/// JSON when it is full of control characters) in pieces of at most
+/// [`BODY_BOUND`](crate::sse::BODY_BOUND) bytes, framed as `framing` says.
+fn send(
+    stream: &Stream,
+    answer: &Answer,
+    cors: &[(&str, String)],
+    framing: Framing,
+    head_only: bool,
+) -> io::Result<()> {
+    let head = response_head(
+        "Content-Type: application/json\r\nCache-Control: no-store\r\n",
+        cors,
+    );
+    let patience = Patience::Until(Instant::now() + ANSWER_TIMEOUT);
+    let mut body = BoundedBody::new(stream, head, framing, patience);
+    if head_only {
+        body = body.without_body();
     }
-    messages.push(']');
+    body.write(|out| write_answer(out, answer))?;
+    body.finish()
+}
+
+/// The answer as JSON (docs/PROTOCOL.md), one message after the other.
+fn write_answer(out: &mut impl fmt::Write, answer: &Answer) -> fmt::Result {
     let mut json = JsonObject::new();
     json.string("epoch", &format_epoch(answer.epoch))
         .number("last_id", answer.last_id)
@@ -172,6 +210,13 @@ fn serve(room: String, resume: Resume, shared: &Shared) -> Reply {
                 .finish(),
         );
     }
-    json.raw("messages", &messages);
-    Reply::json(200, json.finish()).no_store()
+    out.write_str(&json.before_value("messages"))?;
+    out.write_char('[')?;
+    for (i, message) in answer.messages.iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        write_message_json(out, message)?;
+    }
+    out.write_str("]}")
 }

@@ -228,6 +228,11 @@ impl History {
 
     /// What a client resuming with `resume` gets: the gap it must be told about, and
     /// the messages to replay.
+    ///
+    /// An id at or beyond the room's newest — up to `u64::MAX`, the largest a client
+    /// can name — is the live edge: nothing to replay and no gap (the welcome's
+    /// `last_id` tells the client where the room really is). Only another epoch makes
+    /// the id meaningless, and then the whole history follows, as for any id.
     pub fn catch_up(&self, resume: &Resume, members: usize) -> CatchUp {
         let mut plan = CatchUp {
             epoch: self.epoch,
@@ -245,9 +250,15 @@ impl History {
             }
             Resume::Since { id, .. } => id,
         };
+        // The first id the client has not seen. There is none after the largest id:
+        // `after + 1` would wrap to 0 and report everything as a gap.
+        let Some(first_unseen) = after.checked_add(1) else {
+            return plan;
+        };
         let oldest_kept = self.messages.front().map_or(self.next_id, |m| m.id);
-        if after + 1 < oldest_kept {
-            plan.gap = Some((after + 1, oldest_kept - 1));
+        if first_unseen < oldest_kept {
+            // `oldest_kept` is at least 1 here (it is above `first_unseen`).
+            plan.gap = Some((first_unseen, oldest_kept - 1));
         }
         plan.replay = self
             .messages
@@ -450,6 +461,86 @@ mod tests {
         assert!(plan.epoch_changed);
         assert_eq!(plan.gap, Some((1, 7)));
         assert_eq!(ids(&plan.replay), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn resuming_from_the_largest_id_is_the_live_edge() {
+        let evicted = HistoryLimits {
+            messages: 3,
+            bytes: 1 << 30,
+        };
+        for h in [filled(0, ROOMY), filled(5, ROOMY), filled(10, evicted)] {
+            for epoch in [None, Some(7)] {
+                let plan = h.catch_up(
+                    &Resume::Since {
+                        id: u64::MAX,
+                        epoch,
+                    },
+                    1,
+                );
+                assert_eq!(
+                    (plan.gap, plan.replay.len(), plan.epoch_changed),
+                    (None, 0, false),
+                    "{} messages kept, epoch {epoch:?}",
+                    h.len()
+                );
+                assert_eq!(plan.last_id, h.last_id());
+            }
+        }
+    }
+
+    #[test]
+    fn any_id_beyond_the_newest_is_the_live_edge_too() {
+        let h = filled(
+            10,
+            HistoryLimits {
+                messages: 3,
+                bytes: 1 << 30,
+            },
+        );
+        for id in [10, 11, 1000, u64::MAX - 1, u64::MAX] {
+            let plan = h.catch_up(&Resume::Since { id, epoch: Some(7) }, 1);
+            assert_eq!((plan.gap, plan.replay.len()), (None, 0), "since {id}");
+        }
+    }
+
+    #[test]
+    fn the_largest_id_from_another_epoch_still_gets_the_whole_history() {
+        let h = filled(
+            10,
+            HistoryLimits {
+                messages: 3,
+                bytes: 1 << 30,
+            },
+        );
+        let plan = h.catch_up(
+            &Resume::Since {
+                id: u64::MAX,
+                epoch: Some(99),
+            },
+            1,
+        );
+        assert!(plan.epoch_changed);
+        assert_eq!(plan.gap, Some((1, 7)));
+        assert_eq!(ids(&plan.replay), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn the_largest_id_of_a_continued_epoch_is_the_live_edge() {
+        let mut h = filled(3, ROOMY);
+        h.continue_as(8);
+        h.append(Message::text("m4"), None).unwrap();
+        let plan = h.catch_up(
+            &Resume::Since {
+                id: u64::MAX,
+                epoch: Some(7),
+            },
+            1,
+        );
+        assert_eq!(
+            (plan.gap, plan.replay.len(), plan.epoch_changed),
+            (None, 0, false)
+        );
     }
 
     #[test]
