@@ -6,7 +6,10 @@
 //!
 //! The hub never waits for a client. It hands each member its copy with `try_send`;
 //! a member whose queue is full is a *slow consumer*: it is removed from its room and
-//! asked to close with 1008 (policy violation), and everyone else keeps receiving.
+//! asked to close with 1008 (policy violation) at once, dropping what is queued to it,
+//! and everyone else keeps receiving. At shutdown every member is asked to close with
+//! 1001 (going away) *after* what is queued to it, by the server's drain deadline: a
+//! queued message was accepted and acknowledged to its publisher, so it is owed.
 //!
 //! Each room also keeps its history ([`crate::room::History`]); because the hub does a
 //! join and the replay of missed messages in one step, no publish can fall between
@@ -19,8 +22,8 @@
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -85,7 +88,8 @@ pub enum Outgoing {
     /// Send this close frame, then stop writing. `None` is a close frame without a code
     /// (the right reply to a peer that sent one without a code).
     Close(Box<Option<tungstenite::protocol::CloseFrame>>),
-    /// Look at the connection's [`CloseSignal`]: the server wants it closed.
+    /// Look at the connection's [`CloseSignal`]: the server wants it closed. (Queued
+    /// for a writer that may be asleep on an empty queue; a full queue needs none.)
     Wake,
     /// The peer is gone (no close frame possible): stop without writing.
     Stop,
@@ -116,27 +120,65 @@ pub enum Notice {
     Members(usize),
 }
 
+/// What a close the server asks for does with the items already in the connection's
+/// queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// Drop them and close at once. For a slow consumer: its queue is exactly what is
+    /// full, and it resumes from the room's history when it comes back.
+    Drop,
+    /// Send them first and close when the queue is empty, but give up on whatever is
+    /// left at this deadline (the server's drain deadline). For a shutdown: each of
+    /// them was accepted, and acknowledged to its publisher, so the member is owed it.
+    SendBy(Instant),
+}
+
+/// A close the server asked of a connection: the code, and what happens to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CloseRequest {
+    /// The close code ([`SLOW_CONSUMER_CODE`] or [`GOING_AWAY_CODE`]).
+    code: u16,
+    /// Whether what is queued is dropped or sent first.
+    queued: Queued,
+}
+
 /// A close the server asks of a connection from outside its own threads (slow
 /// consumer, shutdown). A flag rather than a queued message, because the reason we
-/// close a slow consumer is precisely that its queue is full.
+/// close a slow consumer is precisely that its queue is full. Set once: the first
+/// request wins.
 #[derive(Debug, Default)]
-pub struct CloseSignal(AtomicU16);
+pub struct CloseSignal(OnceLock<CloseRequest>);
 
 impl CloseSignal {
-    /// Ask for a close with `code`; the first request wins.
+    /// Ask for a close with `code` at once, dropping whatever is still queued.
     pub fn request(&self, code: u16) {
-        let _ = self
-            .0
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.0.set(CloseRequest {
+            code,
+            queued: Queued::Drop,
+        });
+    }
+
+    /// Ask for a close with `code` once everything queued so far is sent, giving up on
+    /// the rest at `deadline`. Whoever queues to this connection must queue nothing
+    /// more (the hub stops at shutdown), or the queue might never be empty.
+    pub fn request_after_queue(&self, code: u16, deadline: Instant) {
+        let _ = self.0.set(CloseRequest {
+            code,
+            queued: Queued::SendBy(deadline),
+        });
     }
 
     /// The close the server asked for, with its reason, if any.
     pub fn requested(&self) -> Option<(CloseCode, &'static str)> {
-        match self.0.load(Ordering::Acquire) {
-            0 => None,
-            SLOW_CONSUMER_CODE => Some((CloseCode::Policy, SLOW_CONSUMER_REASON)),
-            _ => Some((CloseCode::Away, GOING_AWAY_REASON)),
-        }
+        self.0.get().map(|request| match request.code {
+            SLOW_CONSUMER_CODE => (CloseCode::Policy, SLOW_CONSUMER_REASON),
+            _ => (CloseCode::Away, GOING_AWAY_REASON),
+        })
+    }
+
+    /// What the close asked for does with the queue; `None` while none is asked for.
+    pub fn queued(&self) -> Option<Queued> {
+        self.0.get().map(|request| request.queued)
     }
 }
 
@@ -166,10 +208,23 @@ impl Subscriber {
         )
     }
 
-    /// Ask this connection to close with `code`, and wake its writer if it is idle.
+    /// Ask this connection to close with `code` at once, dropping what is queued to it,
+    /// and wake its writer if it is idle.
     pub fn request_close(&self, code: u16) {
         self.close.request(code);
-        // If the queue is full the writer is busy and will see the flag anyway.
+        self.wake();
+    }
+
+    /// Ask this connection to close with `code` after what is queued to it, by
+    /// `deadline`, and wake its writer if it is idle. The caller queues nothing more.
+    pub fn request_close_after_queue(&self, code: u16, deadline: Instant) {
+        self.close.request_after_queue(code, deadline);
+        self.wake();
+    }
+
+    /// Makes an idle writer look at the close signal. If the queue is full the writer
+    /// is busy and will see the flag anyway; if it has ended, there is nobody to wake.
+    fn wake(&self) {
         let _ = self.tx.try_send(Outgoing::Wake);
     }
 }
@@ -258,9 +313,10 @@ pub enum Command {
     LinkDown,
     /// Report every room, sorted by name.
     Stats(Sender<Vec<RoomStats>>),
-    /// Ask every connection to close with 1001, answer their `Leave`s until they
-    /// have all left or the deadline passes (the server's one drain deadline), and
-    /// stop the hub.
+    /// Ask every connection to close with 1001 once it has sent what is queued to it,
+    /// queue nothing more, answer their `Leave`s until they have all left or the
+    /// deadline passes (the server's one drain deadline, which also bounds each
+    /// connection's sending), and stop the hub.
     Shutdown(Instant),
 }
 
@@ -394,7 +450,7 @@ impl Hub {
         for command in commands.iter() {
             self.clock += 1;
             if let Command::Shutdown(deadline) = command {
-                self.close_everyone();
+                self.close_everyone(deadline);
                 self.drain(&commands, counters, deadline);
                 return;
             }
@@ -484,12 +540,14 @@ impl Hub {
 
     /// After asking everyone to close: keep answering `Leave`s (their senders wait for
     /// the answer) until every connection has left or `deadline` passes. A
-    /// connection that joins now is asked to close at once.
+    /// connection that joins now is asked to close too (no room has queued it
+    /// anything, so at once). Nothing is queued to anyone any more: a member's queue
+    /// only empties, so its writer can tell when it has sent everything it was owed.
     fn drain(&mut self, commands: &Receiver<Command>, counters: &Counters, deadline: Instant) {
         while !self.loners.is_empty() || self.rooms.values().any(|r| !r.members.is_empty()) {
             match commands.recv_deadline(deadline) {
                 Ok(Command::Join { id, subscriber, .. }) => {
-                    subscriber.request_close(GOING_AWAY_CODE);
+                    subscriber.request_close_after_queue(GOING_AWAY_CODE, deadline);
                     self.loners.insert(id, subscriber);
                 }
                 Ok(command @ Command::Leave { .. }) => self.apply_leave(command, counters),
@@ -707,7 +765,11 @@ impl Hub {
         }
     }
 
-    fn close_everyone(&mut self) {
+    /// Shutdown's first step: asks every member and every connection in no room to
+    /// close with 1001 once it has sent what is queued to it (each queued message was
+    /// accepted and acknowledged to its publisher), giving up on the rest at
+    /// `deadline`. Room members are asked first, then the connections in no room.
+    fn close_everyone(&mut self, deadline: Instant) {
         // Joins still waiting for their room's history become members, so that their
         // `Leave` finds them while the hub drains.
         for room in self.rooms.values_mut() {
@@ -723,7 +785,7 @@ impl Hub {
             .flat_map(|r| r.members.values())
             .chain(self.loners.values());
         for member in everyone {
-            member.request_close(GOING_AWAY_CODE);
+            member.request_close_after_queue(GOING_AWAY_CODE, deadline);
         }
     }
 
@@ -777,5 +839,57 @@ fn offer(id: ConnId, member: &Subscriber, item: Outgoing, counters: &Counters) -
         }
         // Its writer has ended; its reader's Leave is on its way.
         Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_close_request_wins() {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let slow = CloseSignal::default();
+        assert_eq!(slow.queued(), None);
+        slow.request(SLOW_CONSUMER_CODE);
+        slow.request_after_queue(GOING_AWAY_CODE, deadline);
+        assert_eq!(slow.queued(), Some(Queued::Drop));
+        assert_eq!(
+            slow.requested(),
+            Some((CloseCode::Policy, SLOW_CONSUMER_REASON))
+        );
+
+        let stopping = CloseSignal::default();
+        stopping.request_after_queue(GOING_AWAY_CODE, deadline);
+        stopping.request(SLOW_CONSUMER_CODE);
+        assert_eq!(stopping.queued(), Some(Queued::SendBy(deadline)));
+        assert_eq!(
+            stopping.requested(),
+            Some((CloseCode::Away, GOING_AWAY_REASON))
+        );
+    }
+
+    #[test]
+    fn shutdown_asks_every_member_to_close_after_its_queue() {
+        let limits = HistoryLimits {
+            messages: 16,
+            bytes: 1 << 20,
+        };
+        let mut hub = Hub::new(limits, None);
+        let counters = Counters::default();
+        let (member, queue) = Subscriber::new(4, true);
+        hub.join("r".into(), 1, member.clone(), &Resume::Live, &counters);
+        let (loner, _loner_queue) = Subscriber::new(4, true);
+        hub.loners.insert(2, loner.clone());
+        hub.publish("r".into(), Message::text("owed"), None, None, &counters);
+
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        hub.close_everyone(deadline);
+        for signal in [&member.close, &loner.close] {
+            assert_eq!(signal.queued(), Some(Queued::SendBy(deadline)));
+        }
+        // The message stays queued ahead of the wake-up: it is still to be sent.
+        assert!(matches!(queue.try_recv(), Ok(Outgoing::Room(_))));
+        assert!(matches!(queue.try_recv(), Ok(Outgoing::Wake)));
     }
 }

@@ -22,6 +22,11 @@
 //! TLS over one with `--features tls`): the reader's
 //! context writes into a sink, and the reader instead *queues* each reply for the
 //! writer, which sends it between whole frames.
+//!
+//! The server closes a connection from outside in one of two ways ([`Queued`]): a
+//! slow consumer is closed at once, its queue dropped; at shutdown the writer first
+//! sends what is queued (each message was already accepted and acknowledged to its
+//! publisher), then its close 1001 — all within the server's drain deadline.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -30,7 +35,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
@@ -38,7 +43,7 @@ use tungstenite::{Bytes, Message};
 
 use crate::envelope;
 use crate::hub::{
-    CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Subscriber,
+    CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Queued, Subscriber,
 };
 use crate::limit::{RateLimit, Slot};
 use crate::room::Resume;
@@ -56,6 +61,23 @@ pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Longest a single write may block on a peer that does not read (gorilla's
 /// `writeWait`). After that the peer is treated as gone.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// On plain TCP a write blocked on a peer that does not read waits in system calls of
+/// at most this long, and looks between them whether a shutdown has brought its
+/// deadline forward: a writer stuck when the shutdown starts still gives up in time.
+/// (Only a stuck write wakes this way, so an idle connection costs nothing.)
+const WRITE_SLICE: Duration = Duration::from_millis(500);
+/// At shutdown the writer sends what is queued until this long before the server's
+/// drain deadline, and drops whatever is still left then. The rest of the time is the
+/// close handshake's.
+const QUEUE_RESERVE: Duration = Duration::from_millis(500);
+/// At shutdown the writer's close frame must be written by this long before the drain
+/// deadline. What is left is for the peer to answer it and for the reader to leave
+/// the hub, so that the connection has ended when the server stops waiting.
+const CLOSE_FRAME_RESERVE: Duration = Duration::from_millis(250);
+/// Even past its deadline, the close frame gets one try this long (one system call
+/// that hardly waits): it is small, and a peer with room for it learns why the
+/// connection ends. A writer the CPU reached late still says goodbye.
+const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
 /// After we fail a connection we keep reading (and discarding) this long, so the
 /// peer can read our close frame before the socket closes. Closing a socket with
 /// unread input makes the kernel send a reset, which can destroy the close frame.
@@ -147,7 +169,7 @@ pub fn serve(
     let close = Arc::clone(&subscriber.close);
 
     let writer = {
-        let out = WriteHalf(Arc::clone(&stream));
+        let out = WriteHalf::new(Arc::clone(&stream), Arc::clone(&close));
         // The writer never reads: its context needs no read buffer.
         let ctx = WebSocketContext::new(Role::Server, Some(ws_config.read_buffer_size(0)));
         let counters = Arc::clone(&counters);
@@ -335,7 +357,89 @@ impl Write for ReadHalf {
 }
 
 /// The writer's side of the socket: the only code in the server that writes frames.
-struct WriteHalf(Arc<Stream>);
+/// Every write ends by its deadline: [`WRITE_TIMEOUT`] from its start, or earlier at
+/// shutdown (the step's share of the drain deadline the close signal carries).
+struct WriteHalf {
+    /// The connection's socket, shared with the reader.
+    stream: Arc<Stream>,
+    /// The server's close requests; at shutdown it carries the drain deadline.
+    close: Arc<CloseSignal>,
+    /// The writer is at its close frame: at shutdown that step has a later deadline
+    /// than the queue's.
+    closing: bool,
+    /// Whether a write that timed out may simply be tried again, so that it can wait
+    /// in slices ([`WRITE_SLICE`]): on plain TCP, where it has written nothing. Not on
+    /// TLS, whose session may already hold the bytes of a write that timed out (trying
+    /// again would send them twice): there one system call waits for all the time.
+    waits_in_slices: bool,
+    /// The socket's write timeout as last set, so it is set only when it changes.
+    timeout: Option<Duration>,
+}
+
+impl WriteHalf {
+    fn new(stream: Arc<Stream>, close: Arc<CloseSignal>) -> WriteHalf {
+        let waits_in_slices = match *stream {
+            Stream::Plain(_) => true,
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => false,
+        };
+        WriteHalf {
+            stream,
+            close,
+            closing: false,
+            waits_in_slices,
+            timeout: None,
+        }
+    }
+
+    /// When a write that started at `started` must have ended.
+    fn deadline(&self, started: Instant) -> Instant {
+        let own = started + WRITE_TIMEOUT;
+        match self.close.queued() {
+            Some(Queued::SendBy(drain)) if self.closing => {
+                let last_try = started + CLOSE_FRAME_LAST_TRY;
+                own.min(before(drain, CLOSE_FRAME_RESERVE).max(last_try))
+            }
+            Some(Queued::SendBy(drain)) => own.min(before(drain, QUEUE_RESERVE)),
+            _ => own,
+        }
+    }
+
+    /// Runs one write to the socket (`op`) until its deadline, which it looks up again
+    /// after each slice of waiting: a shutdown may have brought it forward meanwhile.
+    /// Past the deadline: `TimedOut` (and the writer writes nothing more).
+    fn bounded<T>(&mut self, mut op: impl FnMut(&mut &Stream) -> io::Result<T>) -> io::Result<T> {
+        let started = Instant::now();
+        let mut now = started;
+        loop {
+            let left = self.deadline(started).saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer took no data before the write's deadline",
+                ));
+            }
+            let wait = if self.waits_in_slices {
+                left.min(WRITE_SLICE)
+            } else {
+                left
+            };
+            self.set_timeout(wait)?;
+            match op(&mut &*self.stream) {
+                Err(e) if self.waits_in_slices && is_timeout(&e) => now = Instant::now(),
+                result => return result,
+            }
+        }
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.timeout != Some(timeout) {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
+    }
+}
 
 impl Read for WriteHalf {
     fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
@@ -345,11 +449,24 @@ impl Read for WriteHalf {
 
 impl Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        self.bounded(|stream| stream.write(buf))
     }
     fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
+        self.bounded(|stream| stream.flush())
     }
+}
+
+/// A blocking socket call that ran out of time (`EAGAIN` on Unix, which writes nothing).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// `reserve` before `deadline` (or `deadline` itself, so close to the clock's origin).
+fn before(deadline: Instant, reserve: Duration) -> Instant {
+    deadline.checked_sub(reserve).unwrap_or(deadline)
 }
 
 /// What bounds the reader's input besides the message size: the message rate.
@@ -599,10 +716,58 @@ enum Next {
     Stop,
 }
 
+/// What the writer finds when it looks for work.
+enum Work {
+    /// An item to write.
+    Item(Outgoing),
+    /// Nothing arrived before the next ping is due.
+    PingDue,
+    /// The connection ends this way (close, or stop).
+    End(Next),
+}
+
 /// What the writer listens to: its queue, and the server's close requests.
 struct Inbox {
     queue: Receiver<Outgoing>,
     close: Arc<CloseSignal>,
+}
+
+impl Inbox {
+    /// The next item. Normally the writer sleeps for one until `next_ping`. Once asked
+    /// to close after its queue it never sleeps: nobody queues it anything more, so an
+    /// empty queue means it has sent everything it was owed, and it closes.
+    fn next(&self, next_ping: Instant) -> Work {
+        if let Some(Queued::SendBy(_)) = self.close.queued() {
+            return match self.queue.try_recv() {
+                Ok(item) => Work::Item(item),
+                Err(TryRecvError::Empty) => Work::End(self.requested_close()),
+                Err(TryRecvError::Disconnected) => Work::End(Next::Stop),
+            };
+        }
+        match self.queue.recv_deadline(next_ping) {
+            Ok(item) => Work::Item(item),
+            Err(RecvTimeoutError::Timeout) => Work::PingDue,
+            Err(RecvTimeoutError::Disconnected) => Work::End(Next::Stop),
+        }
+    }
+
+    /// Whether what is still queued must be dropped: the server asked for a close at
+    /// once (slow consumer), or the shutdown's time for the queue is over.
+    fn drop_the_rest(&self) -> bool {
+        match self.close.queued() {
+            None => false,
+            Some(Queued::Drop) => true,
+            Some(Queued::SendBy(drain)) => Instant::now() >= before(drain, QUEUE_RESERVE),
+        }
+    }
+
+    /// The close frame the server asked for (a close with no code if it asked none).
+    fn requested_close(&self) -> Next {
+        Next::Close(self.close.requested().map(|(code, reason)| CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    }
 }
 
 /// The writer thread: the only code that writes to this connection's socket.
@@ -615,52 +780,19 @@ fn write_loop(
     ping_interval: Duration,
     raw: bool,
 ) -> Option<u16> {
-    let Inbox { queue, close } = inbox;
     let mut next_ping = Instant::now() + ping_interval;
-    let mut failure = None;
     let result = loop {
         // Sleep until there is something to send or it is time to ping. An idle
         // connection costs no CPU: the thread is parked in the channel.
-        let first = match queue.recv_deadline(next_ping) {
-            Ok(item) => Some(item),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break Ok(Next::Stop),
+        let first = match inbox.next(next_ping) {
+            Work::Item(item) => Some(item),
+            Work::PingDue => None,
+            Work::End(next) => break Ok(next),
         };
-
-        // Handle what is already queued (up to MAX_BATCH items), then flush once: one
-        // system call for a burst of messages instead of one per message.
-        let mut next = Next::Continue;
-        let mut item = first;
-        let mut handled = 0;
-        while let Some(outgoing) = item.take() {
-            if close.requested().is_some() {
-                break; // the server wants this connection closed: skip the rest
-            }
-            match write_one(&mut ctx, &mut out, outgoing, counters, raw) {
-                Ok(Next::Continue) => {}
-                Ok(other) => {
-                    next = other;
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-            handled += 1;
-            if handled < MAX_BATCH {
-                item = queue.try_recv().ok();
-            }
-        }
-        if let Some(e) = failure.take() {
-            break Err(e);
-        }
-        if let Some((code, reason)) = close.requested() {
-            next = Next::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }));
-        }
+        let next = match write_batch(&mut ctx, &mut out, first, inbox, counters, raw) {
+            Ok(next) => next,
+            Err(e) => break Err(e),
+        };
         // Heartbeat: ping on schedule, even while data flows, so a peer that only
         // receives still answers with pongs and its reader never times out.
         if matches!(next, Next::Continue) && Instant::now() >= next_ping {
@@ -678,24 +810,82 @@ fn write_loop(
             other => break Ok(other),
         }
     };
+    end_writing(id, ctx, out, result)
+}
 
+/// Writes `first` and what is already queued behind it (up to MAX_BATCH items) into
+/// tungstenite's buffer, for the caller to flush once: one system call for a burst of
+/// messages instead of one per message. Stops at an item that ends the connection,
+/// and where the server's close request says to drop the rest.
+fn write_batch(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    first: Option<Outgoing>,
+    inbox: &Inbox,
+    counters: &Counters,
+    raw: bool,
+) -> Result<Next, WsError> {
+    let mut next = Next::Continue;
+    let mut item = first;
+    let mut handled = 0;
+    while let Some(outgoing) = item.take() {
+        if inbox.drop_the_rest() {
+            break;
+        }
+        next = write_one(ctx, out, outgoing, counters, raw)?;
+        if !matches!(next, Next::Continue) {
+            break;
+        }
+        handled += 1;
+        if handled < MAX_BATCH {
+            item = inbox.queue.try_recv().ok();
+        }
+    }
+    // Closing at once (or out of time at shutdown): the server's close frame goes now.
+    // After a close *after the queue* the writer carries on until the queue is empty.
+    if inbox.drop_the_rest() {
+        next = inbox.requested_close();
+    }
+    Ok(next)
+}
+
+/// Ends the connection as the writer's loop decided: sends the close frame, or just
+/// shuts the socket.
+fn end_writing(
+    id: ConnId,
+    mut ctx: WebSocketContext,
+    mut out: WriteHalf,
+    result: Result<Next, WsError>,
+) -> Option<u16> {
     match result {
         Ok(Next::Close(frame)) => {
             // §5.5.1: after sending a close frame an endpoint sends nothing more. The
             // reader keeps reading until the peer's close (or EOF) arrives.
             let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-            let _ = ctx.close(&mut out, frame);
-            let _ = out.0.shutdown(Shutdown::Write);
-            Some(code)
+            out.closing = true;
+            match ctx.close(&mut out, frame) {
+                // (`ConnectionClosed` would mean the close handshake is over: sent too.)
+                Ok(()) | Err(WsError::ConnectionClosed) => {
+                    let _ = out.stream.shutdown(Shutdown::Write);
+                    Some(code)
+                }
+                Err(e) => {
+                    // The peer takes no data (or the shutdown's time is up): it cannot
+                    // answer a close it never gets, so wake the reader too.
+                    log::debug!("connection {id}: close frame {code} not sent: {e}");
+                    let _ = out.stream.shutdown(Shutdown::Both);
+                    None
+                }
+            }
         }
         Ok(_) => {
-            let _ = out.0.shutdown(Shutdown::Both);
+            let _ = out.stream.shutdown(Shutdown::Both);
             None
         }
         Err(e) => {
             log::debug!("connection {id}: write failed: {e}");
             // Wake the reader too: nobody can write to this peer any more.
-            let _ = out.0.shutdown(Shutdown::Both);
+            let _ = out.stream.shutdown(Shutdown::Both);
             None
         }
     }
