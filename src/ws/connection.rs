@@ -252,7 +252,16 @@ pub fn serve(
         }
         finish(id, end, &tx, &mut ctx, &mut input);
     } else if admitted {
-        let _ = tx.send(Outgoing::Stop); // the hub is gone: the server is stopping
+        // The hub is gone: the server is stopping, and this client's handshake finished
+        // just as it began. It is told so like everyone else (1001), and its close
+        // reply is read so the kernel does not reset our close frame away.
+        let away = CloseFrame {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
+        };
+        if tx.send(Outgoing::Close(Box::new(Some(away)))).is_ok() {
+            linger(&mut ctx, &mut input);
+        }
     }
     drop(tx);
     writer.join().ok().flatten()
