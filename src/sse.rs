@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::envelope;
 use crate::http::reply::{Reply, close_gently, write_all_by};
 use crate::http::{Exchange, browser};
-use crate::hub::{CloseSignal, Outgoing};
+use crate::hub::{CloseSignal, Outgoing, Queued};
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
 use crate::stream::Stream;
@@ -30,6 +30,9 @@ use crate::ws::connection::{WRITE_TIMEOUT, notice_json};
 /// A comment line this often keeps proxies and load balancers from closing a quiet
 /// stream (many close after 30–60 s of silence).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// At shutdown, owed events are written until this long before the drain deadline;
+/// the rest of the time is for `event: close` and the end of the body.
+pub const CLOSE_RESERVE: Duration = Duration::from_millis(500);
 /// How long the browser waits before reconnecting a dropped stream (`retry:`), in ms.
 pub const RETRY_MILLIS: u64 = 2000;
 
@@ -115,16 +118,29 @@ fn stream_events(
         // This item and whatever else is already queued go out as one batch: one
         // chunk, or several of at most BODY_BOUND bytes for a long replay.
         for item in std::iter::once(item).chain(queue.try_iter()) {
-            if close.requested().is_some() {
-                body.write(|out| {
-                    out.write_str("event: close\ndata: server closing this stream\n\n")
-                })?;
-                return body.finish();
+            match close.queued() {
+                None => body.write(|out| write_event(out, item))?,
+                // A slow consumer: what is queued is dropped, the client resumes later.
+                Some(Queued::Drop) => return close_stream(body),
+                // A shutdown: every queued message was accepted and acknowledged to its
+                // publisher, so the client is owed it; the hub queues nothing more.
+                Some(Queued::SendBy(deadline)) => {
+                    let owed = std::iter::once(item).chain(queue.try_iter());
+                    for item in owed.take_while(|_| Instant::now() + CLOSE_RESERVE < deadline) {
+                        body.write(|out| write_event(out, item))?;
+                    }
+                    return close_stream(body);
+                }
             }
-            body.write(|out| write_event(out, item))?;
         }
         body.end_batch()?;
     }
+    body.finish()
+}
+
+/// Tells the client the server is closing the stream, and ends the body.
+fn close_stream(body: &mut BoundedBody) -> io::Result<()> {
+    body.write(|out| out.write_str("event: close\ndata: server closing this stream\n\n"))?;
     body.finish()
 }
 

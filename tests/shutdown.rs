@@ -152,3 +152,63 @@ fn a_member_that_never_reads_does_not_hold_shutdown_past_the_deadline() {
         "the member's connection ended within the drain deadline"
     );
 }
+
+/// The body of a chunked HTTP answer, read to the end and with its chunk framing
+/// taken off (`<hex size>\r\n<bytes>\r\n` … `0\r\n\r\n`).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return body; // cut short: what arrived
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap(), 16).unwrap();
+        raw = &raw[end + 2..];
+        if size == 0 || raw.len() < size {
+            body.extend_from_slice(&raw[..size.min(raw.len())]);
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+#[test]
+fn an_sse_stream_behind_at_shutdown_gets_every_queued_event_and_then_close() {
+    use std::io::{Read, Write};
+    let server = server();
+    let addr = server.http_addr();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET /events/owed-sse HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut witness = raw_connect(addr, "/echo");
+    wait_for_members(&server, "owed-sse", 1);
+
+    publish_all(&server, "owed-sse");
+    assert!(
+        messages_written(&server) < u64::from(MESSAGES),
+        "every event reached the socket before shutdown: nothing to test"
+    );
+    let stopper = thread::spawn(move || server.shutdown());
+    assert_eq!(expect_raw_close(&mut witness), 1001);
+    answer_close(&mut witness, 1001);
+
+    // Only now does the client read: the head, then the whole chunked body.
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let body = String::from_utf8(dechunk(&raw)).unwrap();
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("event: ")))
+        .collect();
+    let binary = events.iter().filter(|e| **e == "binary").count();
+    assert_eq!(
+        binary, MESSAGES as usize,
+        "every queued message ({events:?})"
+    );
+    assert_eq!(events.last(), Some(&"close"), "then the close event");
+    assert!(stopper.join().unwrap(), "every connection finished in time");
+}
