@@ -43,6 +43,7 @@ pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod latency;
 pub mod limit;
 pub mod logging;
 pub mod poll;

@@ -27,6 +27,9 @@ pub struct RoomMessage {
     pub epoch: u64,
     /// When the server accepted it, milliseconds since 1970 (UTC).
     pub ts: u64,
+    /// When this server built it (for the delivery-latency histogram; a monotonic
+    /// clock, unlike `ts`).
+    pub accepted: std::time::Instant,
     /// The publisher's own id for it, if it gave one.
     pub cid: Option<String>,
     /// Header line + `\n` + payload: what enveloped WebSocket members receive.
@@ -43,6 +46,7 @@ impl RoomMessage {
             id,
             epoch,
             ts,
+            accepted: std::time::Instant::now(),
             cid,
             framed,
             raw,

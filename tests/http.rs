@@ -329,18 +329,38 @@ fn metrics_speak_the_prometheus_text_format_behind_the_token() {
         "{text}"
     );
     assert!(!text.contains("secret-room"), "room names are not metrics");
+    // One live message was written to one WebSocket member.
+    assert_eq!(
+        sample(&text, "threadcast_delivery_latency_seconds_count"),
+        Some(1)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "threadcast_delivery_latency_seconds_bucket{le=\"+Inf\"}"
+        ),
+        Some(1)
+    );
     // Every sample belongs to a family announced by HELP and TYPE lines before it.
-    let mut announced = std::collections::HashSet::new();
+    let mut announced = std::collections::HashMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(matches!(kind, "gauge" | "counter"), "{line}");
-            announced.insert(name.to_string());
+            assert!(matches!(kind, "gauge" | "counter" | "histogram"), "{line}");
+            announced.insert(name.to_string(), kind.to_string());
         } else if !line.starts_with("# HELP ") {
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(announced.contains(name), "{line} comes before its TYPE");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|f| announced.get(*f).is_some_and(|k| k == "histogram"))
+                .unwrap_or(name);
+            assert!(
+                announced.contains_key(family),
+                "{line} comes before its TYPE"
+            );
             let value = line.rsplit(' ').next().unwrap();
-            assert!(value.parse::<u64>().is_ok(), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
         }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use super::endpoints::operator_figures;
 use super::head::Head;
 use super::reply::Reply;
+use crate::latency::Histogram;
 use crate::server::Shared;
 
 /// The content type Prometheus expects for its text format.
@@ -107,6 +108,11 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
             ("requests_in_progress_full", shared.in_progress.evicted()),
         ],
     );
+    out.histogram(
+        "threadcast_delivery_latency_seconds",
+        "From a publish being accepted to its frame written to a WebSocket member (live messages).",
+        &counters.delivery_latency,
+    );
     if let Some(status) = process_status() {
         out.gauge(
             "threadcast_threads",
@@ -146,6 +152,16 @@ impl Metrics {
     fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.family(name, help, "counter");
         let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
+        self.family(name, help, "histogram");
+        for (bound, count) in histogram.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(self.text, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(self.text, "{name}_sum {}", histogram.sum_seconds());
+        let _ = writeln!(self.text, "{name}_count {}", histogram.count());
     }
 
     fn labelled(&mut self, name: &str, label: &str, samples: &[(&str, u64)]) {

@@ -331,6 +331,9 @@ pub struct Counters {
     pub slow_consumers: AtomicU64,
     /// Connections closed with 1008 for sending faster than `--max-messages-per-second`.
     pub rate_limited: AtomicU64,
+    /// From a publish being accepted to its frame being written to each WebSocket
+    /// member (live messages; replays are not counted).
+    pub delivery_latency: crate::latency::Histogram,
     /// Server-Sent Events streams open right now.
     pub sse_streams: Gauge,
     /// Long-poll requests waiting right now.

@@ -912,8 +912,11 @@ fn write_one(
     match item {
         Outgoing::Message(message) => write_data(ctx, out, *message, counters)?,
         Outgoing::Room(message) => {
-            let message = if raw { &message.raw } else { &message.framed };
-            write_data(ctx, out, message.clone(), counters)?;
+            let form = if raw { &message.raw } else { &message.framed };
+            write_data(ctx, out, form.clone(), counters)?;
+            counters
+                .delivery_latency
+                .observe(message.accepted.elapsed());
         }
         Outgoing::Joined(joined) if !raw => {
             let plan = &joined.plan;
