@@ -234,7 +234,7 @@ USAGE: threadcast [FLAGS]
 
 FLAGS:
   --http ADDR              the one listener: page, static files, WebSockets (/echo,
-                           /ws/ROOM), /config.json, /healthz, /stats,
+                           /ws/ROOM), /config.json, /healthz, /stats, /metrics,
                            POST /publish/ROOM, /events/ROOM (SSE), /poll/ROOM
                            (long polling)                        [default: {http}]
   --ws ADDR                an extra listener for WebSockets only [default: none]
