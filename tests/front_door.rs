@@ -284,11 +284,7 @@ mod head_bombs {
         let (writer, started) = write_in_background(&stream, prefix, filler, total);
         started.recv().unwrap();
         let head = read_head(&mut stream);
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = status_of(&head);
         // The writer ends when the server resets the connection, or at its own bound.
         let deadline = Instant::now() + TEST_TIMEOUT;
         let mut peak = rss_kib();
@@ -963,9 +959,9 @@ mod per_address {
         // A refused socket may already be closed: a failed write is fine.
         let _ = stream.write_all(upgrade_request("/echo", "").as_bytes());
         let head = read_head(&mut stream);
-        match head.split(' ').nth(1).and_then(|s| s.parse().ok()) {
-            Some(101) => Ok(stream),
-            status => Err(status.unwrap_or(0)),
+        match status_of(&head) {
+            101 => Ok(stream),
+            status => Err(status),
         }
     }
 

@@ -462,10 +462,7 @@ mod static_files {
         let text = String::from_utf8_lossy(&response);
         assert!(!text.contains("top secret"), "{target} leaked the secret");
         assert!(!text.contains("root:"), "{target} leaked /etc/passwd");
-        text.split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        status_of(&text)
     }
 
     #[test]

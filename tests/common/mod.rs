@@ -142,12 +142,17 @@ pub fn raw_request(addr: SocketAddr, request: impl AsRef<[u8]>) -> (TcpStream, u
     stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
     stream.write_all(request.as_ref()).unwrap();
     let head = read_head(&mut stream);
-    let status = head
-        .split(' ')
+    let status = status_of(&head);
+    (stream, status, head)
+}
+
+/// The status code in a response head (`HTTP/1.1 200 OK` → 200), or 0 when there is
+/// none (the server hung up without answering).
+pub fn status_of(head: &str) -> u16 {
+    head.split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (stream, status, head)
+        .unwrap_or(0)
 }
 
 /// Reads up to and including the blank line that ends an HTTP response head.
@@ -352,11 +357,7 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
         .map(|i| i + 4)
         .unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(&head);
     let mut body = raw[split..].to_vec();
     if head
         .to_ascii_lowercase()
