@@ -135,25 +135,47 @@ fn rlimit(resource: libc::__rlimit_resource_t) -> Option<u64> {
 }
 
 /// The lowest `pids.max` on the way from this process's cgroup up to the root (a
-/// parent's limit binds its children too), for cgroup v2 (`0::/path`) and the v1
-/// `pids` controller (`N:pids:/path`). `None` when no level sets one (`max`).
-/// `read` reads a file (a parameter, so tests can give their own tree).
+/// parent's limit binds its children too), in cgroup v2 or v1's `pids` tree; `None`
+/// when no level sets one. `read` reads a file (a parameter so tests can fake the tree).
 pub fn cgroup_pids_max(
     proc_self_cgroup: &str,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<u64> {
+    cgroup_limit(proc_self_cgroup, ("pids", "pids.max", "pids.max"), read)
+}
+
+/// The lowest memory limit on the way from this process's cgroup up to the root:
+/// `memory.max` in cgroup v2 (systemd's `MemoryMax=`), `memory.limit_in_bytes` in v1's
+/// `memory` tree (whose "no limit" is a huge number the caller compares with the RAM).
+pub fn cgroup_memory_max(
+    proc_self_cgroup: &str,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<u64> {
+    let files = ("memory", "memory.max", "memory.limit_in_bytes");
+    cgroup_limit(proc_self_cgroup, files, read)
+}
+
+/// The lowest number in a cgroup limit file on the way up to the root. `files` names
+/// the v1 controller, the v2 file and the v1 file; "max" (no limit) is skipped.
+fn cgroup_limit(
+    proc_self_cgroup: &str,
+    (controller, v2_file, v1_file): (&str, &str, &str),
     read: impl Fn(&Path) -> Option<String>,
 ) -> Option<u64> {
     let mut lowest: Option<u64> = None;
     for line in proc_self_cgroup.lines() {
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next(), fields.next()?, fields.next()?);
-        let root = match controllers {
-            "" => PathBuf::from("/sys/fs/cgroup"), // v2: one unified tree
-            c if c.split(',').any(|c| c == "pids") => PathBuf::from("/sys/fs/cgroup/pids"),
+        let (root, file) = match controllers {
+            "" => (PathBuf::from("/sys/fs/cgroup"), v2_file), // v2: one unified tree
+            c if c.split(',').any(|c| c == controller) => {
+                (PathBuf::from("/sys/fs/cgroup").join(controller), v1_file)
+            }
             _ => continue,
         };
         let mut dir = root.join(path.trim_start_matches('/'));
         loop {
-            let limit = read(&dir.join("pids.max")).and_then(|v| v.trim().parse::<u64>().ok());
+            let limit = read(&dir.join(file)).and_then(|v| v.trim().parse::<u64>().ok());
             if let Some(limit) = limit {
                 lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
             }
@@ -163,6 +185,14 @@ pub fn cgroup_pids_max(
         }
     }
     lowest
+}
+
+/// Total RAM of the machine in bytes (`MemTotal` in `/proc/meminfo`).
+pub fn total_ram() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn read_number(path: &str) -> Option<u64> {
@@ -201,6 +231,24 @@ mod tests {
         );
         assert_eq!(cgroup_pids_max("0::/\n", tree), None, "no limit anywhere");
         assert_eq!(cgroup_pids_max("garbage", tree), None);
+    }
+
+    #[test]
+    fn the_cgroups_memory_limit_is_read_from_either_version() {
+        let tree = |path: &Path| match path.to_str()? {
+            "/sys/fs/cgroup/system.slice/threadcast.service/memory.max" => {
+                Some("1073741824\n".into())
+            }
+            "/sys/fs/cgroup/system.slice/memory.max" => Some("max\n".into()),
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes" => Some("268435456\n".into()),
+            _ => None,
+        };
+        let v2 = "0::/system.slice/threadcast.service\n";
+        assert_eq!(cgroup_memory_max(v2, tree), Some(1 << 30));
+        let v1 = "8:pids:/docker/abc\n4:memory:/docker/abc\n";
+        assert_eq!(cgroup_memory_max(v1, tree), Some(256 << 20));
+        assert_eq!(cgroup_memory_max("0::/\n", tree), None);
+        assert!(total_ram().is_some_and(|ram| ram > 0));
     }
 
     #[test]

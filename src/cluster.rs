@@ -55,6 +55,9 @@ pub struct Outbound {
     pub ts: u64,
     /// Already delivered by this instance while the link was down.
     pub late: bool,
+    /// Its bytes on the memory budget, while this instance holds it (`None` for the
+    /// copy the link keeps for Redis, whose bytes the original shares).
+    pub charge: Option<crate::budget::Reservation>,
 }
 
 /// A room message that arrived through the link, with what this instance must know

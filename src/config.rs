@@ -53,8 +53,19 @@ pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 100;
 /// Messages each room keeps for clients that reconnect.
 pub const DEFAULT_HISTORY: usize = 1000;
 /// Bytes each room's history may hold, so a room of large messages cannot eat the
-/// memory: 1000 messages of 1 KiB with their envelopes fit comfortably.
+/// memory: 1000 messages of 1 KiB with their envelopes fit comfortably. Lowered to
+/// [`HISTORY_SHARE`] of a small memory budget.
 pub const DEFAULT_HISTORY_BYTES: usize = 4 << 20;
+/// Without `--history-bytes`, one room's history takes at most this fraction of the
+/// memory budget, so one busy room cannot crowd out the others.
+pub const HISTORY_SHARE: usize = 64;
+/// Without `--send-queue-bytes`, one connection may have this fraction of the memory
+/// budget queued for it (but always room for two of the largest messages, and at most
+/// [`MAX_DEFAULT_SEND_QUEUE_BYTES`]) before it counts as a slow consumer.
+pub const SEND_QUEUE_SHARE: usize = 64;
+/// The most bytes the derived `--send-queue-bytes` allows one connection: more than
+/// a minute of any real client's traffic.
+pub const MAX_DEFAULT_SEND_QUEUE_BYTES: usize = 64 << 20;
 /// How long a long-poll request waits for a message before answering with none.
 /// Under the 30 s idle timeout of many proxies.
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
@@ -110,10 +121,17 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Outgoing messages queued per connection before it counts as slow. Default 128.
     pub send_queue: usize,
+    /// Bytes queued per connection before it counts as slow; `None`: derived from
+    /// the memory budget (see [`Config::send_queue_bytes`]).
+    pub send_queue_bytes: Option<usize>,
+    /// The memory budget (`--memory-limit`); `None`: derived from the machine
+    /// (see [`crate::budget::machine_limit`]).
+    pub memory_limit: Option<usize>,
     /// Messages kept per room for resuming clients. Default 1000.
     pub history: usize,
-    /// Bytes kept per room. Default 4 MiB.
-    pub history_bytes: usize,
+    /// Bytes kept per room; `None`: derived from the memory budget (see
+    /// [`Config::history_bytes`]).
+    pub history_bytes: Option<usize>,
     /// Longest wait of a long-poll request. Default 25 s.
     pub poll_timeout: Duration,
     /// Live feeds: each line a command prints becomes a message in its room.
@@ -186,8 +204,10 @@ impl Default for Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             send_queue: DEFAULT_SEND_QUEUE,
+            send_queue_bytes: None,
+            memory_limit: None,
             history: DEFAULT_HISTORY,
-            history_bytes: DEFAULT_HISTORY_BYTES,
+            history_bytes: None,
             poll_timeout: DEFAULT_POLL_TIMEOUT,
             feeds: Vec::new(),
             demo_feed: true,
@@ -265,8 +285,15 @@ FLAGS:
   --max-messages-per-second N
                            messages a connection may publish per second (bursts
                            of twice that), else close 1008       [default: {rate}]
-  --max-message-bytes N    largest client message or request body, else close
+  --max-message-bytes SIZE largest client message or request body, else close
                            1009 / 413                            [default: {max_msg}]
+  --memory-limit SIZE      the memory budget: what messages, histories, send queues,
+                           bytes being read and replay buffers may take together;
+                           short of it, slow consumers are closed (1008), the
+                           oldest history is trimmed, then publishes and new
+                           connections get 503 (see README, Capacity and memory)
+                           [default: half the cgroup's memory.max, else a quarter
+                           of the RAM]
   --ping-interval DUR      ping an idle peer this often          [default: {ping}]
   --pong-timeout DUR       drop a peer silent this long          [default: {pong}]
   --handshake-timeout DUR  deadline for a request head (and TLS handshake), and for
@@ -275,8 +302,12 @@ FLAGS:
                                                                  [default: {request}]
   --send-queue N           messages queued per client before it is a slow consumer
                            (closed with 1008)                    [default: {queue}]
+  --send-queue-bytes SIZE  bytes queued per client before it is a slow consumer
+                           [default: 1/{queue_share} of the budget, at least twice
+                           --max-message-bytes, at most {queue_cap}]
   --history N              messages each room keeps for resuming clients [default: {history}]
-  --history-bytes N        bytes each room's history may hold    [default: {history_bytes}]
+  --history-bytes SIZE     bytes each room's history may hold
+                           [default: {history_bytes}, at most 1/{history_share} of the budget]
   --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
   --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
                            restarting it when it exits; ROOM=- reads standard input
@@ -313,6 +344,8 @@ FLAGS:
 ADDR is IP:PORT (127.0.0.1:8080, [::1]:8080) or NAME:PORT (localhost:8080); a name
 is resolved once at start-up, and its first IPv4 address is used if it has one.
 DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
+SIZE is a number of bytes (65536), or with a unit: 64KiB, 256MiB, 1GiB (K, M, G too;
+all powers of 1024).
 ",
         version = env!("CARGO_PKG_VERSION"),
         http = DEFAULT_HTTP_ADDR,
@@ -321,14 +354,17 @@ DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
         public = DEFAULT_PUBLIC_DIR,
         token_env = TOKEN_ENV,
         max_conn = DEFAULT_MAX_CONNECTIONS,
-        max_msg = DEFAULT_MAX_MESSAGE_BYTES,
+        max_msg = crate::budget::Size(DEFAULT_MAX_MESSAGE_BYTES),
         ping = format_duration(DEFAULT_PING_INTERVAL),
         pong = format_duration(DEFAULT_PONG_TIMEOUT),
         hs = format_duration(DEFAULT_HANDSHAKE_TIMEOUT),
         request = format_duration(DEFAULT_REQUEST_TIMEOUT),
         queue = DEFAULT_SEND_QUEUE,
         history = DEFAULT_HISTORY,
-        history_bytes = DEFAULT_HISTORY_BYTES,
+        history_bytes = crate::budget::Size(DEFAULT_HISTORY_BYTES),
+        history_share = HISTORY_SHARE,
+        queue_share = SEND_QUEUE_SHARE,
+        queue_cap = crate::budget::Size(MAX_DEFAULT_SEND_QUEUE_BYTES),
         poll = format_duration(DEFAULT_POLL_TIMEOUT),
         demo = DEMO_FEED_ROOM,
         redis_queue = DEFAULT_REDIS_QUEUE,
@@ -384,14 +420,18 @@ where
                 config.max_messages_per_second =
                     u32::try_from(parse_count(&flag, &value()?)?).unwrap_or(u32::MAX)
             }
-            "--max-message-bytes" => config.max_message_bytes = parse_count(&flag, &value()?)?,
+            "--max-message-bytes" => config.max_message_bytes = parse_bytes(&flag, &value()?)?,
+            "--memory-limit" => config.memory_limit = Some(parse_memory_limit(&value()?)?),
+            "--send-queue-bytes" => {
+                config.send_queue_bytes = Some(parse_bytes(&flag, &value()?)?);
+            }
             "--ping-interval" => config.ping_interval = parse_duration(&flag, &value()?)?,
             "--pong-timeout" => config.pong_timeout = parse_duration(&flag, &value()?)?,
             "--handshake-timeout" => config.handshake_timeout = parse_duration(&flag, &value()?)?,
             "--request-timeout" => config.request_timeout = parse_duration(&flag, &value()?)?,
             "--send-queue" => config.send_queue = parse_count(&flag, &value()?)?,
             "--history" => config.history = parse_count(&flag, &value()?)?,
-            "--history-bytes" => config.history_bytes = parse_count(&flag, &value()?)?,
+            "--history-bytes" => config.history_bytes = Some(parse_bytes(&flag, &value()?)?),
             "--poll-timeout" => config.poll_timeout = parse_duration(&flag, &value()?)?,
             "--feed" => config.feeds.push(parse_feed(&value()?)?),
             "--no-demo-feed" => config.demo_feed = false,
@@ -578,6 +618,27 @@ impl Config {
         Ok(())
     }
 
+    /// Bytes each room's history may hold under a budget of `budget` bytes:
+    /// `--history-bytes`, or [`DEFAULT_HISTORY_BYTES`] but at most 1/[`HISTORY_SHARE`]
+    /// of the budget.
+    pub fn history_bytes(&self, budget: usize) -> usize {
+        self.history_bytes
+            .unwrap_or_else(|| DEFAULT_HISTORY_BYTES.min(budget / HISTORY_SHARE))
+    }
+
+    /// Bytes one connection may have queued under a budget of `budget` bytes before
+    /// it is a slow consumer: `--send-queue-bytes`, or 1/[`SEND_QUEUE_SHARE`] of the
+    /// budget, at least two of the largest messages, at most
+    /// [`MAX_DEFAULT_SEND_QUEUE_BYTES`].
+    pub fn send_queue_bytes(&self, budget: usize) -> usize {
+        let two_messages = 2 * (self.max_message_bytes + crate::room::MESSAGE_OVERHEAD_BYTES);
+        self.send_queue_bytes.unwrap_or_else(|| {
+            (budget / SEND_QUEUE_SHARE)
+                .min(MAX_DEFAULT_SEND_QUEUE_BYTES)
+                .max(two_messages)
+        })
+    }
+
     /// Whether the listeners speak TLS (`https://`, `wss://`).
     pub fn uses_tls(&self) -> bool {
         self.tls_cert.is_some()
@@ -645,6 +706,28 @@ fn pick_address(found: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAdd
         .find(|addr| addr.is_ipv4())
         .or(found.first())
         .copied()
+}
+
+/// A size in bytes (see [`crate::budget::parse_size`]); 0 is refused.
+fn parse_bytes(flag: &str, value: &str) -> Result<usize, UsageError> {
+    match crate::budget::parse_size(value) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(UsageError(format!(
+            "{flag}: '{value}' is not a size, like 65536, 64KiB or 256MiB"
+        ))),
+    }
+}
+
+/// `--memory-limit SIZE`, at least [`crate::budget::MIN_LIMIT`].
+fn parse_memory_limit(value: &str) -> Result<usize, UsageError> {
+    let bytes = parse_bytes("--memory-limit", value)?;
+    if bytes < crate::budget::MIN_LIMIT {
+        return Err(UsageError(format!(
+            "--memory-limit: '{value}' is below the smallest budget, {}",
+            crate::budget::Size(crate::budget::MIN_LIMIT)
+        )));
+    }
+    Ok(bytes)
 }
 
 fn parse_count(flag: &str, value: &str) -> Result<usize, UsageError> {
@@ -769,9 +852,44 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(20));
         assert_eq!(c.pong_timeout, Duration::from_secs(30));
         assert!(c.token.is_none());
-        assert_eq!((c.history, c.history_bytes), (1000, 4 << 20));
+        assert_eq!(c.history, 1000);
+        assert_eq!(c.history_bytes(1 << 30), 4 << 20);
+        assert_eq!(c.memory_limit, None);
         assert_eq!(c.poll_timeout, Duration::from_secs(25));
         assert!(c.demo_feed && c.feeds.is_empty());
+    }
+
+    #[test]
+    fn byte_limits_are_derived_from_the_memory_budget_unless_given() {
+        let c = config(&["--memory-limit", "256MiB"]);
+        assert_eq!(c.memory_limit, Some(256 << 20));
+        assert_eq!(c.history_bytes(256 << 20), 4 << 20);
+        assert_eq!(
+            c.history_bytes(64 << 20),
+            1 << 20,
+            "a 64th of a small budget"
+        );
+        assert_eq!(c.send_queue_bytes(256 << 20), 4 << 20);
+        let two_messages = 2 * ((1 << 20) + crate::room::MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(
+            c.send_queue_bytes(16 << 20),
+            two_messages,
+            "room for two messages"
+        );
+        assert_eq!(c.send_queue_bytes(64 << 30), MAX_DEFAULT_SEND_QUEUE_BYTES);
+        let given = config(&["--history-bytes=64KiB", "--send-queue-bytes", "1m"]);
+        assert_eq!(given.history_bytes(256 << 20), 64 << 10);
+        assert_eq!(given.send_queue_bytes(256 << 20), 1 << 20);
+        assert_eq!(
+            config(&["--max-message-bytes", "2MiB"]).max_message_bytes,
+            2 << 20
+        );
+        assert!(
+            parse(&["--memory-limit", "1MiB"]).is_err(),
+            "below the smallest budget"
+        );
+        assert!(parse(&["--memory-limit", "lots"]).is_err());
+        assert!(parse(&["--history-bytes", "0"]).is_err());
     }
 
     #[test]

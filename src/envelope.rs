@@ -310,31 +310,18 @@ mod tests {
 
     #[test]
     fn messages_become_json_for_sse_and_polling() {
-        let (framed, raw) = frame_room_message(3, 1, 5, None, Message::text("say \"hi\"\r\n"));
-        let m = RoomMessage {
-            id: 3,
-            epoch: 1,
-            ts: 5,
-            accepted: std::time::Instant::now(),
-            cid: None,
-            framed,
-            raw,
-        };
+        let m = RoomMessage::new(3, 1, 5, None, Message::text("say \"hi\"\r\n"));
         assert_eq!(
             message_json(&m),
             r#"{"type":"message","id":3,"epoch":"0000000000000001","ts":5,"data":"say \"hi\"\r\n"}"#
         );
-        let (framed, raw) =
-            frame_room_message(4, 1, 5, Some("c"), Message::binary(vec![0u8, 1, 2, 255]));
-        let m = RoomMessage {
-            id: 4,
-            epoch: 1,
-            ts: 5,
-            accepted: std::time::Instant::now(),
-            cid: Some("c".into()),
-            framed,
-            raw,
-        };
+        let m = RoomMessage::new(
+            4,
+            1,
+            5,
+            Some("c".into()),
+            Message::binary(vec![0u8, 1, 2, 255]),
+        );
         assert_eq!(
             message_json(&m),
             r#"{"type":"binary","id":4,"epoch":"0000000000000001","ts":5,"cid":"c","data":"AAEC/w=="}"#

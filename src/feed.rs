@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use tungstenite::Message;
 
+use crate::budget::{Budget, Category, RECLAIM_WAIT};
 use crate::config::{DEMO_FEED_ROOM, Feed, FeedSource};
 use crate::hub::Command;
-use crate::room::now_millis;
+use crate::room::{MESSAGE_OVERHEAD_BYTES, now_millis};
 use crate::server::Shared;
 
 /// First wait before restarting a command that exited.
@@ -85,7 +86,10 @@ impl Feeds {
             finished,
         };
         for Feed { room, source } in &shared.config.feeds {
-            let hub = shared.hub.clone();
+            let hub = Publisher {
+                commands: shared.hub.clone(),
+                budget: Arc::clone(&shared.budget),
+            };
             let room = room.clone();
             match source {
                 FeedSource::Stdin => {
@@ -164,13 +168,7 @@ impl Feeds {
 
 /// Runs `command` again and again until `stop` is dropped, with growing pauses
 /// between runs while it keeps failing quickly.
-fn supervise(
-    command: &str,
-    room: &str,
-    hub: &Sender<Command>,
-    slot: &GroupSlot,
-    stop: &Receiver<()>,
-) {
+fn supervise(command: &str, room: &str, hub: &Publisher, slot: &GroupSlot, stop: &Receiver<()>) {
     // The wait before the next restart: it doubles while runs keep failing quickly.
     let mut backoff = RESTART_BACKOFF_MIN;
     loop {
@@ -209,7 +207,7 @@ fn stopping(stop: &Receiver<()>) -> bool {
 fn run_once(
     command: &str,
     room: &str,
-    hub: &Sender<Command>,
+    hub: &Publisher,
     slot: &GroupSlot,
 ) -> io::Result<ExitStatus> {
     let mut run = Run::start(command, slot)?;
@@ -363,7 +361,7 @@ struct Output {
 
 impl Output {
     /// Starts reading `shell`'s standard output and standard error.
-    fn start(shell: &mut Child, room: &str, hub: &Sender<Command>) -> io::Result<Output> {
+    fn start(shell: &mut Child, room: &str, hub: &Publisher) -> io::Result<Output> {
         let (done, ended) = crossbeam_channel::bounded::<()>(0);
         if let Some(stdout) = shell.stdout.take() {
             let (room, hub, done) = (room.to_string(), hub.clone(), done.clone());
@@ -398,10 +396,17 @@ impl Output {
     }
 }
 
+/// Where a feed's lines go: the hub, with each line charged to the memory budget.
+#[derive(Clone, Debug)]
+struct Publisher {
+    commands: Sender<Command>,
+    budget: Arc<Budget>,
+}
+
 /// Publishes each line of `input` into `room` until it ends. A line that is not
 /// UTF-8 goes out as a binary message. A line longer than [`MAX_LINE_BYTES`] goes out
 /// in pieces of that size: unlike a log line, every byte a feed prints is content.
-fn publish_lines(input: impl Read, room: &str, hub: &Sender<Command>) {
+fn publish_lines(input: impl Read, room: &str, hub: &Publisher) {
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
     while next_line(&mut reader, MAX_LINE_BYTES, &mut line) != Line::End {
@@ -409,14 +414,28 @@ fn publish_lines(input: impl Read, room: &str, hub: &Sender<Command>) {
             Ok(text) => Message::text(text),
             Err(not_utf8) => Message::binary(not_utf8.into_bytes()),
         };
+        // A feed waits for memory like any publisher; a line the budget cannot take
+        // even then is dropped (and counted among the budget's refusals).
+        let cost = message.len() + MESSAGE_OVERHEAD_BYTES;
+        let Some(charge) = hub
+            .budget
+            .reserve_within(Category::Messages, cost, RECLAIM_WAIT)
+        else {
+            log::warn!(
+                "feed '{room}': a line of {} bytes dropped: the memory budget is exhausted",
+                message.len()
+            );
+            continue;
+        };
         let publish = Command::Publish {
             room: room.to_string(),
             message,
             cid: None,
             from: None,
             reply: None,
+            charge,
         };
-        if hub.send(publish).is_err() {
+        if hub.commands.send(publish).is_err() {
             return; // the hub has stopped
         }
     }
@@ -511,12 +530,14 @@ fn demo(shared: &Shared, stop: &Receiver<()>) {
             shared.counters.messages_in.load(Ordering::Relaxed),
             shared.started.elapsed().as_secs(),
         );
+        let charge = shared.budget.force(Category::Messages, line.len());
         let publish = Command::Publish {
             room: DEMO_FEED_ROOM.into(),
             message: Message::text(line),
             cid: None,
             from: None,
             reply: None,
+            charge,
         };
         if shared.hub.send(publish).is_err() {
             return;

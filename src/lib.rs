@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod capacity;
 pub mod cluster;
 pub mod config;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::budget::Budget;
 use crate::envelope::{self, format_epoch, write_message_json};
 use crate::http::endpoints::request_token;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
@@ -72,6 +73,9 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
         );
         return Err(Reply::text(503, &full));
     };
+    if let Some(busy) = shared.memory_refusal() {
+        return Err(Reply::text(503, busy));
+    }
     // The browser's automatic SSE reconnect sends Last-Event-ID (`<epoch>:<id>`) and
     // reuses the original URL, so the header wins over `?since=`.
     let resume = match head
@@ -112,7 +116,8 @@ pub fn start(exchange: Exchange) {
         let refusal = Reply::text(503, "server shutting down").headers(cors);
         return refusal.send(&stream, head_only);
     };
-    match send(&stream, &answer, &cors, framing, head_only) {
+    let budget = &exchange.shared.budget;
+    match send(&stream, &answer, &cors, framing, head_only, budget) {
         Ok(()) => close_gently(&stream),
         Err(e) => log::debug!("poll client went away before its answer was sent: {e}"),
     }
@@ -181,13 +186,14 @@ fn send(
     cors: &[(&str, String)],
     framing: Framing,
     head_only: bool,
+    budget: &Arc<Budget>,
 ) -> io::Result<()> {
     let head = response_head(
         "Content-Type: application/json\r\nCache-Control: no-store\r\n",
         cors,
     );
     let patience = Patience::Until(Instant::now() + ANSWER_TIMEOUT);
-    let mut body = BoundedBody::new(stream, head, framing, patience);
+    let mut body = BoundedBody::new(stream, head, framing, patience).charged_to(budget);
     if head_only {
         body = body.without_body();
     }

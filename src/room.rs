@@ -5,11 +5,12 @@
 //! Only the hub thread owns rooms; nothing here is shared or locked.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tungstenite::Message;
 
+use crate::budget::Reservation;
 use crate::envelope;
 
 /// Bookkeeping cost of one stored message besides its bytes (the struct, the queue
@@ -36,6 +37,9 @@ pub struct RoomMessage {
     pub framed: Message,
     /// The payload exactly as published (shares `framed`'s buffer): what raw members get.
     pub raw: Message,
+    /// Its bytes on the memory budget, given back when the last holder (history, a
+    /// send queue) drops it. Set once, by the hub.
+    charge: OnceLock<Reservation>,
 }
 
 impl RoomMessage {
@@ -50,7 +54,22 @@ impl RoomMessage {
             cid,
             framed,
             raw,
+            charge: OnceLock::new(),
         }
+    }
+
+    /// Puts this message on the memory budget with `charge` (what its reader charged,
+    /// settled to [`RoomMessage::cost`]). A message charged already keeps its charge.
+    pub fn charge(&self, mut charge: Reservation) {
+        if self.charge.get().is_none() {
+            charge.settle(self.cost());
+            let _ = self.charge.set(charge);
+        }
+    }
+
+    /// Whether the message is on the memory budget yet.
+    pub fn is_charged(&self) -> bool {
+        self.charge.get().is_some()
     }
 
     /// Bytes this message costs in history.
@@ -221,13 +240,27 @@ impl History {
         while self.messages.len() > self.limits.messages
             || (self.bytes > self.limits.bytes && !self.messages.is_empty())
         {
-            if let Some(old) = self.messages.pop_front() {
-                self.bytes -= old.cost();
-                if let Some(cid) = &old.cid {
-                    self.seen_cids.remove(cid);
-                }
-            }
+            self.drop_oldest();
         }
+    }
+
+    /// When the oldest message kept was accepted (`None` when none is kept): the hub
+    /// trims the oldest history across all rooms first when memory runs short.
+    pub fn oldest_accepted(&self) -> Option<std::time::Instant> {
+        self.messages.front().map(|m| m.accepted)
+    }
+
+    /// Forgets the oldest message kept and returns its cost (0 when none is kept). A
+    /// client resuming from before it is then told of a gap, as for any eviction.
+    pub fn drop_oldest(&mut self) -> usize {
+        let Some(old) = self.messages.pop_front() else {
+            return 0;
+        };
+        self.bytes -= old.cost();
+        if let Some(cid) = &old.cid {
+            self.seen_cids.remove(cid);
+        }
+        old.cost()
     }
 
     /// What a client resuming with `resume` gets: the gap it must be told about, and
@@ -308,6 +341,23 @@ mod tests {
             h.append(Message::text(format!("m{i}")), None).unwrap();
         }
         h
+    }
+
+    #[test]
+    fn trimming_the_oldest_message_is_reported_as_a_gap() {
+        let mut h = filled(3, ROOMY);
+        let cost = h.drop_oldest();
+        assert!(cost > MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(h.len(), 2);
+        let plan = h.catch_up(&Resume::Since { id: 0, epoch: None }, 1);
+        assert_eq!(plan.gap, Some((1, 1)));
+        assert_eq!(ids(&plan.replay), vec![2, 3]);
+        h.drop_oldest();
+        h.drop_oldest();
+        assert_eq!(
+            (h.drop_oldest(), h.bytes(), h.oldest_accepted()),
+            (0, 0, None)
+        );
     }
 
     #[test]

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use tungstenite::Message;
 
+use crate::budget::{self, Budget, Category, Size, Source};
 use crate::capacity;
 use crate::cluster::LinkStatus;
 use crate::config::Config;
@@ -20,7 +21,7 @@ use crate::door::{self, MAX_REQUESTS_IN_PROGRESS, Serves};
 use crate::feed::Feeds;
 use crate::http::files::FileServer;
 use crate::hub::{
-    self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, LinkEnd, Outgoing, Subscriber,
+    self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, LinkEnd, QueueEnd, Subscriber,
 };
 use crate::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
 use crate::room::HistoryLimits;
@@ -42,6 +43,10 @@ pub struct Shared {
     pub hub: Sender<Command>,
     /// Message and disconnect counters.
     pub counters: Arc<Counters>,
+    /// The memory budget (`--memory-limit`) every large buffer is charged to.
+    pub budget: Arc<Budget>,
+    /// Where the budget's size came from.
+    pub budget_source: Source,
     /// Open connections against `--max-connections`.
     pub limit: Arc<ConnectionLimit>,
     /// `--auth first-message`: sockets that have not shown their token yet.
@@ -74,7 +79,7 @@ pub struct Membership<'a> {
     /// The member's connection id.
     pub id: ConnId,
     /// What the hub sends it.
-    pub queue: Receiver<Outgoing>,
+    pub queue: QueueEnd,
     /// Where the hub asks it to close (shutdown, slow consumer).
     pub close: Arc<CloseSignal>,
     room: String,
@@ -86,7 +91,12 @@ impl Shared {
     /// has stopped (the server is shutting down).
     pub fn join(&self, room: &str, resume: Resume) -> Option<Membership<'_>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (subscriber, queue) = Subscriber::new(self.config.send_queue, false);
+        let (subscriber, queue) = Subscriber::new(
+            self.config.send_queue,
+            self.send_queue_bytes(),
+            false,
+            &self.counters,
+        );
         let close = Arc::clone(&subscriber.close);
         let join = Command::Join {
             id,
@@ -101,6 +111,22 @@ impl Shared {
             close,
             room: room.to_string(),
             hub: &self.hub,
+        })
+    }
+}
+
+impl Shared {
+    /// Bytes one connection may have queued before it is a slow consumer.
+    pub fn send_queue_bytes(&self) -> usize {
+        self.config.send_queue_bytes(self.budget.limit())
+    }
+
+    /// Why a new connection must wait (503) because the memory budget is nearly used
+    /// up; `None` when there is room. A refusal is counted.
+    pub fn memory_refusal(&self) -> Option<&'static str> {
+        self.budget.is_high().then(|| {
+            self.budget.count_refusal();
+            "server busy: its memory budget is nearly used up; try again later"
         })
     }
 }
@@ -151,6 +177,21 @@ impl Server {
         let (link, link_thread) = start_link(&config, &hub_tx)?;
         let counters = Arc::new(Counters::default());
         let max_connections = capacity::fit_max_connections(config.max_connections);
+        let (limit, budget_source) = match config.memory_limit {
+            Some(limit) => (limit, Source::Flag),
+            None => budget::machine_limit(),
+        };
+        let budget = Budget::new(limit);
+        let reclaim = hub_tx.clone();
+        budget.set_reclaimer(move || reclaim.try_send(Command::Reclaim).is_ok());
+        log::info!(
+            "memory budget {} ({budget_source}), beside a fixed {} for {max_connections} connections; \
+             each room's history up to {}, each connection's queue up to {}",
+            Size(limit),
+            Size(budget::fixed_overhead(max_connections)),
+            Size(config.history_bytes(limit)),
+            Size(config.send_queue_bytes(limit)),
+        );
         let shared = Arc::new(Shared {
             policy: Arc::new(AccessPolicy::new(&config)),
             limit: ConnectionLimit::new(max_connections),
@@ -160,6 +201,8 @@ impl Server {
             config,
             hub: hub_tx,
             counters: Arc::clone(&counters),
+            budget: Arc::clone(&budget),
+            budget_source,
             stopping: AtomicBool::new(false),
             http_addr,
             ws_addr,
@@ -172,9 +215,9 @@ impl Server {
 
         let limits = HistoryLimits {
             messages: shared.config.history,
-            bytes: shared.config.history_bytes,
+            bytes: shared.config.history_bytes(limit),
         };
-        let hub = hub::spawn(hub_rx, counters, limits, link);
+        let hub = hub::spawn(hub_rx, counters, limits, link, budget);
         let feeds = Feeds::start(&shared);
         let mut accept = vec![spawn_door(
             http_listener,
@@ -353,13 +396,16 @@ impl ServerHandle {
         if !is_room_name(room) {
             return Err(PublishError::InvalidRoom);
         }
+        let message = message.into();
+        let charge = self.shared.budget.force(Category::Messages, message.len());
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         let command = Command::Publish {
             room: room.to_string(),
-            message: message.into(),
+            message,
             cid: None,
             from: None,
             reply: Some(reply_tx),
+            charge,
         };
         self.shared
             .hub

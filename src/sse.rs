@@ -14,14 +14,16 @@
 
 use std::fmt::{self, Write as _};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
+use crate::budget::{Budget, Category, Reservation};
 use crate::envelope;
 use crate::http::reply::{Reply, close_gently, write_all_by};
 use crate::http::{Exchange, browser};
-use crate::hub::{CloseSignal, Outgoing, Queued};
+use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
 use crate::stream::Stream;
@@ -89,7 +91,8 @@ fn serve(stream: &Stream, room: &str, resume: Resume, shared: &Shared, cors: &[(
         head,
         Framing::Chunked,
         Patience::EachWrite(WRITE_TIMEOUT),
-    );
+    )
+    .charged_to(&shared.budget);
     if let Err(e) = stream_events(&mut body, &member.queue, &member.close) {
         log::debug!("SSE stream {id} ended: {e}");
     }
@@ -98,11 +101,7 @@ fn serve(stream: &Stream, room: &str, resume: Resume, shared: &Shared, cors: &[(
 /// The stream itself: `retry:`, then every queued item as events, a batch at a time,
 /// with a keep-alive comment in quiet times. Ends the body (the zero-length chunk)
 /// when the hub lets go of the queue or the server asks for a close.
-fn stream_events(
-    body: &mut BoundedBody,
-    queue: &Receiver<Outgoing>,
-    close: &CloseSignal,
-) -> io::Result<()> {
+fn stream_events(body: &mut BoundedBody, queue: &QueueEnd, close: &CloseSignal) -> io::Result<()> {
     body.write(|out| write!(out, "retry: {RETRY_MILLIS}\n\n"))?;
     body.end_batch()?;
     loop {
@@ -229,6 +228,10 @@ pub struct BoundedBody<'a> {
     sent: usize,
     /// The write error behind the last `fmt::Error` (which cannot carry one).
     error: Option<io::Error>,
+    /// The memory budget a buffer larger than [`IDLE_BUFFER_BYTES`] is charged to.
+    budget: Option<Arc<Budget>>,
+    /// The charge for a buffer of [`BODY_BOUND`], held while a large batch is written.
+    charge: Option<Reservation>,
 }
 
 impl<'a> BoundedBody<'a> {
@@ -243,6 +246,32 @@ impl<'a> BoundedBody<'a> {
             buffer: vec![0; CHUNK_HEADER_ROOM],
             sent: 0,
             error: None,
+            budget: None,
+            charge: None,
+        }
+    }
+
+    /// Charges the buffer to `budget` while it holds more than an idle stream's few
+    /// bytes. When the budget cannot take [`BODY_BOUND`], the body is sent in pieces of
+    /// `IDLE_BUFFER_BYTES` (4 KiB) instead: slower, never refused.
+    #[must_use]
+    pub fn charged_to(mut self, budget: &Arc<Budget>) -> Self {
+        self.budget = Some(Arc::clone(budget));
+        self
+    }
+
+    /// How many body bytes the buffer may hold now.
+    fn bound(&mut self) -> usize {
+        let Some(budget) = &self.budget else {
+            return BODY_BOUND;
+        };
+        if self.charge.is_none() {
+            self.charge = budget.try_reserve(Category::Replay, BODY_BOUND);
+        }
+        if self.charge.is_some() {
+            BODY_BOUND
+        } else {
+            IDLE_BUFFER_BYTES
         }
     }
 
@@ -275,6 +304,7 @@ impl<'a> BoundedBody<'a> {
     pub fn end_batch(&mut self) -> io::Result<()> {
         self.flush()?;
         self.buffer.shrink_to(IDLE_BUFFER_BYTES);
+        self.charge = None;
         Ok(())
     }
 
@@ -304,10 +334,11 @@ impl<'a> BoundedBody<'a> {
     /// text is cut into pieces (between characters) so the bound always holds.
     fn push(&mut self, mut text: &str) -> io::Result<()> {
         while !text.is_empty() {
-            let cut = floor_char_boundary(text, BODY_BOUND - self.buffered());
+            let bound = self.bound();
+            let cut = floor_char_boundary(text, bound - self.buffered());
             self.buffer.extend_from_slice(&text.as_bytes()[..cut]);
             text = &text[cut..];
-            if !text.is_empty() || self.buffered() >= BODY_BOUND {
+            if !text.is_empty() || self.buffered() >= bound {
                 self.flush()?;
             }
         }

@@ -278,7 +278,7 @@ fn after_a_restart_the_new_epoch_is_detected_and_its_history_replayed() {
 fn a_slow_consumer_reconnects_with_its_last_id_and_gets_everything_it_missed() {
     let server = start_with(|c| {
         c.send_queue = 4;
-        c.history_bytes = 256 << 20; // keep everything this test publishes
+        c.history_bytes = Some(256 << 20); // keep everything this test publishes
     });
     let (mut slow, welcome) = join(&server, "firehose", "");
     let epoch = epoch_of(&welcome);
@@ -326,7 +326,7 @@ fn a_slow_consumer_reconnects_with_its_last_id_and_gets_everything_it_missed() {
 fn the_history_byte_cap_is_enforced_and_shown_in_stats() {
     let server = start_with(|c| {
         c.history = 1000;
-        c.history_bytes = 100 * 1024;
+        c.history_bytes = Some(100 * 1024);
         c.token = Some("op".into()); // room names appear in /stats only with the token
     });
     for _ in 0..200 {

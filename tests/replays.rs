@@ -47,7 +47,7 @@ const BEYOND_LARGEST_ID: &str = "18446744073709551616";
 fn heavy_server() -> threadcast::ServerHandle {
     start_with(|c| {
         c.history = 1000;
-        c.history_bytes = HISTORY_BYTES;
+        c.history_bytes = Some(HISTORY_BYTES);
         c.poll_timeout = Duration::from_millis(300);
     })
 }
@@ -579,7 +579,7 @@ mod memory {
         }
         let server = start_with(|c| {
             c.history = 1000;
-            c.history_bytes = HISTORY_BYTES;
+            c.history_bytes = Some(HISTORY_BYTES);
             c.poll_timeout = Duration::from_millis(300);
             c.max_connections_per_ip = 4096;
         });

@@ -15,6 +15,7 @@ use std::io::Read;
 use std::time::Instant;
 
 use super::head::{Head, is_timeout};
+use crate::budget::{RECLAIM_WAIT, Reservation};
 use crate::stream::Stream;
 
 /// Longest chunk-size line (`1a2b;ext=value\r\n`). A size fits in 16 hex digits;
@@ -43,6 +44,8 @@ pub enum BodyError {
     TooLarge(usize),
     /// 408: the deadline passed.
     TimedOut,
+    /// 503: the memory budget cannot take the body, even after the hub freed memory.
+    Busy,
     /// The client went away: nothing to answer.
     Gone,
 }
@@ -54,6 +57,10 @@ impl BodyError {
             BodyError::Malformed(why) => Some((400, why.clone())),
             BodyError::TooLarge(limit) => Some((413, format!("body larger than {limit} bytes"))),
             BodyError::TimedOut => Some((408, "the request body did not arrive in time".into())),
+            BodyError::Busy => Some((
+                503,
+                "server busy: its memory budget cannot take this body now; try again later".into(),
+            )),
             BodyError::Gone => None,
         }
     }
@@ -111,7 +118,8 @@ pub fn framing(head: &Head, limit: usize) -> Result<Framing, BodyError> {
 }
 
 /// Reads the body framed as `framing`, starting with the bytes already read after
-/// the head, before `deadline`. Never holds more than `limit` body bytes.
+/// the head, before `deadline`. Never holds more than `limit` body bytes, and charges
+/// the buffers it fills to `charge` (the memory budget's `reading`) as they grow.
 ///
 /// # Errors
 /// See [`BodyError`].
@@ -121,15 +129,24 @@ pub fn read_body(
     framing: &Framing,
     limit: usize,
     deadline: Instant,
+    charge: &mut Reservation,
 ) -> Result<Vec<u8>, BodyError> {
     let mut input = Input {
         stream,
         buf: leftover.to_vec(),
         deadline,
+        charge,
+        body_capacity: 0,
     };
     match framing {
         Framing::Empty => Ok(Vec::new()),
-        Framing::Length(n) => input.take(*n),
+        Framing::Length(n) => {
+            // The length is known and within the limit: one buffer of exactly that
+            // size, charged whole before a byte of it is read.
+            input.cover(*n)?;
+            input.buf.reserve_exact(n.saturating_sub(input.buf.len()));
+            input.take(*n)
+        }
         Framing::Chunked => read_chunked(&mut input, limit),
     }
 }
@@ -150,6 +167,7 @@ fn read_chunked(input: &mut Input, limit: usize) -> Result<Vec<u8>, BodyError> {
             return Err(BodyError::TooLarge(limit));
         }
         body.extend(input.take(size as usize)?);
+        input.body_capacity = body.capacity();
         if input.line(2, "chunk end")? != b"\r\n" {
             return Err(BodyError::Malformed("a chunk must end with CRLF".into()));
         }
@@ -168,14 +186,29 @@ fn read_chunked(input: &mut Input, limit: usize) -> Result<Vec<u8>, BodyError> {
     }
 }
 
-/// The socket with the bytes read but not yet used, and the deadline.
+/// The socket with the bytes read but not yet used, the deadline, and the charge on
+/// the memory budget for both buffers (this one and the body being assembled).
 struct Input<'a> {
     stream: &'a Stream,
     buf: Vec<u8>,
     deadline: Instant,
+    charge: &'a mut Reservation,
+    /// Capacity of the chunked body assembled so far.
+    body_capacity: usize,
 }
 
 impl Input<'_> {
+    /// Makes the charge cover at least `bytes` besides the assembled body, waiting a
+    /// little for the hub to free memory if the budget is short.
+    fn cover(&mut self, bytes: usize) -> Result<(), BodyError> {
+        let wanted = bytes + self.body_capacity;
+        let more = wanted.saturating_sub(self.charge.bytes());
+        if more > 0 && !self.charge.grow_within(more, RECLAIM_WAIT) {
+            return Err(BodyError::Busy);
+        }
+        Ok(())
+    }
+
     /// Reads more bytes (at most `want`) into the buffer.
     fn fill(&mut self, want: usize) -> Result<(), BodyError> {
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -191,7 +224,7 @@ impl Input<'_> {
             Ok(0) => Err(BodyError::Gone),
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
+                self.cover(self.buf.capacity())
             }
             Err(e) if is_timeout(&e) => Err(BodyError::TimedOut),
             Err(_) => Err(BodyError::Gone),
@@ -231,6 +264,11 @@ impl Input<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn charge() -> Reservation {
+        let budget = crate::budget::Budget::new(1 << 30);
+        budget.force(crate::budget::Category::Reading, 0)
+    }
 
     fn head(headers: &str) -> Head {
         let text = format!("POST /publish/a HTTP/1.1\r\n{headers}\r\n");
@@ -293,32 +331,53 @@ mod tests {
     #[test]
     fn chunked_bodies_are_joined_and_trailers_skipped() {
         let (stream, _client) = sent(b"llo\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
-        let body = read_body(&stream, b"5\r\nhe", &Framing::Chunked, 100, soon());
+        let body = read_body(
+            &stream,
+            b"5\r\nhe",
+            &Framing::Chunked,
+            100,
+            soon(),
+            &mut charge(),
+        );
         assert_eq!(body.unwrap(), b"hello world");
     }
 
     #[test]
     fn chunked_bodies_are_held_to_the_limit_and_their_lines_to_theirs() {
         let (stream, _c) = sent(b"b\r\nhello world\r\n0\r\n\r\n");
-        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon());
+        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon(), &mut charge());
         assert_eq!(body, Err(BodyError::TooLarge(10)));
         let long_line = format!("{}\r\n", "0".repeat(MAX_CHUNK_LINE + 10));
         let (stream, _c) = sent(long_line.as_bytes());
-        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon());
+        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon(), &mut charge());
         assert!(matches!(body, Err(BodyError::Malformed(_))), "{body:?}");
         let (stream, _c) = sent(b"zz\r\nab\r\n0\r\n\r\n");
-        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon());
+        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon(), &mut charge());
         assert!(matches!(body, Err(BodyError::Malformed(_))), "{body:?}");
     }
 
     #[test]
     fn a_length_body_stops_at_its_length_and_a_missing_rest_times_out() {
         let (stream, _c) = sent(b"defGET / HTTP/1.1\r\n\r\n");
-        let body = read_body(&stream, b"abc", &Framing::Length(6), 100, soon());
+        let body = read_body(
+            &stream,
+            b"abc",
+            &Framing::Length(6),
+            100,
+            soon(),
+            &mut charge(),
+        );
         assert_eq!(body.unwrap(), b"abcdef", "nothing past the body is read");
         let (stream, _c) = sent(b"ab");
         let deadline = Instant::now() + std::time::Duration::from_millis(200);
-        let body = read_body(&stream, b"", &Framing::Length(6), 100, deadline);
+        let body = read_body(
+            &stream,
+            b"",
+            &Framing::Length(6),
+            100,
+            deadline,
+            &mut charge(),
+        );
         assert_eq!(body, Err(BodyError::TimedOut));
     }
 }

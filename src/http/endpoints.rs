@@ -10,11 +10,13 @@ use super::body::{self, BodyError};
 use super::head::Head;
 use super::reply::{Reply, write_all_by};
 use super::{Exchange, browser};
+use crate::budget::Category;
 use crate::cluster::{LinkState, LinkStatus};
 use crate::config::AuthMode;
 use crate::envelope;
 use crate::hub::{Command, HUB_REPLY_TIMEOUT, RoomStats};
 use crate::json::JsonObject;
+use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::security::bearer_token;
 use crate::server::Shared;
 use crate::url::{query_param, room_in_path};
@@ -207,10 +209,22 @@ fn publish_reply(exchange: &Exchange) -> Reply {
     {
         return Reply::text(400, "client went away");
     }
-    let body = match body::read_body(stream, &head.leftover, &framing, limit, deadline) {
+    // The body is charged to the memory budget as it arrives (503 if it cannot be),
+    // and its charge becomes the message's.
+    let mut reading = shared.budget.force(Category::Reading, 0);
+    let body = match body::read_body(
+        stream,
+        &head.leftover,
+        &framing,
+        limit,
+        deadline,
+        &mut reading,
+    ) {
         Ok(body) => body,
         Err(e) => return body_error(&e),
     };
+    let charge = reading.split_into(Category::Messages, body.len() + MESSAGE_OVERHEAD_BYTES);
+    drop(reading);
     let message = match String::from_utf8(body) {
         Ok(text) => Message::text(text),
         Err(e) => Message::binary(e.into_bytes()),
@@ -223,6 +237,7 @@ fn publish_reply(exchange: &Exchange) -> Reply {
         cid,
         from: None,
         reply: Some(reply_tx),
+        charge,
     };
     if shared.hub.send(command).is_err() {
         return Reply::text(503, "server shutting down");

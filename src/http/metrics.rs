@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use super::endpoints::operator_figures;
 use super::head::Head;
 use super::reply::Reply;
+use crate::budget::Category;
 use crate::latency::Histogram;
 use crate::server::Shared;
 
@@ -106,7 +107,34 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
         &[
             ("per_address_limit", shared.per_ip.refused()),
             ("requests_in_progress_full", shared.in_progress.evicted()),
+            ("memory_budget", shared.budget.refused()),
         ],
+    );
+    let budget = &shared.budget;
+    out.gauge(
+        "threadcast_memory_budget_bytes",
+        "The memory budget (--memory-limit, or derived from the machine).",
+        budget.limit() as u64,
+    );
+    let used: Vec<(&str, u64)> = Category::ALL
+        .iter()
+        .map(|c| (c.name(), budget.used_by(*c) as u64))
+        .collect();
+    out.gauge_by(
+        "threadcast_memory_used_bytes",
+        "Bytes charged to the memory budget, by category.",
+        "category",
+        &used,
+    );
+    out.gauge(
+        "threadcast_queued_bytes",
+        "Bytes waiting in every connection's send queue (a message queued to n connections counts n times).",
+        counters.queued_bytes.load(Ordering::Relaxed) as u64,
+    );
+    out.counter(
+        "threadcast_history_trimmed_total",
+        "Messages trimmed from room histories because the memory budget ran high.",
+        counters.history_trimmed.load(Ordering::Relaxed),
     );
     out.histogram(
         "threadcast_delivery_latency_seconds",

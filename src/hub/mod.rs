@@ -15,6 +15,12 @@
 //! join and the replay of missed messages in one step, no publish can fall between
 //! them: a resuming client sees every message exactly once.
 //!
+//! Each member's queue is bounded in bytes as well as in items (`queue.rs`), and
+//! every message the hub holds is on the memory budget ([`crate::budget`]). When the
+//! budget runs high the hub frees memory itself: it closes the members that are far
+//! behind (1008), then trims the oldest messages across all rooms' histories
+//! (`Hub::relieve`).
+//!
 //! With a link to other instances (Redis, see [`crate::cluster`]) the hub numbers
 //! nothing itself while the link is up: publishes go out to the link, and messages
 //! come back numbered ([`Command::Remote`]), from this instance and every other. That
@@ -22,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,11 +37,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::budget::{Budget, Category, Reservation};
 use crate::cluster::{Arrival, LinkStatus, Outbound, ToLink};
 use crate::room::{self, CatchUp, Duplicate, History, HistoryLimits, Resume, RoomMessage};
 
+mod queue;
 mod sharing;
 
+pub use queue::{Backlog, QueueEnd};
 use sharing::{Sharing, WaitingJoin, forward};
 
 /// Rooms with no members that keep their history for returning clients; past this
@@ -58,7 +67,10 @@ pub const HUB_QUEUE: usize = 4096;
 /// Close code asked of a member the hub dropped for not keeping up.
 pub const SLOW_CONSUMER_CODE: u16 = 1008;
 /// Close reason sent with [`SLOW_CONSUMER_CODE`].
-pub const SLOW_CONSUMER_REASON: &str = "slow consumer: send queue full";
+pub const SLOW_CONSUMER_REASON: &str = "slow consumer: too far behind";
+/// When the memory budget runs high, members with more than this fraction of their
+/// `--send-queue-bytes` waiting count as far behind, and are closed first.
+pub const BEHIND_FRACTION: usize = 4;
 /// Close code sent to everyone when the server shuts down.
 pub const GOING_AWAY_CODE: u16 = 1001;
 /// Close reason sent with [`GOING_AWAY_CODE`].
@@ -75,7 +87,7 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum Outgoing {
     /// A message to send as it is (echo).
-    Message(Box<Message>),
+    Message(Box<Echo>),
     /// A room message; the writer sends its enveloped or raw form.
     Room(Arc<RoomMessage>),
     /// What a joining member is owed before live messages: welcome, gap, replay.
@@ -93,6 +105,29 @@ pub enum Outgoing {
     Wake,
     /// The peer is gone (no close frame possible): stop without writing.
     Stop,
+}
+
+/// A message to send back as it is (`/echo`), with its bytes on the memory budget
+/// until the writer has sent it.
+#[derive(Debug)]
+pub struct Echo {
+    /// The message.
+    pub message: Message,
+    /// Its charge on the budget.
+    pub charge: Reservation,
+}
+
+impl Outgoing {
+    /// The bytes of message this item holds, for the queue's [`Backlog`]: a room
+    /// message's cost, a replay's total, an echo's length; control items count 0.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Message(echo) => echo.message.len(),
+            Outgoing::Room(message) => message.cost(),
+            Outgoing::Joined(joined) => joined.plan.replay.iter().map(|m| m.cost()).sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// The catch-up a member gets when it joins a room.
@@ -188,6 +223,8 @@ impl CloseSignal {
 pub struct Subscriber {
     /// The connection's bounded outgoing queue.
     pub tx: Sender<Outgoing>,
+    /// The bytes waiting in that queue, and how many may.
+    pub backlog: Arc<Backlog>,
     /// Where the hub asks the connection to close.
     pub close: Arc<CloseSignal>,
     /// Raw mode: no catch-up, no notices, payloads exactly as published.
@@ -195,16 +232,24 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// A subscriber with a fresh queue of `capacity`; returns the receiving end too.
-    pub fn new(capacity: usize, raw: bool) -> (Subscriber, Receiver<Outgoing>) {
+    /// A subscriber with a fresh queue of `capacity` items and `bytes` bytes (its
+    /// backlog counted into `counters.queued_bytes`); returns the receiving end too.
+    pub fn new(
+        capacity: usize,
+        bytes: usize,
+        raw: bool,
+        counters: &Counters,
+    ) -> (Subscriber, QueueEnd) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let backlog = Arc::new(Backlog::new(bytes, Arc::clone(&counters.queued_bytes)));
         (
             Subscriber {
                 tx,
+                backlog: Arc::clone(&backlog),
                 close: Arc::new(CloseSignal::default()),
                 raw,
             },
-            rx,
+            QueueEnd::new(rx, backlog),
         )
     }
 
@@ -291,7 +336,11 @@ pub enum Command {
         from: Option<ConnId>,
         /// Where to report the outcome.
         reply: Option<Sender<Published>>,
+        /// The message's bytes on the memory budget (charged by whoever read it).
+        charge: Reservation,
     },
+    /// The memory budget runs short: free what can be freed (`Hub::relieve`).
+    Reclaim,
     /// The link is down: deliver this message here, numbered by this instance.
     PublishHere(Box<Outbound>),
     /// The link's store numbered a message published here: tell its publisher.
@@ -331,6 +380,11 @@ pub struct Counters {
     pub slow_consumers: AtomicU64,
     /// Connections closed with 1008 for sending faster than `--max-messages-per-second`.
     pub rate_limited: AtomicU64,
+    /// Messages trimmed from room histories because the memory budget ran high.
+    pub history_trimmed: AtomicU64,
+    /// Bytes waiting in every connection's send queue together (a message queued to
+    /// n connections counts n times; the budget counts it once).
+    pub queued_bytes: Arc<AtomicUsize>,
     /// From a publish being accepted to its frame being written to each WebSocket
     /// member (live messages; replays are not counted).
     pub delivery_latency: crate::latency::Histogram,
@@ -383,10 +437,11 @@ pub fn spawn(
     counters: Arc<Counters>,
     limits: HistoryLimits,
     link: Option<LinkEnd>,
+    budget: Arc<Budget>,
 ) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("hub".into())
-        .spawn(move || Hub::new(limits, link).run(commands, &counters))
+        .spawn(move || Hub::new(limits, link, budget).run(commands, &counters))
         .expect("spawn hub thread")
 }
 
@@ -435,10 +490,12 @@ struct Hub {
     /// The link to other instances, if any, and whether it is up right now.
     link: Option<LinkEnd>,
     link_up: bool,
+    /// The memory budget every message is charged to.
+    budget: Arc<Budget>,
 }
 
 impl Hub {
-    fn new(limits: HistoryLimits, link: Option<LinkEnd>) -> Self {
+    fn new(limits: HistoryLimits, link: Option<LinkEnd>, budget: Arc<Budget>) -> Self {
         Hub {
             rooms: HashMap::new(),
             loners: HashMap::new(),
@@ -446,6 +503,7 @@ impl Hub {
             clock: 0,
             link,
             link_up: false,
+            budget,
         }
     }
 
@@ -492,6 +550,7 @@ impl Hub {
                 cid,
                 from,
                 reply,
+                charge,
             } => {
                 let outbound = Outbound {
                     room,
@@ -501,6 +560,7 @@ impl Hub {
                     reply,
                     ts: room::now_millis(),
                     late: false,
+                    charge: Some(charge),
                 };
                 match &self.link {
                     Some(link) => forward(link, outbound),
@@ -537,7 +597,69 @@ impl Hub {
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
+            Command::Reclaim => {
+                self.budget.reclaimed();
+                self.relieve(counters);
+            }
             Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Frees memory when the budget runs high, in the documented order: first the
+    /// members that are far behind (more than 1/[`BEHIND_FRACTION`] of their queue's
+    /// bytes) are closed as slow consumers — what is queued to them is freed, and they
+    /// resume from history — then the oldest messages across every room's history are
+    /// trimmed until the budget is back at its low-water mark. A client that resumes
+    /// from before a trimmed message is told of the gap.
+    fn relieve(&mut self, counters: &Counters) {
+        if !self.budget.is_high() {
+            return;
+        }
+        let mut shrunk = Vec::new();
+        for (name, room) in &mut self.rooms {
+            let before = room.members.len();
+            room.members.retain(|id, member| {
+                let behind = member.backlog.bytes() > member.backlog.limit() / BEHIND_FRACTION;
+                if behind {
+                    slow_consumer(*id, member, counters, "memory budget running short");
+                }
+                !behind
+            });
+            if room.members.len() != before {
+                shrunk.push(name.clone());
+            }
+        }
+        for name in shrunk {
+            self.announce_members(&name, counters);
+        }
+        let mut to_free = self.budget.excess();
+        let mut trimmed = 0u64;
+        while to_free > 0 {
+            let oldest = self
+                .rooms
+                .values_mut()
+                .filter_map(|room| room.history.oldest_accepted().map(|at| (at, room)))
+                .min_by_key(|(at, _)| *at);
+            let Some((_, room)) = oldest else { break };
+            to_free = to_free.saturating_sub(room.history.drop_oldest());
+            trimmed += 1;
+        }
+        if trimmed > 0 {
+            counters
+                .history_trimmed
+                .fetch_add(trimmed, Ordering::Relaxed);
+            log::warn!(
+                "memory budget running high: trimmed the {trimmed} oldest messages from room histories"
+            );
+            let emptied: Vec<String> = self
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.history.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in emptied {
+                self.tidy(&name);
+            }
         }
     }
 
@@ -672,9 +794,11 @@ impl Hub {
             cid,
             from,
             reply,
+            charge,
             ..
         } = outbound;
-        let published = self.publish(room, message, cid, from, counters);
+        let charge = charge.unwrap_or_else(|| self.budget.force(Category::Messages, 0));
+        let published = self.publish(room, (message, charge), cid, from, counters);
         if let Some(reply) = reply {
             let _ = reply.send(published);
         }
@@ -685,7 +809,7 @@ impl Hub {
     fn publish(
         &mut self,
         name: String,
-        message: Message,
+        (message, charge): (Message, Reservation),
         cid: Option<String>,
         from: Option<ConnId>,
         counters: &Counters,
@@ -693,7 +817,10 @@ impl Hub {
         let room = self.room(name.clone());
         let epoch = room.history.epoch();
         let message = match room.history.append(message, cid.clone()) {
-            Ok(message) => message,
+            Ok(message) => {
+                message.charge(charge);
+                message
+            }
             Err(Duplicate { id }) => {
                 acknowledge(room, from, cid, id, true, counters);
                 return Published {
@@ -711,6 +838,7 @@ impl Hub {
             self.announce_members(&name, counters);
         }
         self.tidy(&name);
+        self.relieve(counters);
         Published {
             delivered,
             id: message.id,
@@ -827,22 +955,35 @@ fn acknowledge(
     }
 }
 
-/// Offers one item to a member without blocking. A full queue makes it a slow
-/// consumer: it is asked to close with 1008. Returns whether the member stays.
+/// Offers one item to a member without blocking. A queue full in items or in bytes
+/// makes it a slow consumer: it is asked to close with 1008. Returns whether the
+/// member stays.
 fn offer(id: ConnId, member: &Subscriber, item: Outgoing, counters: &Counters) -> bool {
+    let bytes = item.bytes();
+    if !member.backlog.add(bytes) {
+        slow_consumer(id, member, counters, "send queue bytes full");
+        return false;
+    }
     match member.tx.try_send(item) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {
-            log::warn!(
-                "connection {id} is a slow consumer (send queue full); closing it with 1008"
-            );
-            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            member.request_close(SLOW_CONSUMER_CODE);
+            member.backlog.remove(bytes);
+            slow_consumer(id, member, counters, "send queue full");
             false
         }
         // Its writer has ended; its reader's Leave is on its way.
-        Err(TrySendError::Disconnected(_)) => false,
+        Err(TrySendError::Disconnected(_)) => {
+            member.backlog.remove(bytes);
+            false
+        }
     }
+}
+
+/// Closes a member that fell too far behind with 1008, dropping what is queued to it.
+fn slow_consumer(id: ConnId, member: &Subscriber, counters: &Counters, why: &str) {
+    log::warn!("connection {id} is a slow consumer ({why}); closing it with 1008");
+    counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    member.request_close(SLOW_CONSUMER_CODE);
 }
 
 #[cfg(test)]
@@ -878,13 +1019,15 @@ mod tests {
             messages: 16,
             bytes: 1 << 20,
         };
-        let mut hub = Hub::new(limits, None);
+        let budget = Budget::new(64 << 20);
+        let mut hub = Hub::new(limits, None, Arc::clone(&budget));
         let counters = Counters::default();
-        let (member, queue) = Subscriber::new(4, true);
+        let (member, queue) = Subscriber::new(4, 1 << 20, true, &counters);
         hub.join("r".into(), 1, member.clone(), &Resume::Live, &counters);
-        let (loner, _loner_queue) = Subscriber::new(4, true);
+        let (loner, _loner_queue) = Subscriber::new(4, 1 << 20, true, &counters);
         hub.loners.insert(2, loner.clone());
-        hub.publish("r".into(), Message::text("owed"), None, None, &counters);
+        let owed = (Message::text("owed"), budget.force(Category::Messages, 4));
+        hub.publish("r".into(), owed, None, None, &counters);
 
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         hub.close_everyone(deadline);

@@ -139,6 +139,11 @@ impl Hub {
             if arrival.delivered_here {
                 delivered_here.insert(arrival.message.id);
             }
+            // Numbered by the shared store already: charged whether or not it fits,
+            // then the budget is relieved below.
+            arrival
+                .message
+                .charge(self.budget.force(crate::budget::Category::Messages, 0));
             room.history.insert(arrival.message);
         }
         // Members who stayed through an outage saw the shared sequence up to `served`
@@ -179,6 +184,7 @@ impl Hub {
         for join in waiting {
             self.join_now(name.clone(), join, counters);
         }
+        self.relieve(counters);
     }
 
     /// Keeps a shared message and gives it to the members, unless this instance
@@ -191,6 +197,9 @@ impl Hub {
         if !room.history.insert(Arc::clone(&message)) {
             return;
         }
+        // Numbered by the shared store already: it cannot be refused, so it is
+        // charged whether or not it fits, and the hub frees memory if need be.
+        message.charge(self.budget.force(crate::budget::Category::Messages, 0));
         room.served = Some((message.epoch, message.id));
         if arrival.delivered_here {
             return;
@@ -198,6 +207,7 @@ impl Hub {
         if room.broadcast(&message, counters) {
             self.announce_members(name, counters);
         }
+        self.relieve(counters);
     }
 
     /// The link is connected and subscribed. Rooms nobody is in are forgotten (their
@@ -253,7 +263,7 @@ mod tests {
     use tungstenite::Message;
 
     use crate::cluster::LinkStatus;
-    use crate::hub::{Command, HUB_QUEUE, spawn};
+    use crate::hub::{Command, HUB_QUEUE, QueueEnd, spawn};
     use crate::room::{HistoryLimits, RoomMessage};
 
     const EPOCH: u64 = 0x5eed;
@@ -277,7 +287,8 @@ mod tests {
                 tx: link_tx,
                 status: Arc::new(LinkStatus::default()),
             };
-            let thread = spawn(commands, Arc::default(), limits, Some(end));
+            let budget = crate::budget::Budget::new(64 << 20);
+            let thread = spawn(commands, Arc::default(), limits, Some(end), budget);
             Rig {
                 hub,
                 link,
@@ -289,8 +300,9 @@ mod tests {
             self.hub.send(command).unwrap();
         }
 
-        fn join(&self, id: ConnId, resume: Resume) -> Receiver<Outgoing> {
-            let (subscriber, queue) = Subscriber::new(64, false);
+        fn join(&self, id: ConnId, resume: Resume) -> QueueEnd {
+            let counters = Counters::default();
+            let (subscriber, queue) = Subscriber::new(64, 1 << 20, false, &counters);
             self.send(Command::Join {
                 id,
                 room: Some("r".into()),
@@ -308,7 +320,7 @@ mod tests {
         }
 
         /// A live member of room "r", shared, whose history holds ids 1..=last.
-        fn member_of_shared_room(&self, last: u64) -> Receiver<Outgoing> {
+        fn member_of_shared_room(&self, last: u64) -> QueueEnd {
             self.send(Command::LinkUp);
             let member = self.join(1, Resume::Live);
             self.expect_load();
@@ -355,7 +367,7 @@ mod tests {
     }
 
     /// Room message ids and catch-ups queued for a member, as (welcome epoch or 0, ids).
-    fn received(queue: &Receiver<Outgoing>) -> Vec<(u64, Vec<u64>)> {
+    fn received(queue: &QueueEnd) -> Vec<(u64, Vec<u64>)> {
         queue
             .try_iter()
             .filter_map(|item| match item {
@@ -403,12 +415,14 @@ mod tests {
     fn a_publish_goes_to_the_link_and_is_delivered_only_when_it_comes_back() {
         let rig = Rig::new();
         let member = rig.member_of_shared_room(0);
+        let budget = crate::budget::Budget::new(1 << 20);
         rig.send(Command::Publish {
             room: "r".into(),
             message: Message::text("hi"),
             cid: None,
             from: Some(1),
             reply: None,
+            charge: budget.force(crate::budget::Category::Messages, 2),
         });
         match rig.link.recv_timeout(WAIT) {
             Ok(ToLink::Publish(outbound)) => assert!(!outbound.late),
@@ -438,6 +452,7 @@ mod tests {
             reply: None,
             ts: 0,
             late: false,
+            charge: None,
         })));
         rig.settle();
         let alone: Vec<_> = member.try_iter().collect();

@@ -283,6 +283,7 @@ impl Link {
             reply: None,
             ts: outbound.ts,
             late: true,
+            charge: None,
         });
         self.show_queue();
     }

@@ -35,17 +35,21 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
+use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
 use crate::envelope;
 use crate::hub::{
-    CloseSignal, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Notice, Outgoing, Queued, Subscriber,
+    CloseSignal, Command, ConnId, Counters, Echo, HUB_REPLY_TIMEOUT, Notice, Outgoing, QueueEnd,
+    Queued, SLOW_CONSUMER_REASON, Subscriber,
 };
 use crate::limit::{RateLimit, Slot};
+use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 use crate::stream::Stream;
@@ -58,9 +62,19 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// The writer collects frames up to this size before a `write` system call; a
 /// `flush` after each batch sends whatever is left.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-/// Longest a single write may block on a peer that does not read (gorilla's
-/// `writeWait`). After that the peer is treated as gone.
+/// Longest writing one message (or control frame) may take in all, however the peer
+/// paces its reading (gorilla's `writeWait`, but for the whole message, not each
+/// system call: a peer reading a trickle cannot hold a message for minutes). A 1 MiB
+/// message needs a client that reads about 100 KB/s. After that the peer is gone.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages longer than this go out in fragments of this size (RFC 6455 §5.4).
+/// tungstenite copies each frame it sends into the connection's write buffer, which
+/// keeps its largest size for good: one 1 MiB frame would leave every connection that
+/// was sent one holding 1 MiB. In fragments, the buffer stays near this size.
+pub const FRAGMENT_BYTES: usize = 16 * 1024;
+/// Close code for a publisher whose message the memory budget cannot take even after
+/// the hub has freed what it can (RFC 6455's registry: 1013, try again later).
+pub const BUDGET_CLOSE_REASON: &str = "server memory budget exhausted; try again later";
 /// On plain TCP a write blocked on a peer that does not read waits in system calls of
 /// at most this long, and looks between them whether a shutdown has brought its
 /// deadline forward: a writer stuck when the shutdown starts still gives up in time.
@@ -105,6 +119,10 @@ pub struct Settings {
     pub max_messages_per_second: u32,
     /// Outgoing queue length.
     pub send_queue: usize,
+    /// Outgoing queue bytes before the connection is a slow consumer.
+    pub send_queue_bytes: usize,
+    /// The memory budget bytes being read and messages are charged to.
+    pub budget: Arc<Budget>,
     /// `--auth first-message`: the token the first message must carry.
     pub first_message_auth: Option<Arc<AccessPolicy>>,
     /// Deadline for the handshake, and for the token under `--auth first-message`.
@@ -164,7 +182,13 @@ pub fn serve(
         Destination::Room { name, raw, resume } => (Some(name.clone()), *raw, resume.clone()),
         Destination::Echo => (None, true, Resume::Live),
     };
-    let (subscriber, rx) = Subscriber::new(settings.send_queue, raw);
+    let (subscriber, rx) = Subscriber::new(
+        settings.send_queue,
+        settings.send_queue_bytes,
+        raw,
+        &counters,
+    );
+    let backlog = Arc::clone(&subscriber.backlog);
     let tx = subscriber.tx.clone();
     let close = Arc::clone(&subscriber.close);
 
@@ -190,7 +214,11 @@ pub fn serve(
         }
     };
 
-    let mut input = ReadHalf(Arc::clone(&stream));
+    let mut input = ReadHalf {
+        stream: Arc::clone(&stream),
+        reading: settings.budget.force(Category::Reading, 0),
+        short: false,
+    };
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
     let admitted = match &settings.first_message_auth {
         Some(policy) => {
@@ -236,6 +264,7 @@ pub fn serve(
         let limits = InputLimits {
             rate: RateLimit::per_second(settings.max_messages_per_second),
             counters: &counters,
+            backlog: &backlog,
         };
         let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, limits);
         // Leave the room and wait until the hub confirms. Every message published
@@ -303,12 +332,14 @@ fn authenticate(
     let deadline = Instant::now() + auth_timeout;
     let refusal = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || input.0.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || input.stream.set_read_timeout(Some(left)).is_err() {
             break "no token within the authentication deadline";
         }
-        match ctx.read(input) {
+        let read = ctx.read(input);
+        input.message_done();
+        match read {
             Ok(Message::Text(token)) if policy.token_ok(Some(token.as_str())) => {
-                let _ = input.0.set_read_timeout(Some(pong_timeout));
+                let _ = input.stream.set_read_timeout(Some(pong_timeout));
                 return true;
             }
             Ok(Message::Ping(payload)) => {
@@ -348,11 +379,47 @@ fn authenticate(
 /// The reader's side of the socket. Reads come from the socket; writes go nowhere,
 /// because whatever tungstenite would write from inside `read()` (pong and close
 /// replies) is sent by the writer thread instead.
-struct ReadHalf(Arc<Stream>);
+///
+/// Every byte read is charged to the memory budget until its message is complete
+/// (a frame that is still arriving is memory too): then the message's bytes move to
+/// the `messages` category ([`ReadHalf::take_message`]) and the rest is given back.
+struct ReadHalf {
+    stream: Arc<Stream>,
+    /// Bytes read since the last complete message.
+    reading: Reservation,
+    /// The budget could not take the bytes just read: the connection fails with 1013.
+    short: bool,
+}
+
+impl ReadHalf {
+    /// A complete message of `bytes` arrived: its charge, now a message's.
+    fn take_message(&mut self, bytes: usize) -> Reservation {
+        let charge = self
+            .reading
+            .split_into(Category::Messages, bytes + MESSAGE_OVERHEAD_BYTES);
+        self.reading.shrink_to(0);
+        charge
+    }
+
+    /// A control frame arrived (or a message was dropped): nothing is still arriving.
+    fn message_done(&mut self) {
+        self.reading.shrink_to(0);
+    }
+}
 
 impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        // tungstenite asks for at most READ_BUFFER_BYTES at a time, so the bytes read
+        // before they are charged are few (part of the fixed cost per connection).
+        let n = (&*self.stream).read(buf)?;
+        if !self.reading.grow_within(n, RECLAIM_WAIT) {
+            self.short = true;
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "memory budget exhausted",
+            ));
+        }
+        Ok(n)
     }
 }
 
@@ -366,8 +433,9 @@ impl Write for ReadHalf {
 }
 
 /// The writer's side of the socket: the only code in the server that writes frames.
-/// Every write ends by its deadline: [`WRITE_TIMEOUT`] from its start, or earlier at
-/// shutdown (the step's share of the drain deadline the close signal carries).
+/// Every write ends by its deadline: [`WRITE_TIMEOUT`] from the start of the message
+/// it is part of ([`WriteHalf::begin`]), or earlier at shutdown (the step's share of
+/// the drain deadline the close signal carries).
 struct WriteHalf {
     /// The connection's socket, shared with the reader.
     stream: Arc<Stream>,
@@ -383,6 +451,8 @@ struct WriteHalf {
     waits_in_slices: bool,
     /// The socket's write timeout as last set, so it is set only when it changes.
     timeout: Option<Duration>,
+    /// When the message (or control frame) being written began to be written.
+    began: Instant,
 }
 
 impl WriteHalf {
@@ -398,12 +468,19 @@ impl WriteHalf {
             closing: false,
             waits_in_slices,
             timeout: None,
+            began: Instant::now(),
         }
+    }
+
+    /// A new message (or control frame) starts: every write for it, however many
+    /// system calls the peer's pace takes, must end within [`WRITE_TIMEOUT`] of now.
+    fn begin(&mut self) {
+        self.began = Instant::now();
     }
 
     /// When a write that started at `started` must have ended.
     fn deadline(&self, started: Instant) -> Instant {
-        let own = started + WRITE_TIMEOUT;
+        let own = self.began + WRITE_TIMEOUT;
         match self.close.queued() {
             Some(Queued::SendBy(drain)) if self.closing => {
                 let last_try = started + CLOSE_FRAME_LAST_TRY;
@@ -478,10 +555,12 @@ fn before(deadline: Instant, reserve: Duration) -> Instant {
     deadline.checked_sub(reserve).unwrap_or(deadline)
 }
 
-/// What bounds the reader's input besides the message size: the message rate.
+/// What bounds the reader's input besides the message size and the memory budget:
+/// the message rate, and for echo the bytes waiting for the writer.
 struct InputLimits<'a> {
     rate: RateLimit,
     counters: &'a Counters,
+    backlog: &'a crate::hub::Backlog,
 }
 
 /// How the reader's loop ended.
@@ -514,16 +593,40 @@ fn read_loop(
     loop {
         let message = match ctx.read(input) {
             Ok(message) => message,
+            Err(_) if input.short => {
+                input.message_done();
+                return ReadEnd::Fail(CloseFrame {
+                    code: CloseCode::Again,
+                    reason: BUDGET_CLOSE_REASON.into(),
+                });
+            }
             Err(e) => return classify(e),
         };
-        let delivered = match message {
-            Message::Text(_) | Message::Binary(_) => {
+        let charge = match &message {
+            Message::Text(_) | Message::Binary(_) => Some(input.take_message(message.len())),
+            _ => {
+                input.message_done();
+                None
+            }
+        };
+        let delivered = match (message, charge) {
+            (message @ (Message::Text(_) | Message::Binary(_)), Some(charge)) => {
                 counters.messages_in.fetch_add(1, Ordering::Relaxed);
                 match destination {
                     // Blocking send: if the client sends faster than it reads its echoes,
                     // the queue fills and we stop reading, and TCP slows the client down.
+                    // A client that lets more bytes than its queue's share pile up is a
+                    // slow consumer, as in a room.
                     Destination::Echo => {
-                        to_writer.send(Outgoing::Message(Box::new(message))).is_ok()
+                        if !limits.backlog.add(message.len()) {
+                            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                            return ReadEnd::Fail(CloseFrame {
+                                code: CloseCode::Policy,
+                                reason: SLOW_CONSUMER_REASON.into(),
+                            });
+                        }
+                        let echo = Echo { message, charge };
+                        to_writer.send(Outgoing::Message(Box::new(echo))).is_ok()
                     }
                     Destination::Room { name, raw, .. } => {
                         // A room's messages cost every member: a client publishing
@@ -550,6 +653,7 @@ fn read_loop(
                             cid,
                             from: Some(id),
                             reply: None,
+                            charge,
                         };
                         hub.send(publish).is_ok()
                     }
@@ -557,11 +661,14 @@ fn read_loop(
             }
             // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload. It
             // takes its turn in the queue, so it never splits a message on the wire.
-            Message::Ping(payload) => to_writer.send(Outgoing::Pong(Box::new(payload))).is_ok(),
+            (Message::Ping(payload), _) => {
+                to_writer.send(Outgoing::Pong(Box::new(payload))).is_ok()
+            }
             // A pong needs no answer: having read it already reset our read deadline.
-            Message::Pong(_) => true,
-            Message::Close(frame) => return ReadEnd::PeerClosed(frame),
-            Message::Frame(_) => true, // raw frames are never returned by read()
+            (Message::Pong(_), _) => true,
+            (Message::Close(frame), _) => return ReadEnd::PeerClosed(frame),
+            // Raw frames are never returned by read(); data always has its charge.
+            (Message::Frame(_) | Message::Text(_) | Message::Binary(_), _) => true,
         };
         if !delivered {
             return ReadEnd::Done; // the writer has stopped (server closing this connection)
@@ -659,17 +766,19 @@ fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        if input.0.set_read_timeout(Some(left)).is_err() {
+        if input.stream.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match ctx.read(input) {
+        let read = ctx.read(input);
+        input.message_done();
+        match read {
             Ok(Message::Close(_)) => return, // the closing handshake is complete
             Ok(_) => {}                      // anything else the peer still sends: dropped
             Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))
             | Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)) => return,
             // The fault left us mid-frame, so the bytes no longer parse as frames:
             // discard them raw until the peer hangs up or the time is up.
-            Err(_) => return drain(&input.0, deadline),
+            Err(_) => return drain(&input.stream, deadline),
         }
     }
 }
@@ -737,7 +846,7 @@ enum Work {
 
 /// What the writer listens to: its queue, and the server's close requests.
 struct Inbox {
-    queue: Receiver<Outgoing>,
+    queue: QueueEnd,
     close: Arc<CloseSignal>,
 }
 
@@ -806,6 +915,7 @@ fn write_loop(
         // receives still answers with pongs and its reader never times out.
         if matches!(next, Next::Continue) && Instant::now() >= next_ping {
             next_ping = Instant::now() + ping_interval;
+            out.begin();
             if let Err(e) = ctx.write(&mut out, Message::Ping(Bytes::new())) {
                 break Err(e);
             }
@@ -872,6 +982,7 @@ fn end_writing(
             // reader keeps reading until the peer's close (or EOF) arrives.
             let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
             out.closing = true;
+            out.begin();
             match ctx.close(&mut out, frame) {
                 // (`ConnectionClosed` would mean the close handshake is over: sent too.)
                 Ok(()) | Err(WsError::ConnectionClosed) => {
@@ -909,8 +1020,9 @@ fn write_one(
     counters: &Counters,
     raw: bool,
 ) -> Result<Next, WsError> {
+    out.begin();
     match item {
-        Outgoing::Message(message) => write_data(ctx, out, *message, counters)?,
+        Outgoing::Message(echo) => write_data(ctx, out, echo.message, counters)?,
         Outgoing::Room(message) => {
             let form = if raw { &message.raw } else { &message.framed };
             write_data(ctx, out, form.clone(), counters)?;
@@ -928,6 +1040,7 @@ fn write_one(
                 ctx.write(out, Message::text(envelope::gap_json(from, to)))?;
             }
             for message in &plan.replay {
+                out.begin();
                 write_data(ctx, out, message.framed.clone(), counters)?;
             }
         }
@@ -941,15 +1054,47 @@ fn write_one(
     Ok(Next::Continue)
 }
 
-/// Buffers one data message and counts it.
+/// Buffers one data message and counts it. A long one goes out in fragments.
 fn write_data(
     ctx: &mut WebSocketContext,
     out: &mut WriteHalf,
     message: Message,
     counters: &Counters,
 ) -> Result<(), WsError> {
-    ctx.write(out, message)?;
+    match message {
+        Message::Text(text) if text.len() > FRAGMENT_BYTES => {
+            write_fragments(ctx, out, OpData::Text, text.into())?;
+        }
+        Message::Binary(bytes) if bytes.len() > FRAGMENT_BYTES => {
+            write_fragments(ctx, out, OpData::Binary, bytes)?;
+        }
+        message => ctx.write(out, message)?,
+    }
     counters.messages_out.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sends one message as a first frame of its type and continuation frames of
+/// [`FRAGMENT_BYTES`] each, the last one marked final (RFC 6455 §5.4). The pieces
+/// are slices of the one shared buffer: nothing is copied but into the socket.
+fn write_fragments(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    kind: OpData,
+    payload: Bytes,
+) -> Result<(), WsError> {
+    let mut start = 0;
+    while start < payload.len() {
+        let end = (start + FRAGMENT_BYTES).min(payload.len());
+        let opcode = if start == 0 { kind } else { OpData::Continue };
+        let fragment = Frame::message(
+            payload.slice(start..end),
+            OpCode::Data(opcode),
+            end == payload.len(),
+        );
+        ctx.write(out, Message::Frame(fragment))?;
+        start = end;
+    }
     Ok(())
 }
 

@@ -41,6 +41,9 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         );
         return refuse(stream, peer, &head, &Rejection::new(503, full));
     };
+    if let Some(busy) = shared.memory_refusal() {
+        return refuse(stream, peer, &head, &Rejection::new(503, busy));
+    }
     // Not yet authenticated sockets (--auth first-message) come from a smaller pool of
     // their own, so they can never take every slot before showing a token.
     let unauthenticated = if first_message_auth {
@@ -85,6 +88,8 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         max_message_bytes: shared.config.max_message_bytes,
         max_messages_per_second: shared.config.max_messages_per_second,
         send_queue: shared.config.send_queue,
+        send_queue_bytes: shared.send_queue_bytes(),
+        budget: Arc::clone(&shared.budget),
         handshake_timeout: shared.config.handshake_timeout,
         first_message_auth: first_message_auth.then(|| Arc::clone(&shared.policy)),
         unauthenticated,

@@ -264,14 +264,28 @@ pub fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
     })
 }
 
-/// Reads frames, skipping pings, until a non-ping frame (or EOF).
+/// Reads frames, skipping pings, until a non-ping frame (or EOF). A message the
+/// server sent in fragments (it splits long ones) comes back whole: its first frame's
+/// opcode, every continuation's payload, `fin` set.
 pub fn read_non_ping(stream: &mut TcpStream) -> Option<Frame> {
-    loop {
+    let mut first = loop {
         let f = read_frame(stream)?;
         if f.opcode != op::PING {
-            return Some(f);
+            break f;
+        }
+    };
+    while !first.fin && first.opcode != op::CLOSE {
+        let next = read_frame(stream)?;
+        match next.opcode {
+            op::PING => {}
+            op::CONTINUATION => {
+                first.payload.extend_from_slice(&next.payload);
+                first.fin = next.fin;
+            }
+            other => panic!("opcode {other} inside a fragmented message"),
         }
     }
+    Some(first)
 }
 
 /// Reads frames until the close frame and returns its code; asserts that the server
