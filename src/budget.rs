@@ -422,8 +422,9 @@ impl Reservation {
             return true;
         }
         let deadline = Instant::now() + wait;
-        self.budget.ask_reclaim();
         while Instant::now() < deadline {
+            // Asked again each round: what the hub freed may have gone to others.
+            self.budget.ask_reclaim();
             self.budget.wait_for_release(deadline);
             if self.try_grow(more) {
                 return true;

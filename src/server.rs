@@ -324,6 +324,9 @@ pub enum PublishError {
     InvalidRoom,
     /// The server is shutting down.
     Stopped,
+    /// The memory budget cannot take the message, even after the hub freed what it
+    /// could (what a client would get as 503 or close 1013).
+    Busy,
 }
 
 impl fmt::Display for PublishError {
@@ -333,6 +336,7 @@ impl fmt::Display for PublishError {
                 write!(f, "room names are 1-64 characters of A-Z a-z 0-9 _ -")
             }
             PublishError::Stopped => write!(f, "the server is shutting down"),
+            PublishError::Busy => write!(f, "the server's memory budget is used up"),
         }
     }
 }
@@ -372,6 +376,12 @@ impl ServerHandle {
         self.shared.limit.open()
     }
 
+    /// The memory budget the server charges its large buffers to (see
+    /// [`crate::budget`]): its limit, what is used by category, what was refused.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.shared.budget
+    }
+
     /// Members of `room` right now (0 for a room that does not exist). Asks the hub,
     /// so a join that completed before this call is counted.
     pub fn members(&self, room: &str) -> usize {
@@ -391,13 +401,18 @@ impl ServerHandle {
     ///
     /// # Errors
     /// [`PublishError::InvalidRoom`] for a bad name, [`PublishError::Stopped`] after
-    /// shutdown began.
+    /// shutdown began, [`PublishError::Busy`] when the memory budget cannot take it.
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> Result<usize, PublishError> {
         if !is_room_name(room) {
             return Err(PublishError::InvalidRoom);
         }
         let message = message.into();
-        let charge = self.shared.budget.force(Category::Messages, message.len());
+        let cost = message.len() + crate::room::MESSAGE_OVERHEAD_BYTES;
+        let charge = self
+            .shared
+            .budget
+            .reserve_within(Category::Messages, cost, budget::RECLAIM_WAIT)
+            .ok_or(PublishError::Busy)?;
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         let command = Command::Publish {
             room: room.to_string(),

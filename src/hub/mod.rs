@@ -119,12 +119,13 @@ pub struct Echo {
 
 impl Outgoing {
     /// The bytes of message this item holds, for the queue's [`Backlog`]: a room
-    /// message's cost, a replay's total, an echo's length; control items count 0.
+    /// message's cost, an echo's length. A catch-up counts 0: its messages are the
+    /// room's history, shared (the budget counts them once), and a client that asks
+    /// for a replay of the whole history is catching up, not falling behind.
     pub fn bytes(&self) -> usize {
         match self {
             Outgoing::Message(echo) => echo.message.len(),
             Outgoing::Room(message) => message.cost(),
-            Outgoing::Joined(joined) => joined.plan.replay.iter().map(|m| m.cost()).sum(),
             _ => 0,
         }
     }
@@ -225,6 +226,9 @@ pub struct Subscriber {
     pub tx: Sender<Outgoing>,
     /// The bytes waiting in that queue, and how many may.
     pub backlog: Arc<Backlog>,
+    /// A receiving end of the same queue, to drop what is queued when the connection
+    /// is closed at once (its memory is free then, not when its writer gets to it).
+    unsent: QueueEnd,
     /// Where the hub asks the connection to close.
     pub close: Arc<CloseSignal>,
     /// Raw mode: no catch-up, no notices, payloads exactly as published.
@@ -242,21 +246,27 @@ impl Subscriber {
     ) -> (Subscriber, QueueEnd) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let backlog = Arc::new(Backlog::new(bytes, Arc::clone(&counters.queued_bytes)));
+        let end = QueueEnd::new(rx, Arc::clone(&backlog));
         (
             Subscriber {
                 tx,
-                backlog: Arc::clone(&backlog),
+                backlog,
+                unsent: end.clone(),
                 close: Arc::new(CloseSignal::default()),
                 raw,
             },
-            QueueEnd::new(rx, backlog),
+            end,
         )
     }
 
-    /// Ask this connection to close with `code` at once, dropping what is queued to it,
-    /// and wake its writer if it is idle.
+    /// Ask this connection to close with `code` at once, dropping what is queued to it
+    /// (right here: its memory is free at once, even while the writer is stuck in a
+    /// write to a peer that does not read), and wake its writer if it is idle.
     pub fn request_close(&self, code: u16) {
         self.close.request(code);
+        if self.close.queued() == Some(Queued::Drop) {
+            self.unsent.try_iter().for_each(drop);
+        }
         self.wake();
     }
 
@@ -609,8 +619,10 @@ impl Hub {
     /// members that are far behind (more than 1/[`BEHIND_FRACTION`] of their queue's
     /// bytes) are closed as slow consumers — what is queued to them is freed, and they
     /// resume from history — then the oldest messages across every room's history are
-    /// trimmed until the budget is back at its low-water mark. A client that resumes
-    /// from before a trimmed message is told of the gap.
+    /// trimmed until the budget is back at its low-water mark (a client that resumes
+    /// from before a trimmed message is told of the gap), and if that is not enough
+    /// (the memory is in queues of members not far behind), the members with the most
+    /// queued are closed too, the furthest behind first, until it is.
     fn relieve(&mut self, counters: &Counters) {
         if !self.budget.is_high() {
             return;
@@ -632,33 +644,60 @@ impl Hub {
         for name in shrunk {
             self.announce_members(&name, counters);
         }
-        let mut to_free = self.budget.excess();
         let mut trimmed = 0u64;
-        while to_free > 0 {
+        while self.budget.excess() > 0 {
             let oldest = self
                 .rooms
                 .values_mut()
                 .filter_map(|room| room.history.oldest_accepted().map(|at| (at, room)))
                 .min_by_key(|(at, _)| *at);
             let Some((_, room)) = oldest else { break };
-            to_free = to_free.saturating_sub(room.history.drop_oldest());
+            room.history.drop_oldest();
             trimmed += 1;
         }
         if trimmed > 0 {
             counters
                 .history_trimmed
                 .fetch_add(trimmed, Ordering::Relaxed);
+            // A room whose whole history went keeps its epoch and its ids (a few bytes;
+            // the idle-room limit still bounds them), so a client resuming there is
+            // told of the gap instead of finding a new room.
             log::warn!(
                 "memory budget running high: trimmed the {trimmed} oldest messages from room histories"
             );
-            let emptied: Vec<String> = self
+        }
+        if self.budget.excess() > 0 {
+            self.close_the_furthest_behind(counters);
+        }
+    }
+
+    /// The last step of [`Hub::relieve`]: closes members with the most bytes queued,
+    /// one at a time, until the budget is back at its low-water mark. (A message
+    /// queued to several members is freed only when the last of them lets go, so the
+    /// budget is looked at again after each.)
+    fn close_the_furthest_behind(&mut self, counters: &Counters) {
+        let mut behind: Vec<(usize, String, ConnId)> = self
+            .rooms
+            .iter()
+            .flat_map(|(name, room)| {
+                room.members
+                    .iter()
+                    .map(move |(id, m)| (m.backlog.bytes(), name.clone(), *id))
+            })
+            .filter(|(bytes, _, _)| *bytes > 0)
+            .collect();
+        behind.sort_unstable_by_key(|(bytes, _, _)| std::cmp::Reverse(*bytes));
+        for (_, name, id) in behind {
+            if self.budget.excess() == 0 {
+                break;
+            }
+            if let Some(member) = self
                 .rooms
-                .iter()
-                .filter(|(_, r)| r.history.is_empty())
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in emptied {
-                self.tidy(&name);
+                .get_mut(&name)
+                .and_then(|r| r.members.remove(&id))
+            {
+                slow_consumer(id, &member, counters, "memory budget running short");
+                self.announce_members(&name, counters);
             }
         }
     }

@@ -78,8 +78,9 @@ impl Drop for Backlog {
 }
 
 /// The receiving end of a send queue: each item taken off it is taken off the
-/// backlog too, whoever reads it (a WebSocket writer, an SSE stream, a long poll).
-#[derive(Debug)]
+/// backlog too, whoever reads it (a WebSocket writer, an SSE stream, a long poll, or
+/// the hub dropping what a slow consumer will never be sent).
+#[derive(Clone, Debug)]
 pub struct QueueEnd {
     queue: Receiver<Outgoing>,
     backlog: Arc<Backlog>,

@@ -960,9 +960,12 @@ fn write_batch(
             item = inbox.queue.try_recv().ok();
         }
     }
-    // Closing at once (or out of time at shutdown): the server's close frame goes now.
+    // Closing at once (or out of time at shutdown): the server's close frame goes now,
+    // and what is still queued is dropped right away, so its memory is free before
+    // the close handshake ends (a peer that stopped reading may take long to answer).
     // After a close *after the queue* the writer carries on until the queue is empty.
     if inbox.drop_the_rest() {
+        inbox.queue.try_iter().for_each(drop);
         next = inbox.requested_close();
     }
     Ok(next)
@@ -1085,6 +1088,11 @@ fn write_fragments(
 ) -> Result<(), WsError> {
     let mut start = 0;
     while start < payload.len() {
+        // Closed at once meanwhile (a slow consumer): the rest is not sent. The close
+        // frame may follow a message's fragments before its last one (§5.4, §5.5.1).
+        if start > 0 && out.close.queued() == Some(Queued::Drop) {
+            break;
+        }
         let end = (start + FRAGMENT_BYTES).min(payload.len());
         let opcode = if start == 0 { kind } else { OpData::Continue };
         let fragment = Frame::message(

@@ -266,7 +266,8 @@ pub fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
 
 /// Reads frames, skipping pings, until a non-ping frame (or EOF). A message the
 /// server sent in fragments (it splits long ones) comes back whole: its first frame's
-/// opcode, every continuation's payload, `fin` set.
+/// opcode, every continuation's payload, `fin` set (or the close frame that cut it
+/// short).
 pub fn read_non_ping(stream: &mut TcpStream) -> Option<Frame> {
     let mut first = loop {
         let f = read_frame(stream)?;
@@ -282,6 +283,8 @@ pub fn read_non_ping(stream: &mut TcpStream) -> Option<Frame> {
                 first.payload.extend_from_slice(&next.payload);
                 first.fin = next.fin;
             }
+            // A close may cut a message short (a slow consumer closed mid-message).
+            op::CLOSE => return Some(next),
             other => panic!("opcode {other} inside a fragmented message"),
         }
     }
