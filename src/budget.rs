@@ -100,7 +100,7 @@ pub const PER_CONNECTION_OVERHEAD: usize = 96 << 10;
 
 /// Memory the server uses outside the budget with `connections` open: the server
 /// stays within `--memory-limit` + this (README, "Capacity and memory").
-pub fn fixed_overhead(connections: usize) -> usize {
+pub const fn fixed_overhead(connections: usize) -> usize {
     BASE_OVERHEAD + connections * PER_CONNECTION_OVERHEAD
 }
 

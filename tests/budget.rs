@@ -204,10 +204,11 @@ fn a_used_up_budget_refuses_new_work_and_keeps_serving_the_rest() {
 
 #[test]
 fn when_the_budget_runs_high_members_far_behind_are_closed_first() {
-    // Each member's own share is larger than the budget: only the budget can stop them.
+    // Each member's own share is larger than the budget: only the budget can stop
+    // them, once they hold more than half of it (10 MiB) and the budget runs high.
     let server = server(|c| {
         c.send_queue = 10_000;
-        c.send_queue_bytes = Some(4 * LIMIT);
+        c.send_queue_bytes = Some(20 << 20);
     });
     let mut members: Vec<_> = (0..3)
         .map(|_| raw_connect(server.ws_addr(), "/ws/crowded?raw=1"))

@@ -69,8 +69,10 @@ pub const SLOW_CONSUMER_CODE: u16 = 1008;
 /// Close reason sent with [`SLOW_CONSUMER_CODE`].
 pub const SLOW_CONSUMER_REASON: &str = "slow consumer: too far behind";
 /// When the memory budget runs high, members with more than this fraction of their
-/// `--send-queue-bytes` waiting count as far behind, and are closed first.
-pub const BEHIND_FRACTION: usize = 4;
+/// `--send-queue-bytes` waiting count as far behind, and are closed first. (Not
+/// less than a half: a member that keeps up with messages of the largest size may
+/// have one or two of them waiting at any moment.)
+pub const BEHIND_FRACTION: usize = 2;
 /// Close code sent to everyone when the server shuts down.
 pub const GOING_AWAY_CODE: u16 = 1001;
 /// Close reason sent with [`GOING_AWAY_CODE`].
@@ -620,9 +622,9 @@ impl Hub {
     /// bytes) are closed as slow consumers — what is queued to them is freed, and they
     /// resume from history — then the oldest messages across every room's history are
     /// trimmed until the budget is back at its low-water mark (a client that resumes
-    /// from before a trimmed message is told of the gap), and if that is not enough
-    /// (the memory is in queues of members not far behind), the members with the most
-    /// queued are closed too, the furthest behind first, until it is.
+    /// from before a trimmed message is told of the gap). If that is not enough, the
+    /// memory is in bytes being read and in queues of members that keep up: new work
+    /// is refused (503, 1013) until it is freed.
     fn relieve(&mut self, counters: &Counters) {
         if !self.budget.is_high() {
             return;
@@ -665,40 +667,6 @@ impl Hub {
             log::warn!(
                 "memory budget running high: trimmed the {trimmed} oldest messages from room histories"
             );
-        }
-        if self.budget.excess() > 0 {
-            self.close_the_furthest_behind(counters);
-        }
-    }
-
-    /// The last step of [`Hub::relieve`]: closes members with the most bytes queued,
-    /// one at a time, until the budget is back at its low-water mark. (A message
-    /// queued to several members is freed only when the last of them lets go, so the
-    /// budget is looked at again after each.)
-    fn close_the_furthest_behind(&mut self, counters: &Counters) {
-        let mut behind: Vec<(usize, String, ConnId)> = self
-            .rooms
-            .iter()
-            .flat_map(|(name, room)| {
-                room.members
-                    .iter()
-                    .map(move |(id, m)| (m.backlog.bytes(), name.clone(), *id))
-            })
-            .filter(|(bytes, _, _)| *bytes > 0)
-            .collect();
-        behind.sort_unstable_by_key(|(bytes, _, _)| std::cmp::Reverse(*bytes));
-        for (_, name, id) in behind {
-            if self.budget.excess() == 0 {
-                break;
-            }
-            if let Some(member) = self
-                .rooms
-                .get_mut(&name)
-                .and_then(|r| r.members.remove(&id))
-            {
-                slow_consumer(id, &member, counters, "memory budget running short");
-                self.announce_members(&name, counters);
-            }
         }
     }
 

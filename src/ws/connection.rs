@@ -53,6 +53,7 @@ use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 use crate::stream::Stream;
+use crate::ws::edges::FrameEdges;
 
 /// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
 /// allocated up front for every connection; 2 KiB keeps an idle connection under
@@ -218,7 +219,10 @@ pub fn serve(
         stream: Arc::clone(&stream),
         reading: settings.budget.force(Category::Reading, 0),
         short: false,
+        edges: FrameEdges::default(),
+        config: ws_config,
     };
+    input.edges.saw(&leftover); // bytes the client sent right behind its handshake
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
     let admitted = match &settings.first_message_auth {
         Some(policy) => {
@@ -389,6 +393,10 @@ struct ReadHalf {
     reading: Reservation,
     /// The budget could not take the bytes just read: the connection fails with 1013.
     short: bool,
+    /// Where the frames read so far begin and end (see `edges.rs`).
+    edges: FrameEdges,
+    /// The settings a fresh context gets.
+    config: WebSocketConfig,
 }
 
 impl ReadHalf {
@@ -411,7 +419,10 @@ impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // tungstenite asks for at most READ_BUFFER_BYTES at a time, so the bytes read
         // before they are charged are few (part of the fixed cost per connection).
-        let n = (&*self.stream).read(buf)?;
+        // After a large frame's header, never past a frame's edge.
+        let room = self.edges.limit(buf.len());
+        let n = (&*self.stream).read(&mut buf[..room])?;
+        self.edges.saw(&buf[..n]);
         if !self.reading.grow_within(n, RECLAIM_WAIT) {
             self.short = true;
             return Err(io::Error::new(
@@ -603,7 +614,16 @@ fn read_loop(
             Err(e) => return classify(e),
         };
         let charge = match &message {
-            Message::Text(_) | Message::Binary(_) => Some(input.take_message(message.len())),
+            Message::Text(_) | Message::Binary(_) => {
+                // A large message leaves tungstenite holding a buffer of its size for
+                // good; a fresh context has a small one. Safe now: no byte of the
+                // next frame has been read (see `edges.rs`).
+                if input.edges.at_edge_after_large() {
+                    *ctx = WebSocketContext::new(Role::Server, Some(input.config));
+                    input.edges.reset();
+                }
+                Some(input.take_message(message.len()))
+            }
             _ => {
                 input.message_done();
                 None

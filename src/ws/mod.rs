@@ -2,5 +2,6 @@
 //! connection. Connections arrive through the door ([`crate::door`]).
 
 pub mod connection;
+pub mod edges;
 pub mod handshake;
 pub mod upgrade;
