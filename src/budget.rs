@@ -95,8 +95,9 @@ pub const MIN_LIMIT: usize = 4 << 20;
 pub const BASE_OVERHEAD: usize = 24 << 20;
 /// Memory one connection uses besides the budget: two threads' stacks as far as they
 /// are touched, the socket buffers we keep (a 2 KiB read buffer, a write buffer of
-/// 16 KiB plus one fragment), the send queue's slots, and the allocator's slack.
-pub const PER_CONNECTION_OVERHEAD: usize = 96 << 10;
+/// 16 KiB plus one 32 KiB fragment, which keeps its largest size), the send queue's
+/// slots, and the allocator's slack. An idle connection measures about 32 KiB.
+pub const PER_CONNECTION_OVERHEAD: usize = 128 << 10;
 
 /// Memory the server uses outside the budget with `connections` open: the server
 /// stays within `--memory-limit` + this (README, "Capacity and memory").
@@ -163,7 +164,7 @@ pub fn machine_limit() -> (usize, Source) {
 }
 
 /// Buffers at least this large get memory mappings of their own from the allocator.
-pub const MMAP_THRESHOLD: usize = 64 * 1024;
+pub const MMAP_THRESHOLD: usize = 256 * 1024;
 
 /// Makes freed large buffers go back to the operating system at once (glibc only;
 /// call it before any thread starts). By default glibc raises its threshold for
@@ -171,6 +172,8 @@ pub const MMAP_THRESHOLD: usize = 64 * 1024;
 /// 1 MiB messages come from the heap, whose freed space the process keeps, and its
 /// memory would stay at its peak long after the budget was given back. A fixed
 /// threshold of [`MMAP_THRESHOLD`] keeps every large buffer in its own mapping.
+/// (Not lower: mapping and unmapping every 64 KiB message cost a third of the
+/// 64 KiB echo benchmark.)
 pub fn return_large_buffers_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's tuning; it is called at start-up.

@@ -117,7 +117,7 @@ pub fn fit_max_connections(wanted: usize) -> usize {
         log::warn!(
             "--max-connections {wanted} lowered to {ceiling}: {limit} allows no more \
              (each connection takes 2 threads, 8 memory mappings and 1 file, and {RESERVED_THREADS} \
-             threads are kept for requests in progress and the rest; see README, Capacity)"
+             threads are kept for requests in progress and the rest; see README, Capacity and memory)"
         );
         return ceiling;
     }

@@ -18,7 +18,7 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_PUBLIC_DIR: &str = "public";
 /// Each connection costs two threads; 1024 connections is ~2048 threads, far below the
 /// usual `pid_max` and `ulimit -u`, and fits the default `ulimit -n` of 1024 only when
-/// raised a little (see README, Capacity).
+/// raised a little (see README, Capacity and memory).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Largest message a client may send. Big enough for a photo, small enough that a
 /// hostile client cannot make us buffer much.

@@ -107,7 +107,7 @@ fn admit(socket: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<Fi
         .spawn(move || handle(conn, peer, address_slot, &shared, serves, &files));
     if let Err(e) = spawned {
         // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
-        log::warn!("cannot start a connection thread: {e}; see README, Capacity");
+        log::warn!("cannot start a connection thread: {e}; see README, Capacity and memory");
     }
 }
 

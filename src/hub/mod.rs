@@ -1021,6 +1021,38 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_running_high_closes_far_behind_members_then_trims_the_oldest_history() {
+        let budget = Budget::new(10_000);
+        let limits = HistoryLimits {
+            messages: 100,
+            bytes: 1 << 20,
+        };
+        let mut hub = Hub::new(limits, None, Arc::clone(&budget));
+        let counters = Counters::default();
+        // A member that never reads, allowed 8000 bytes: far behind past 4000.
+        let (behind, _never_read) = Subscriber::new(100, 8_000, true, &counters);
+        hub.join("busy".into(), 1, behind.clone(), &Resume::Live, &counters);
+        let mut publish = |hub: &mut Hub, room: &str, n: usize| {
+            let charge = budget.try_reserve(Category::Messages, n).unwrap();
+            let message = (Message::binary(vec![0; n]), charge);
+            hub.publish(room.into(), message, None, None, &counters);
+        };
+        publish(&mut hub, "old", 4_000);
+        publish(&mut hub, "busy", 2_000);
+        assert_eq!(behind.close.queued(), None, "below the high-water mark");
+        publish(&mut hub, "busy", 3_000); // over 7/8 of the budget
+
+        assert_eq!(behind.close.queued(), Some(Queued::Drop), "closed first");
+        assert_eq!(behind.backlog.bytes(), 0, "its queue dropped at once");
+        assert!(hub.rooms["busy"].members.is_empty());
+        // Its messages are still in history: the oldest message of all rooms went.
+        assert_eq!(hub.rooms["old"].history.len(), 0);
+        assert_eq!(hub.rooms["busy"].history.len(), 2);
+        assert_eq!(counters.history_trimmed.load(Ordering::Relaxed), 1);
+        assert!(budget.used() <= 7_500, "back at the low-water mark");
+    }
+
+    #[test]
     fn shutdown_asks_every_member_to_close_after_its_queue() {
         let limits = HistoryLimits {
             messages: 16,
