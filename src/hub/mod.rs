@@ -1032,7 +1032,7 @@ mod tests {
         // A member that never reads, allowed 8000 bytes: far behind past 4000.
         let (behind, _never_read) = Subscriber::new(100, 8_000, true, &counters);
         hub.join("busy".into(), 1, behind.clone(), &Resume::Live, &counters);
-        let mut publish = |hub: &mut Hub, room: &str, n: usize| {
+        let publish = |hub: &mut Hub, room: &str, n: usize| {
             let charge = budget.try_reserve(Category::Messages, n).unwrap();
             let message = (Message::binary(vec![0; n]), charge);
             hub.publish(room.into(), message, None, None, &counters);
