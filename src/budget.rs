@@ -458,12 +458,22 @@ impl Reservation {
     }
 
     /// Moves `bytes` of this charge to `category` as a reservation of its own (what
-    /// was being read is now a message). If this holds fewer, the rest is charged
-    /// anyway: the bytes exist already.
+    /// was being read is now a message). The total does not change, so only the two
+    /// categories' counts are touched. If this holds fewer, the rest is charged anyway:
+    /// the bytes exist already.
     pub fn split_into(&mut self, category: Category, bytes: usize) -> Reservation {
         let moved = bytes.min(self.bytes);
-        self.shrink_to(self.bytes - moved);
-        self.budget.force(category, bytes)
+        let counts = &self.budget.by_category;
+        counts[self.category.index()].fetch_sub(moved, Ordering::Relaxed);
+        counts[category.index()].fetch_add(moved, Ordering::Relaxed);
+        self.bytes -= moved;
+        let mut split = Reservation {
+            budget: Arc::clone(&self.budget),
+            category,
+            bytes: moved,
+        };
+        split.settle(bytes);
+        split
     }
 }
 
