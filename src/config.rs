@@ -746,7 +746,7 @@ fn parse_feed(value: &str) -> Result<Feed, UsageError> {
         ))
     };
     let (room, command) = value.split_once('=').ok_or_else(bad)?;
-    if !crate::url::is_room_name(room) || command.trim().is_empty() {
+    if !crate::protocol::url::is_room_name(room) || command.trim().is_empty() {
         return Err(bad());
     }
     let source = if command == "-" {

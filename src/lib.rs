@@ -10,7 +10,7 @@
 //! stop), [`door`] (every connection starts there: limits, the request head, the
 //! route), [`ws::handshake`] (the HTTP upgrade), [`ws::connection`] (the two threads
 //! of one connection: ping/pong, close, the single writer), [`hub`] (rooms and
-//! fan-out, slow consumers), [`room`] and [`envelope`] (ids, history, the wire
+//! fan-out, slow consumers), [`room`] and [`protocol::envelope`] (ids, history, the wire
 //! format; see `docs/PROTOCOL.md`), [`http`], [`sse`] and [`poll`] (the HTTP side
 //! and the fallback transports), [`feed`] (live feeds). Optional features:
 //! [`cluster`] and `redis_link` (several instances sharing rooms through Redis,
@@ -39,15 +39,14 @@ pub mod capacity;
 pub mod cluster;
 pub mod config;
 pub mod door;
-pub mod envelope;
 pub mod feed;
 pub mod http;
 pub mod hub;
-pub mod json;
 pub mod latency;
 pub mod limit;
 pub mod logging;
 pub mod poll;
+pub mod protocol;
 #[cfg(feature = "redis")]
 pub mod redis_link;
 pub mod room;
@@ -58,7 +57,6 @@ pub mod static_files;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
-pub mod url;
 pub mod ws;
 
 pub use config::Config;

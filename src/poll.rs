@@ -20,18 +20,18 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::budget::Budget;
-use crate::envelope::{self, format_epoch, write_message_json};
 use crate::http::endpoints::request_token;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
 use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
-use crate::json::JsonObject;
 use crate::limit::Slot;
+use crate::protocol::envelope::{self, format_epoch, write_message_json};
+use crate::protocol::json::JsonObject;
+use crate::protocol::url::room_in_path;
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
 use crate::sse::{BoundedBody, Framing, Patience, response_head};
 use crate::stream::Stream;
-use crate::url::room_in_path;
 use crate::ws::handshake::resume_from_query;
 
 /// An SSE stream or long poll that may go ahead: its room, where to start, and the
@@ -222,7 +222,7 @@ fn write_answer(out: &mut impl fmt::Write, answer: &Answer) -> fmt::Result {
         if i > 0 {
             out.write_char(',')?;
         }
-        write_message_json(out, message)?;
+        write_message_json(out, message.header(), &message.raw)?;
     }
     out.write_str("]}")
 }

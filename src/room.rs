@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tungstenite::Message;
 
 use crate::budget::Reservation;
-use crate::envelope;
+use crate::protocol::envelope;
 
 /// Bookkeeping cost of one stored message besides its bytes (the struct, the queue
 /// slot, the client-id entry), counted against the byte cap so that a flood of empty
@@ -67,6 +67,16 @@ impl RoomMessage {
         }
     }
 
+    /// The fields its header, JSON and SSE event id are made of.
+    pub fn header(&self) -> envelope::Header<'_> {
+        envelope::Header {
+            id: self.id,
+            epoch: self.epoch,
+            ts: self.ts,
+            cid: self.cid.as_deref(),
+        }
+    }
+
     /// Whether the message is on the memory budget yet.
     pub fn is_charged(&self) -> bool {
         self.charge.get().is_some()
@@ -109,6 +119,18 @@ pub struct CatchUp {
     pub gap: Option<(u64, u64)>,
     /// Messages to replay, oldest first.
     pub replay: Vec<Arc<RoomMessage>>,
+}
+
+impl CatchUp {
+    /// What the welcome control frame says.
+    pub fn welcome(&self) -> envelope::Welcome {
+        envelope::Welcome {
+            epoch: self.epoch,
+            last_id: self.last_id,
+            members: self.members,
+            epoch_changed: self.epoch_changed,
+        }
+    }
 }
 
 /// Limits on one room's history.

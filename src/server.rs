@@ -24,10 +24,10 @@ use crate::hub::{
     self, CloseSignal, Command, ConnId, Counters, HUB_QUEUE, LinkEnd, QueueEnd, Subscriber,
 };
 use crate::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
+use crate::protocol::url::is_room_name;
 use crate::room::HistoryLimits;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
-use crate::url::is_room_name;
 
 pub use crate::hub::DRAIN_TIMEOUT;
 

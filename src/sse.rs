@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::budget::{Budget, Category, Reservation};
-use crate::envelope;
 use crate::http::reply::{Reply, close_gently, write_all_by};
 use crate::http::{Exchange, browser};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
+use crate::protocol::envelope;
 use crate::room::{Resume, RoomMessage};
 use crate::server::Shared;
 use crate::stream::Stream;
@@ -425,7 +425,7 @@ fn write_event(out: &mut impl fmt::Write, item: Outgoing) -> fmt::Result {
             write!(
                 out,
                 "event: welcome\ndata: {}\n\n",
-                envelope::welcome_json(&joined.room, plan)
+                envelope::welcome_json(&joined.room, &plan.welcome())
             )?;
             if let Some((from, to)) = plan.gap {
                 write!(
@@ -462,9 +462,9 @@ fn write_message(out: &mut impl fmt::Write, message: &RoomMessage) -> fmt::Resul
     write!(
         out,
         "id: {}\nevent: {kind}\ndata: ",
-        envelope::event_id(message)
+        envelope::event_id(message.epoch, message.id)
     )?;
-    envelope::write_message_json(out, message)?;
+    envelope::write_message_json(out, message.header(), &message.raw)?;
     out.write_str("\n\n")
 }
 

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::url::percent_decode;
+use crate::protocol::url::percent_decode;
 
 /// The bundled page, served when the public folder does not exist, so the binary
 /// works from any directory.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::frames::{Frame, epoch_of, join, next_frame};
 use common::*;
-use threadcast::json;
+use threadcast::protocol::json;
 
 /// Bytes of one heavy payload: control characters, each escaped to six bytes in JSON.
 const PAYLOAD_BYTES: usize = 16 * 1024;

@@ -13,13 +13,13 @@ use super::{Exchange, browser};
 use crate::budget::Category;
 use crate::cluster::{LinkState, LinkStatus};
 use crate::config::AuthMode;
-use crate::envelope;
 use crate::hub::{Command, HUB_REPLY_TIMEOUT, RoomStats};
-use crate::json::JsonObject;
+use crate::protocol::envelope;
+use crate::protocol::json::JsonObject;
+use crate::protocol::url::{query_param, room_in_path};
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::security::bearer_token;
 use crate::server::Shared;
-use crate::url::{query_param, room_in_path};
 
 /// The token from `Authorization: Bearer` or `?token=`.
 pub fn request_token(head: &Head) -> Option<String> {

@@ -20,8 +20,8 @@
 use std::io::{self, Read};
 use std::time::Instant;
 
+use crate::protocol::url::split_target;
 use crate::stream::Stream;
-use crate::url::split_target;
 
 /// Largest request head we read. Browsers send 1–2 KiB (cookies can make it more);
 /// anything bigger is refused with 431 before it can cost memory.

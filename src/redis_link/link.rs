@@ -14,8 +14,8 @@ use redis::{Script, Value};
 use super::subscriber::{self, Subscription};
 use super::wire::{self, RoomKeys};
 use crate::cluster::{Arrival, LinkState, LinkStatus, Outbound, ToLink};
-use crate::envelope::{format_epoch, parse_epoch};
 use crate::hub::{Command, Published};
+use crate::protocol::envelope::{format_epoch, parse_epoch};
 use crate::room;
 
 /// Longest wait for Redis to accept a connection, or to answer a command.

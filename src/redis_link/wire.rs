@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tungstenite::Message;
 
 use crate::cluster::Arrival;
-use crate::envelope::{format_epoch, parse_epoch};
+use crate::protocol::envelope::{format_epoch, parse_epoch};
 use crate::room::RoomMessage;
 
 /// Every key and channel starts with this.

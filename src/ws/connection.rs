@@ -43,12 +43,12 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 use tungstenite::{Bytes, Message};
 
 use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
-use crate::envelope;
 use crate::hub::{
     CloseSignal, Command, ConnId, Counters, Echo, HUB_REPLY_TIMEOUT, Notice, Outgoing, QueueEnd,
     Queued, SLOW_CONSUMER_REASON, Subscriber,
 };
 use crate::limit::{RateLimit, Slot};
+use crate::protocol::envelope;
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
@@ -1058,7 +1058,7 @@ fn write_one(
             let plan = &joined.plan;
             ctx.write(
                 out,
-                Message::text(envelope::welcome_json(&joined.room, plan)),
+                Message::text(envelope::welcome_json(&joined.room, &plan.welcome())),
             )?;
             if let Some((from, to)) = plan.gap {
                 ctx.write(out, Message::text(envelope::gap_json(from, to)))?;

@@ -23,9 +23,9 @@ use tungstenite::handshake::derive_accept_key;
 
 use crate::http::head::Head;
 use crate::http::reply::reason_phrase;
+use crate::protocol::url::{query_flag, query_param, room_in_path};
 use crate::room::Resume;
 use crate::security::{AccessPolicy, bearer_token};
-use crate::url::{query_flag, query_param, room_in_path};
 
 /// The only protocol version RFC 6455 defines.
 pub const WEBSOCKET_VERSION: &str = "13";
@@ -184,7 +184,8 @@ pub fn resume_from_query(query: &str) -> Resume {
     match query_param(query, "since").and_then(|s| s.parse().ok()) {
         Some(id) => Resume::Since {
             id,
-            epoch: query_param(query, "epoch").and_then(|e| crate::envelope::parse_epoch(&e)),
+            epoch: query_param(query, "epoch")
+                .and_then(|e| crate::protocol::envelope::parse_epoch(&e)),
         },
         None => Resume::Live,
     }

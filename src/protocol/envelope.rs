@@ -4,7 +4,7 @@
 //! a message used by Server-Sent Events and long polling.
 //!
 //! We only ever *write* JSON, and only flat objects of numbers and plain strings, so
-//! the small writer in [`crate::json`] is all it takes; the one thing we read from
+//! the small writer in [`crate::protocol::json`] is all it takes; the one thing we read from
 //! clients, the `cid:` line, is a plain prefix rather than JSON on purpose.
 //!
 //! **How large a message's JSON form gets.** Its `data` is the payload escaped as a
@@ -22,9 +22,8 @@ use std::fmt;
 use data_encoding::BASE64;
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
-use crate::json::{self, JsonObject};
-use crate::room::{CatchUp, RoomMessage};
-use crate::url::is_room_name;
+use crate::protocol::json::{self, JsonObject};
+use crate::protocol::url::is_room_name;
 
 /// What starts a client's own message id line: `cid:<id>\n`.
 pub const CID_PREFIX: &[u8] = b"cid:";
@@ -52,9 +51,36 @@ pub fn parse_event_id(s: &str) -> Option<(u64, u64)> {
     Some((parse_epoch(epoch)?, id.parse().ok()?))
 }
 
-/// The SSE event id of a message: `<epoch>:<id>`.
-pub fn event_id(message: &RoomMessage) -> String {
-    format!("{}:{}", format_epoch(message.epoch), message.id)
+/// What the header of a stored room message is made of: the fields every form of it
+/// carries (the envelope's header line, its JSON, its SSE event id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Its position in the room's sequence, from 1.
+    pub id: u64,
+    /// The room's epoch when it was published.
+    pub epoch: u64,
+    /// When the server accepted it, milliseconds since 1970 (UTC).
+    pub ts: u64,
+    /// The publisher's own id for it, if it gave one.
+    pub cid: Option<&'a str>,
+}
+
+/// What a joining client is told first (the welcome control frame).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Welcome {
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The newest id in the room (0 when nothing was ever published).
+    pub last_id: u64,
+    /// Members after this join.
+    pub members: usize,
+    /// The client resumed with another epoch: its ids no longer apply.
+    pub epoch_changed: bool,
+}
+
+/// The SSE event id of message `id` of `epoch`: `<epoch>:<id>`.
+pub fn event_id(epoch: u64, id: u64) -> String {
+    format!("{}:{}", format_epoch(epoch), id)
 }
 
 /// Whether `cid` is an acceptable client message id (same alphabet as room names).
@@ -152,14 +178,14 @@ pub fn split_client_id(message: Message) -> (Option<String>, Message) {
 }
 
 /// The welcome control frame that opens every enveloped join.
-pub fn welcome_json(room: &str, plan: &CatchUp) -> String {
+pub fn welcome_json(room: &str, welcome: &Welcome) -> String {
     JsonObject::new()
         .string("type", "welcome")
         .string("room", room)
-        .string("epoch", &format_epoch(plan.epoch))
-        .number("last_id", plan.last_id)
-        .number("members", plan.members as u64)
-        .bool("epoch_changed", plan.epoch_changed)
+        .string("epoch", &format_epoch(welcome.epoch))
+        .number("last_id", welcome.last_id)
+        .number("members", welcome.members as u64)
+        .bool("epoch_changed", welcome.epoch_changed)
         .finish()
 }
 
@@ -193,9 +219,9 @@ pub fn members_json(count: usize) -> String {
 /// A message as one JSON object (SSE events and long-poll answers): the header
 /// fields plus `data`, a JSON string for text and base64 for binary (`type` says which).
 /// Built in memory: for tests and small messages; replays use [`write_message_json`].
-pub fn message_json(message: &RoomMessage) -> String {
+pub fn message_json(header: Header, payload: &Message) -> String {
     let mut json = String::new();
-    write_message_json(&mut json, message).expect("a String takes any text");
+    write_message_json(&mut json, header, payload).expect("a String takes any text");
     json
 }
 
@@ -204,23 +230,27 @@ pub fn message_json(message: &RoomMessage) -> String {
 ///
 /// # Errors
 /// Whatever `out` returns.
-pub fn write_message_json(out: &mut impl fmt::Write, message: &RoomMessage) -> fmt::Result {
-    let kind = if message.raw.is_text() {
+pub fn write_message_json(
+    out: &mut impl fmt::Write,
+    header: Header,
+    payload: &Message,
+) -> fmt::Result {
+    let kind = if payload.is_text() {
         "message"
     } else {
         "binary"
     };
-    let mut header = JsonObject::new();
+    let mut fields = JsonObject::new();
     header_fields(
-        &mut header,
+        &mut fields,
         kind,
-        message.id,
-        message.epoch,
-        message.ts,
-        message.cid.as_deref(),
+        header.id,
+        header.epoch,
+        header.ts,
+        header.cid,
     );
-    out.write_str(&header.before_value("data"))?;
-    match &message.raw {
+    out.write_str(&fields.before_value("data"))?;
+    match payload {
         Message::Text(text) => json::write_string(out, text.as_str())?,
         other => write_base64(out, &other.clone().into_data())?,
     }
@@ -310,45 +340,54 @@ mod tests {
 
     #[test]
     fn messages_become_json_for_sse_and_polling() {
-        let m = RoomMessage::new(3, 1, 5, None, Message::text("say \"hi\"\r\n"));
+        let header = Header {
+            id: 3,
+            epoch: 1,
+            ts: 5,
+            cid: None,
+        };
         assert_eq!(
-            message_json(&m),
+            message_json(header, &Message::text("say \"hi\"\r\n")),
             r#"{"type":"message","id":3,"epoch":"0000000000000001","ts":5,"data":"say \"hi\"\r\n"}"#
         );
-        let m = RoomMessage::new(
-            4,
-            1,
-            5,
-            Some("c".into()),
-            Message::binary(vec![0u8, 1, 2, 255]),
-        );
+        let header = Header {
+            id: 4,
+            cid: Some("c"),
+            ..header
+        };
         assert_eq!(
-            message_json(&m),
+            message_json(header, &Message::binary(vec![0u8, 1, 2, 255])),
             r#"{"type":"binary","id":4,"epoch":"0000000000000001","ts":5,"cid":"c","data":"AAEC/w=="}"#
         );
     }
 
-    /// A stored message with this payload, as history keeps it.
-    fn stored(payload: Message) -> RoomMessage {
-        RoomMessage::new(9, 0x9f1c, 1000, Some("m-1".into()), payload)
+    /// The JSON of a stored message with this payload.
+    fn stored(payload: Message) -> String {
+        let header = Header {
+            id: 9,
+            epoch: 0x9f1c,
+            ts: 1000,
+            cid: Some("m-1"),
+        };
+        message_json(header, &payload)
     }
 
     #[test]
     fn a_message_json_grows_at_most_six_times_its_payload() {
         // What a message costs besides its payload: the header fields and `"data":""`.
-        let header = |payload| message_json(&stored(payload)).len();
+        let header = |payload| stored(payload).len();
         let controls: String = (0u8..0x20)
             .filter(|b| !matches!(b, b'\t' | b'\n' | b'\r'))
             .map(char::from)
             .cycle()
             .take(3000)
             .collect();
-        let text = message_json(&stored(Message::text(controls.clone())));
+        let text = stored(Message::text(controls.clone()));
         assert_eq!(
             text.len(),
             header(Message::text("")) + json::MAX_ESCAPE_FACTOR * controls.len()
         );
-        let binary = message_json(&stored(Message::binary(vec![0u8; 3000])));
+        let binary = stored(Message::binary(vec![0u8; 3000]));
         let binary_header = header(Message::binary(Vec::new()));
         assert_eq!(binary.len(), binary_header + 3000 / 3 * 4);
         assert!(binary.len() <= binary_header + json::MAX_ESCAPE_FACTOR * 3000);
@@ -365,7 +404,7 @@ mod tests {
             3 * BASE64_PIECE_BYTES + 2,
         ] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let json = message_json(&stored(Message::binary(payload.clone())));
+            let json = stored(Message::binary(payload.clone()));
             let data = json.rsplit_once("\"data\":\"").unwrap().1;
             let data = data.strip_suffix("\"}").unwrap();
             assert_eq!(
@@ -384,14 +423,14 @@ mod tests {
             r#"{"type":"ack","cid":"m-17","id":42,"duplicate":false}"#
         );
         assert_eq!(members_json(4), r#"{"type":"members","count":4}"#);
-        let plan = CatchUp {
+        let welcome = Welcome {
             epoch: 1,
             last_id: 41,
             members: 3,
-            ..CatchUp::default()
+            epoch_changed: false,
         };
         assert_eq!(
-            welcome_json("lobby", &plan),
+            welcome_json("lobby", &welcome),
             r#"{"type":"welcome","room":"lobby","epoch":"0000000000000001","last_id":41,"members":3,"epoch_changed":false}"#
         );
     }
