@@ -71,9 +71,8 @@ pub const MAX_DEFAULT_SEND_QUEUE_BYTES: usize = 64 << 20;
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 /// The room of the built-in demo feed (a line every second with the time and stats).
 pub const DEMO_FEED_ROOM: &str = "ticker";
-/// Log level when neither `--log-level` nor `RUST_LOG` says otherwise (see
-/// [`LogSpec`] for the grammar of both).
-pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
+/// Log level when neither `--log-level` nor `RUST_LOG` says otherwise.
+pub use crate::logging::DEFAULT_LOG_LEVEL;
 /// Messages kept for Redis while it is unreachable (`--redis-queue`); past it they are
 /// still delivered here, counted and logged, but not forwarded.
 pub const DEFAULT_REDIS_QUEUE: usize = 1024;

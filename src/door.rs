@@ -27,13 +27,13 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::context::Shared;
 use crate::http::files::FileServer;
 use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
 use crate::limit::{AddressSlot, RequestInProgress};
 use crate::logging;
-use crate::server::Shared;
 use crate::stream::{self, Stream};
 use crate::ws;
 use crate::ws::connection::THREAD_STACK_BYTES;
@@ -41,10 +41,7 @@ use crate::ws::connection::THREAD_STACK_BYTES;
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Most requests in progress at once (each holds a thread and a socket until its
-/// head, body and answer are done, all under deadlines). Far above what real clients
-/// need, since a request takes a round trip or two; beyond it the oldest is cut off.
-pub const MAX_REQUESTS_IN_PROGRESS: usize = 512;
+pub use crate::limit::MAX_REQUESTS_IN_PROGRESS;
 
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,9 +22,9 @@ use tungstenite::Message;
 
 use crate::budget::{Budget, Category, RECLAIM_WAIT};
 use crate::config::{DEMO_FEED_ROOM, Feed, FeedSource};
+use crate::context::Shared;
 use crate::hub::Command;
 use crate::room::{MESSAGE_OVERHEAD_BYTES, now_millis};
-use crate::server::Shared;
 
 /// First wait before restarting a command that exited.
 pub const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);

@@ -11,9 +11,9 @@
 //! route), [`ws::handshake`] (the HTTP upgrade), [`ws::connection`] (the two threads
 //! of one connection: ping/pong, close, the single writer), [`hub`] (rooms and
 //! fan-out, slow consumers), [`room`] and [`protocol::envelope`] (ids, history, the wire
-//! format; see `docs/PROTOCOL.md`), [`http`], [`sse`] and [`poll`] (the HTTP side
+//! format; see `docs/PROTOCOL.md`), [`http`], [`http::sse`] and [`http::poll`] (the HTTP side
 //! and the fallback transports), [`feed`] (live feeds). Optional features:
-//! [`cluster`] and `redis_link` (several instances sharing rooms through Redis,
+//! [`hub::cluster`] and `redis_link` (several instances sharing rooms through Redis,
 //! `--features redis`), `tls` and [`stream`] (`--features tls`).
 //!
 //! ## Example
@@ -36,8 +36,8 @@
 
 pub mod budget;
 pub mod capacity;
-pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod door;
 pub mod feed;
 pub mod http;
@@ -45,15 +45,12 @@ pub mod hub;
 pub mod latency;
 pub mod limit;
 pub mod logging;
-pub mod poll;
 pub mod protocol;
 #[cfg(feature = "redis")]
 pub mod redis_link;
 pub mod room;
 pub mod security;
 pub mod server;
-pub mod sse;
-pub mod static_files;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

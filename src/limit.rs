@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::stream::Stream;
 
+/// Most requests in progress at once (each holds a thread and a socket until its
+/// head, body and answer are done, all under deadlines). Far above what real clients
+/// need, since a request takes a round trip or two; beyond it the oldest is cut off.
+pub const MAX_REQUESTS_IN_PROGRESS: usize = 512;
+
 /// How many long-lived connections are open, with a ceiling. Each open connection
 /// holds a [`Slot`]; dropping the slot frees it and wakes anyone waiting for zero.
 #[derive(Debug)]

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use log::LevelFilter;
 use simple_logger::SimpleLogger;
 
-use crate::config::DEFAULT_LOG_LEVEL;
+/// Log level when neither `--log-level` nor `RUST_LOG` says otherwise (see
+/// [`LogSpec`] for the grammar of both).
+pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
 
 /// This crate's own log targets start with its name (`threadcast::hub`, …); a bare
 /// level in a spec applies to them. Taken from Cargo so a rename cannot leave it stale.
@@ -362,14 +364,16 @@ mod tests {
         assert_eq!(s.level_for("threadcast::http"), Info);
 
         let s = spec("threadcast=debug,tiny_http=warn");
-        assert_eq!(s.level_for("threadcast::sse"), Debug);
+        assert_eq!(s.level_for("threadcast::http::sse"), Debug);
         assert_eq!(s.level_for("tiny_http"), Warn);
         assert_eq!(s.level_for("rustls"), Info);
 
         // Named beats bare whatever the order; the last of two names wins.
-        let s = spec("threadcast=warn, trace ,threadcast::poll=info,threadcast::poll=debug");
+        let s = spec(
+            "threadcast=warn, trace ,threadcast::http::poll=info,threadcast::http::poll=debug",
+        );
         assert_eq!(s.level_for("threadcast::hub"), Warn);
-        assert_eq!(s.level_for("threadcast::poll"), Debug);
+        assert_eq!(s.level_for("threadcast::http::poll"), Debug);
     }
 
     #[test]

@@ -17,13 +17,13 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use threadcast::http::head::Head;
+use threadcast::http::static_files::{Lookup, StaticFiles};
 use threadcast::protocol::url::{
     is_room_name, percent_decode, query_flag, query_param, room_in_path, split_target,
 };
 use threadcast::security::{
     AccessPolicy, bearer_token, host_without_port, is_loopback_name, normalize_host,
 };
-use threadcast::static_files::{Lookup, StaticFiles};
 use threadcast::ws::handshake::{self, Checks, Route};
 
 /// Cases per property: cheap ones run many, the file-system one fewer. No regression

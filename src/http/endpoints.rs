@@ -11,15 +11,15 @@ use super::head::Head;
 use super::reply::{Reply, write_all_by};
 use super::{Exchange, browser};
 use crate::budget::Category;
-use crate::cluster::{LinkState, LinkStatus};
 use crate::config::AuthMode;
+use crate::context::Shared;
+use crate::hub::cluster::{LinkState, LinkStatus};
 use crate::hub::{Command, HUB_REPLY_TIMEOUT, RoomStats};
 use crate::protocol::envelope;
 use crate::protocol::json::JsonObject;
 use crate::protocol::url::{query_param, room_in_path};
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::security::bearer_token;
-use crate::server::Shared;
 
 /// The token from `Authorization: Bearer` or `?token=`.
 pub fn request_token(head: &Head) -> Option<String> {

@@ -27,7 +27,7 @@ use std::time::Instant;
 use tiny_http::{Header, Response};
 
 use super::reply::write_all_by;
-use crate::static_files::{Lookup, StaticFiles};
+use crate::http::static_files::{Lookup, StaticFiles};
 use crate::stream::Stream;
 use crate::ws::connection::THREAD_STACK_BYTES;
 

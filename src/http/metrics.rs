@@ -19,8 +19,8 @@ use super::endpoints::operator_figures;
 use super::head::Head;
 use super::reply::Reply;
 use crate::budget::Category;
+use crate::context::Shared;
 use crate::latency::Histogram;
-use crate::server::Shared;
 
 /// The content type Prometheus expects for its text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

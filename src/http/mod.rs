@@ -7,7 +7,7 @@
 //! | `GET /healthz`, `/config.json`, `/stats` | [`endpoints`] |
 //! | `GET /metrics` (Prometheus) | [`metrics`] |
 //! | `POST /publish/<room>` | [`endpoints::publish`] |
-//! | `GET /events/<room>` (SSE), `GET /poll/<room>` | [`crate::sse`], [`crate::poll`] |
+//! | `GET /events/<room>` (SSE), `GET /poll/<room>` | [`crate::http::sse`], [`crate::http::poll`] |
 //! | `OPTIONS` on those (CORS preflight) | [`browser`] |
 //! | any other `GET`/`HEAD` | [`files`]: tiny_http behind the door |
 //!
@@ -21,15 +21,18 @@ pub mod endpoints;
 pub mod files;
 pub mod head;
 pub mod metrics;
+pub mod poll;
 pub mod reply;
+pub mod sse;
+pub mod static_files;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::context::Shared;
 use crate::limit::RequestInProgress;
 use crate::logging;
-use crate::server::Shared;
 use files::FileServer;
 use head::Head;
 use reply::Reply;
@@ -112,8 +115,8 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
         ("POST", p) if p.starts_with("/publish/") => endpoints::publish(exchange),
         (_, p) if p.starts_with("/publish/") => exchange
             .answer(Reply::text(405, "use POST to publish").header("Allow", "POST, OPTIONS")),
-        (_, p) if read_only && p.starts_with("/events/") => crate::sse::start(exchange),
-        (_, p) if read_only && p.starts_with("/poll/") => crate::poll::start(exchange),
+        (_, p) if read_only && p.starts_with("/events/") => crate::http::sse::start(exchange),
+        (_, p) if read_only && p.starts_with("/poll/") => crate::http::poll::start(exchange),
         (_, "/healthz") if read_only => {
             let reply = endpoints::health(exchange.shared);
             exchange.answer(reply)

@@ -21,7 +21,7 @@
 //! behind (1008), then trims the oldest messages across all rooms' histories
 //! (`Hub::relieve`).
 //!
-//! With a link to other instances (Redis, see [`crate::cluster`]) the hub numbers
+//! With a link to other instances (Redis, see [`crate::hub::cluster`]) the hub numbers
 //! nothing itself while the link is up: publishes go out to the link, and messages
 //! come back numbered ([`Command::Remote`]), from this instance and every other. That
 //! part of the hub has a file of its own, `src/hub/sharing.rs`.
@@ -38,9 +38,10 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::budget::{Budget, Category, Reservation};
-use crate::cluster::{Arrival, LinkStatus, Outbound, ToLink};
+use crate::hub::cluster::{Arrival, LinkStatus, Outbound, ToLink};
 use crate::room::{self, CatchUp, Duplicate, History, HistoryLimits, Resume, RoomMessage};
 
+pub mod cluster;
 mod queue;
 mod sharing;
 

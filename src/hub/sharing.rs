@@ -1,4 +1,4 @@
-//! Rooms shared with other instances through a link (see [`crate::cluster`]): the
+//! Rooms shared with other instances through a link (see [`crate::hub::cluster`]): the
 //! hub's side. A room is *alone* (this instance numbers its messages), *loading* (the
 //! link's copy of its history is on its way; joins wait for it) or *shared* (the link's
 //! store numbers its messages, which arrive here like everyone else's).
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Subscriber, offer};
-use crate::cluster::{Arrival, Outbound, ToLink};
+use crate::hub::cluster::{Arrival, Outbound, ToLink};
 use crate::room::{self, History, Resume};
 
 /// How a room relates to the link.
@@ -262,7 +262,7 @@ mod tests {
     use crossbeam_channel::{Receiver, Sender};
     use tungstenite::Message;
 
-    use crate::cluster::LinkStatus;
+    use crate::hub::cluster::LinkStatus;
     use crate::hub::{Command, HUB_QUEUE, QueueEnd, spawn};
     use crate::room::{HistoryLimits, RoomMessage};
 

@@ -13,7 +13,7 @@ use redis::{Script, Value};
 
 use super::subscriber::{self, Subscription};
 use super::wire::{self, RoomKeys};
-use crate::cluster::{Arrival, LinkState, LinkStatus, Outbound, ToLink};
+use crate::hub::cluster::{Arrival, LinkState, LinkStatus, Outbound, ToLink};
 use crate::hub::{Command, Published};
 use crate::protocol::envelope::{format_epoch, parse_epoch};
 use crate::room;

@@ -5,7 +5,7 @@
 //! reaches every member of its room on every instance, with the same id everywhere,
 //! so a client can resume on another instance than the one it left.
 //!
-//! How (see [`crate::cluster`] for the hub's side, `docs/ARCHITECTURE.md` for costs):
+//! How (see [`crate::hub::cluster`] for the hub's side, `docs/ARCHITECTURE.md` for costs):
 //!
 //! 1. **Publish** — the hub hands the message to the link thread ([`link`]), which
 //!    runs `publish.lua` in Redis: one atomic step that takes the room's next id
@@ -37,7 +37,7 @@ use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
 
-use crate::cluster::{LinkStatus, ToLink};
+use crate::hub::cluster::{LinkStatus, ToLink};
 use crate::hub::{Command, HUB_QUEUE, LinkEnd};
 use crate::room;
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tungstenite::Message;
 
-use crate::cluster::Arrival;
+use crate::hub::cluster::Arrival;
 use crate::protocol::envelope::{format_epoch, parse_epoch};
 use crate::room::RoomMessage;
 

@@ -11,11 +11,11 @@ use std::time::Instant;
 use super::connection::{self, Destination, Settings, WRITE_TIMEOUT};
 use super::handshake::{self, Checks, Rejection, Route};
 use crate::config::AuthMode;
+use crate::context::Shared;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
 use crate::limit::RequestInProgress;
 use crate::logging;
-use crate::server::Shared;
 use crate::stream::Stream;
 
 /// Checks the upgrade request `head`, and on success runs the connection until it

@@ -17,14 +17,20 @@ use crate::protocol::url::percent_decode;
 /// The bundled page, served when the public folder does not exist, so the binary
 /// works from any directory.
 const BUNDLED: &[(&str, &[u8])] = &[
-    ("/index.html", include_bytes!("../public/index.html")),
-    ("/app.js", include_bytes!("../public/app.js")),
-    ("/connection.js", include_bytes!("../public/connection.js")),
-    ("/outbox.js", include_bytes!("../public/outbox.js")),
-    ("/protocol.js", include_bytes!("../public/protocol.js")),
-    ("/transports.js", include_bytes!("../public/transports.js")),
-    ("/style.css", include_bytes!("../public/style.css")),
-    ("/favicon.svg", include_bytes!("../public/favicon.svg")),
+    ("/index.html", include_bytes!("../../public/index.html")),
+    ("/app.js", include_bytes!("../../public/app.js")),
+    (
+        "/connection.js",
+        include_bytes!("../../public/connection.js"),
+    ),
+    ("/outbox.js", include_bytes!("../../public/outbox.js")),
+    ("/protocol.js", include_bytes!("../../public/protocol.js")),
+    (
+        "/transports.js",
+        include_bytes!("../../public/transports.js"),
+    ),
+    ("/style.css", include_bytes!("../../public/style.css")),
+    ("/favicon.svg", include_bytes!("../../public/favicon.svg")),
 ];
 /// Served for a directory.
 const INDEX_FILE: &str = "index.html";

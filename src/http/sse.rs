@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::budget::{Budget, Category, Reservation};
+use crate::context::Shared;
 use crate::http::reply::{Reply, close_gently, write_all_by};
 use crate::http::{Exchange, browser};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
 use crate::protocol::envelope;
 use crate::room::{Resume, RoomMessage};
-use crate::server::Shared;
 use crate::stream::Stream;
 use crate::ws::connection::{WRITE_TIMEOUT, notice_json};
 
@@ -54,7 +54,7 @@ const IDLE_BUFFER_BYTES: usize = 4 * 1024;
 /// `GET /events/<room>`: checks the room, the token and the connection limit, then
 /// streams on this thread until the client goes away or the server shuts down.
 pub fn start(exchange: Exchange) {
-    let admitted = match crate::poll::admit(&exchange) {
+    let admitted = match crate::http::poll::admit(&exchange) {
         Ok(admitted) => admitted,
         Err(reply) => return exchange.answer(reply),
     };

@@ -9,7 +9,7 @@
 //!
 //! The answer is written as it is produced, through a bounded buffer
 //! ([`BoundedBody`]): a poll of a whole history costs the server at most
-//! [`BODY_BOUND`](crate::sse::BODY_BOUND) bytes of JSON at a time, even when the client
+//! [`BODY_BOUND`](crate::http::sse::BODY_BOUND) bytes of JSON at a time, even when the client
 //! never reads it. Short answers still go out whole with a `Content-Length`; longer
 //! ones are chunked (HTTP/1.1) or end with the connection (HTTP/1.0).
 
@@ -20,8 +20,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::budget::Budget;
+use crate::context::Shared;
 use crate::http::endpoints::request_token;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
+use crate::http::sse::{BoundedBody, Framing, Patience, response_head};
 use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
 use crate::limit::Slot;
@@ -29,8 +31,6 @@ use crate::protocol::envelope::{self, format_epoch, write_message_json};
 use crate::protocol::json::JsonObject;
 use crate::protocol::url::room_in_path;
 use crate::room::{Resume, RoomMessage};
-use crate::server::Shared;
-use crate::sse::{BoundedBody, Framing, Patience, response_head};
 use crate::stream::Stream;
 use crate::ws::handshake::resume_from_query;
 
@@ -179,7 +179,7 @@ fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
 /// Writes the answer within [`ANSWER_TIMEOUT`], as it is produced: a short one whole
 /// with its `Content-Length`, a long one (a large history, six times its size as
 /// JSON when it is full of control characters) in pieces of at most
-/// [`BODY_BOUND`](crate::sse::BODY_BOUND) bytes, framed as `framing` says.
+/// [`BODY_BOUND`](crate::http::sse::BODY_BOUND) bytes, framed as `framing` says.
 fn send(
     stream: &Stream,
     answer: &Answer,

@@ -1,0 +1,132 @@
+//! The state every transport needs, in one place below them: the configuration, the
+//! access policy, the hub's command channel, the counters, the limits and the memory
+//! budget ([`Shared`]), and how an HTTP client joins a room ([`Membership`]).
+//!
+//! `server.rs` builds it at start-up; the door, the WebSocket side, the HTTP side and
+//! the feeds read it. It imports nothing above it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use crate::budget::{Budget, Source};
+use crate::config::Config;
+use crate::hub::cluster::LinkStatus;
+use crate::hub::{CloseSignal, Command, ConnId, Counters, QueueEnd, Subscriber};
+use crate::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
+use crate::room::Resume;
+use crate::security::AccessPolicy;
+
+/// State every thread of the server can see. Immutable settings plus atomics and
+/// channels; the room table itself lives only in the hub thread.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Origin and token rules.
+    pub policy: Arc<AccessPolicy>,
+    /// Commands for the hub.
+    pub hub: Sender<Command>,
+    /// Message and disconnect counters.
+    pub counters: Arc<Counters>,
+    /// The memory budget (`--memory-limit`) every large buffer is charged to.
+    pub budget: Arc<Budget>,
+    /// Where the budget's size came from.
+    pub budget_source: Source,
+    /// Open connections against `--max-connections`.
+    pub limit: Arc<ConnectionLimit>,
+    /// `--auth first-message`: sockets that have not shown their token yet.
+    pub unauthenticated: Arc<ConnectionLimit>,
+    /// Connections per client address (`--max-connections-per-ip`).
+    pub per_ip: Arc<PerAddress>,
+    /// Requests whose head, body or answer is still under way.
+    pub in_progress: Arc<RequestsInProgress>,
+    /// Set once shutdown begins; accept loops stop when they see it.
+    pub stopping: AtomicBool,
+    /// The listener's real address (port 0 resolved).
+    pub http_addr: SocketAddr,
+    /// Where WebSockets are served: the extra `--ws` listener's address, or
+    /// `http_addr` when one port serves everything.
+    pub ws_addr: SocketAddr,
+    /// When the server started, for `/stats`.
+    pub started: Instant,
+    /// Next connection id.
+    pub next_id: AtomicU64,
+    /// The Redis link's figures, when rooms are shared with other instances.
+    pub link: Option<Arc<LinkStatus>>,
+    /// The TLS settings of the listeners, when `--tls-cert` is given.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Certificates>,
+}
+
+/// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub
+/// fills for it and the hub's close requests. Leaves the room when dropped.
+pub struct Membership<'a> {
+    /// The member's connection id.
+    pub id: ConnId,
+    /// What the hub sends it.
+    pub queue: QueueEnd,
+    /// Where the hub asks it to close (shutdown, slow consumer).
+    pub close: Arc<CloseSignal>,
+    room: String,
+    hub: &'a Sender<Command>,
+}
+
+impl Shared {
+    /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
+    /// has stopped (the server is shutting down).
+    pub fn join(&self, room: &str, resume: Resume) -> Option<Membership<'_>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (subscriber, queue) = Subscriber::new(
+            self.config.send_queue,
+            self.send_queue_bytes(),
+            false,
+            &self.counters,
+        );
+        let close = Arc::clone(&subscriber.close);
+        let join = Command::Join {
+            id,
+            room: Some(room.to_string()),
+            subscriber,
+            resume,
+        };
+        self.hub.send(join).ok()?;
+        Some(Membership {
+            id,
+            queue,
+            close,
+            room: room.to_string(),
+            hub: &self.hub,
+        })
+    }
+}
+
+impl Shared {
+    /// Bytes one connection may have queued before it is a slow consumer.
+    pub fn send_queue_bytes(&self) -> usize {
+        self.config.send_queue_bytes(self.budget.limit())
+    }
+
+    /// Why a new connection must wait (503) because the memory budget is nearly used
+    /// up; `None` when there is room. A refusal is counted.
+    pub fn memory_refusal(&self) -> Option<&'static str> {
+        self.budget.is_high().then(|| {
+            self.budget.count_refusal();
+            "server busy: its memory budget is nearly used up; try again later"
+        })
+    }
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        let room = Some(std::mem::take(&mut self.room));
+        let _ = self.hub.send(Command::Leave {
+            id: self.id,
+            room,
+            done: None,
+        });
+    }
+}
