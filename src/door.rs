@@ -32,11 +32,11 @@ use crate::http::files::FileServer;
 use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
+use crate::limit::THREAD_STACK_BYTES;
 use crate::limit::{AddressSlot, RequestInProgress};
 use crate::logging;
 use crate::stream::{self, Stream};
 use crate::ws;
-use crate::ws::connection::THREAD_STACK_BYTES;
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.

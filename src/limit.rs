@@ -14,6 +14,16 @@ use crate::stream::Stream;
 /// head, body and answer are done, all under deadlines). Far above what real clients
 /// need, since a request takes a round trip or two; beyond it the oldest is cut off.
 pub const MAX_REQUESTS_IN_PROGRESS: usize = 512;
+/// Longest writing one message (a WebSocket message or control frame, an SSE
+/// write) may take in all, however the peer
+/// paces its reading (gorilla's `writeWait`, but for the whole message, not each
+/// system call: a peer reading a trickle cannot hold a message for minutes). A 1 MiB
+/// message needs a client that reads about 100 KB/s. After that the peer is gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stack of each connection thread. Threads here parse frames and copy buffers that
+/// live on the heap, so they need little stack; 128 KiB leaves a wide margin even in
+/// unoptimized builds, and untouched stack pages cost no memory anyway.
+pub const THREAD_STACK_BYTES: usize = 128 * 1024;
 
 /// How many long-lived connections are open, with a ceiling. Each open connection
 /// holds a [`Slot`]; dropping the slot frees it and wakes anyone waiting for zero.

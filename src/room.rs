@@ -12,6 +12,7 @@ use tungstenite::Message;
 
 use crate::budget::Reservation;
 use crate::protocol::envelope;
+use crate::protocol::url::query_param;
 
 /// Bookkeeping cost of one stored message besides its bytes (the struct, the queue
 /// slot, the client-id entry), counted against the byte cap so that a flood of empty
@@ -101,6 +102,22 @@ pub enum Resume {
         /// The epoch that id belongs to.
         epoch: Option<u64>,
     },
+}
+
+impl Resume {
+    /// `since=<id>` (and optionally `epoch=<epoch>`) from a query string; anything
+    /// unreadable, an id past `u64::MAX` included, means "live only". Any id that can
+    /// be read is passed on as it is: one beyond the room's newest, `u64::MAX` too, is
+    /// the live edge ([`History::catch_up`]).
+    pub fn from_query(query: &str) -> Resume {
+        match query_param(query, "since").and_then(|s| s.parse().ok()) {
+            Some(id) => Resume::Since {
+                id,
+                epoch: query_param(query, "epoch").and_then(|e| envelope::parse_epoch(&e)),
+            },
+            None => Resume::Live,
+        }
+    }
 }
 
 /// What a joining client must be told before live messages: built atomically with

@@ -28,8 +28,8 @@ use tiny_http::{Header, Response};
 
 use super::reply::write_all_by;
 use crate::http::static_files::{Lookup, StaticFiles};
+use crate::limit::THREAD_STACK_BYTES;
 use crate::stream::Stream;
-use crate::ws::connection::THREAD_STACK_BYTES;
 
 /// Bytes copied per read while relaying a file.
 const RELAY_CHUNK: usize = 16 * 1024;

@@ -32,7 +32,6 @@ use crate::protocol::json::JsonObject;
 use crate::protocol::url::room_in_path;
 use crate::room::{Resume, RoomMessage};
 use crate::stream::Stream;
-use crate::ws::handshake::resume_from_query;
 
 /// An SSE stream or long poll that may go ahead: its room, where to start, and the
 /// connection slot it holds.
@@ -86,7 +85,7 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
             id,
             epoch: Some(epoch),
         },
-        None => resume_from_query(head.query()),
+        None => Resume::from_query(head.query()),
     };
     Ok(Admitted {
         room: room.to_string(),

@@ -24,10 +24,10 @@ use crate::context::Shared;
 use crate::http::reply::{Reply, close_gently, write_all_by};
 use crate::http::{Exchange, browser};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
+use crate::limit::WRITE_TIMEOUT;
 use crate::protocol::envelope;
 use crate::room::{Resume, RoomMessage};
 use crate::stream::Stream;
-use crate::ws::connection::{WRITE_TIMEOUT, notice_json};
 
 /// A comment line this often keeps proxies and load balancers from closing a quiet
 /// stream (many close after 30–60 s of silence).
@@ -444,7 +444,7 @@ fn write_event(out: &mut impl fmt::Write, item: Outgoing) -> fmt::Result {
             } else {
                 "ack"
             };
-            write!(out, "event: {kind}\ndata: {}\n\n", notice_json(&notice))
+            write!(out, "event: {kind}\ndata: {}\n\n", notice.json())
         }
         _ => Ok(()),
     }

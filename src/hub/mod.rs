@@ -39,6 +39,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::budget::{Budget, Category, Reservation};
 use crate::hub::cluster::{Arrival, LinkStatus, Outbound, ToLink};
+use crate::protocol::envelope;
 use crate::room::{self, CatchUp, Duplicate, History, HistoryLimits, Resume, RoomMessage};
 
 pub mod cluster;
@@ -157,6 +158,16 @@ pub enum Notice {
     },
     /// The room's member count changed.
     Members(usize),
+}
+
+impl Notice {
+    /// The control frame for this notice (see `docs/PROTOCOL.md`).
+    pub fn json(&self) -> String {
+        match self {
+            Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
+            Notice::Members(count) => envelope::members_json(*count),
+        }
+    }
 }
 
 /// What a close the server asks for does with the items already in the connection's

@@ -44,10 +44,10 @@ use tungstenite::{Bytes, Message};
 
 use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
 use crate::hub::{
-    CloseSignal, Command, ConnId, Counters, Echo, HUB_REPLY_TIMEOUT, Notice, Outgoing, QueueEnd,
-    Queued, SLOW_CONSUMER_REASON, Subscriber,
+    CloseSignal, Command, ConnId, Counters, Echo, HUB_REPLY_TIMEOUT, Outgoing, QueueEnd, Queued,
+    SLOW_CONSUMER_REASON, Subscriber,
 };
-use crate::limit::{RateLimit, Slot};
+use crate::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::protocol::envelope;
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::room::Resume;
@@ -63,11 +63,6 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// The writer collects frames up to this size before a `write` system call; a
 /// `flush` after each batch sends whatever is left.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-/// Longest writing one message (or control frame) may take in all, however the peer
-/// paces its reading (gorilla's `writeWait`, but for the whole message, not each
-/// system call: a peer reading a trickle cannot hold a message for minutes). A 1 MiB
-/// message needs a client that reads about 100 KB/s. After that the peer is gone.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages longer than this go out in fragments of this size (RFC 6455 §5.4).
 /// tungstenite copies each frame it sends into the connection's write buffer, which
 /// keeps its largest size for good: one 1 MiB frame would leave every connection that
@@ -98,10 +93,6 @@ const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
 /// peer can read our close frame before the socket closes. Closing a socket with
 /// unread input makes the kernel send a reset, which can destroy the close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// Stack of each connection thread. Threads here parse frames and copy buffers that
-/// live on the heap, so they need little stack; 128 KiB leaves a wide margin even in
-/// unoptimized builds, and untouched stack pages cost no memory anyway.
-pub const THREAD_STACK_BYTES: usize = 128 * 1024;
 /// Most queued items the writer handles before it flushes and checks its clock.
 const MAX_BATCH: usize = 64;
 /// Close reasons must fit in a control frame (125 bytes minus the 2-byte code).
@@ -1068,7 +1059,7 @@ fn write_one(
                 write_data(ctx, out, message.framed.clone(), counters)?;
             }
         }
-        Outgoing::Notice(notice) if !raw => ctx.write(out, Message::text(notice_json(&notice)))?,
+        Outgoing::Notice(notice) if !raw => ctx.write(out, Message::text(notice.json()))?,
         Outgoing::Joined(_) | Outgoing::Notice(_) => {}
         Outgoing::Pong(payload) => ctx.write(out, Message::Pong(*payload))?,
         Outgoing::Close(frame) => return Ok(Next::Close(*frame)),
@@ -1125,14 +1116,6 @@ fn write_fragments(
         start = end;
     }
     Ok(())
-}
-
-/// The control frame for a notice.
-pub fn notice_json(notice: &Notice) -> String {
-    match notice {
-        Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
-        Notice::Members(count) => envelope::members_json(*count),
-    }
 }
 
 fn truncate_utf8(s: &mut String, max: usize) {

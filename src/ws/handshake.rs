@@ -113,7 +113,7 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
             Some(name) => Route::Room {
                 name: name.to_string(),
                 raw: query_flag(query, "raw"),
-                resume: resume_from_query(query),
+                resume: Resume::from_query(query),
             },
             None => {
                 return Err(Rejection::new(
@@ -174,21 +174,6 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
         leftover: head.leftover.clone(),
         forwarded_for: crate::security::forwarded_client(header("X-Forwarded-For")),
     })
-}
-
-/// `since=<id>` (and optionally `epoch=<epoch>`) from a query string; anything
-/// unreadable, an id past `u64::MAX` included, means "live only". Any id that can be
-/// read is passed on as it is: one beyond the room's newest, `u64::MAX` too, is the
-/// live edge (`History::catch_up`).
-pub fn resume_from_query(query: &str) -> Resume {
-    match query_param(query, "since").and_then(|s| s.parse().ok()) {
-        Some(id) => Resume::Since {
-            id,
-            epoch: query_param(query, "epoch")
-                .and_then(|e| crate::protocol::envelope::parse_epoch(&e)),
-        },
-        None => Resume::Live,
-    }
 }
 
 /// The `101` answer that completes the handshake; after it, both sides speak frames.

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::connection::{self, Destination, Settings, WRITE_TIMEOUT};
+use super::connection::{self, Destination, Settings};
 use super::handshake::{self, Checks, Rejection, Route};
 use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
-use crate::limit::RequestInProgress;
+use crate::limit::{RequestInProgress, WRITE_TIMEOUT};
 use crate::logging;
 use crate::stream::Stream;
 
