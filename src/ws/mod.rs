@@ -1,7 +1,10 @@
 //! The WebSocket side: our own handshake, then a reader and a writer thread per
 //! connection. Connections arrive through the door ([`crate::door`]).
 
+pub mod close;
 pub mod connection;
 pub mod edges;
 pub mod handshake;
+pub mod reader;
 pub mod upgrade;
+pub mod writer;

@@ -1,0 +1,128 @@
+//! How a connection ends: the close frame for how the reader's loop ended, and the
+//! linger that keeps reading until the peer has seen our close frame.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use tungstenite::Message;
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::WebSocketContext;
+
+use super::reader::{ReadEnd, ReadHalf};
+use crate::hub::{ConnId, Outgoing};
+use crate::stream::Stream;
+
+/// After we fail a connection we keep reading (and discarding) this long, so the
+/// peer can read our close frame before the socket closes. Closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the close frame.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Tells the writer how the connection ends.
+pub(super) fn finish(
+    id: ConnId,
+    end: ReadEnd,
+    to_writer: &Sender<Outgoing>,
+    ctx: &mut WebSocketContext,
+    input: &mut ReadHalf,
+) {
+    match end {
+        ReadEnd::PeerClosed(frame) => {
+            log::debug!(
+                "connection {id}: peer closed ({:?})",
+                frame.as_ref().map(|f| u16::from(f.code))
+            );
+            let _ = to_writer.send(Outgoing::Close(Box::new(frame)));
+        }
+        ReadEnd::Done => {
+            log::debug!("connection {id}: closed");
+            let _ = to_writer.send(Outgoing::Stop);
+        }
+        ReadEnd::Vanished(why) => {
+            log::debug!("connection {id}: gone ({why})");
+            let _ = to_writer.send(Outgoing::Stop);
+        }
+        ReadEnd::Fail(frame) => {
+            log::debug!(
+                "connection {id}: failing with {} ({})",
+                u16::from(frame.code),
+                frame.reason
+            );
+            if to_writer
+                .send(Outgoing::Close(Box::new(Some(frame))))
+                .is_ok()
+            {
+                // Keep reading until the peer has seen our close frame and hung up.
+                linger(ctx, input);
+            }
+        }
+    }
+}
+
+/// After failing a connection: keep reading (and ignoring) frames until the peer's
+/// close reply arrives, the peer hangs up, a frame is unreadable, or CLOSE_LINGER
+/// passes. Then our close frame has surely reached the peer before the socket closes.
+pub(super) fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
+    let deadline = Instant::now() + CLOSE_LINGER;
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        if input.stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        let read = ctx.read(input);
+        input.message_done();
+        match read {
+            Ok(Message::Close(_)) => return, // the closing handshake is complete
+            Ok(_) => {}                      // anything else the peer still sends: dropped
+            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))
+            | Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)) => return,
+            // The fault left us mid-frame, so the bytes no longer parse as frames:
+            // discard them raw until the peer hangs up or the time is up.
+            Err(_) => return drain(&input.stream, deadline),
+        }
+    }
+}
+
+/// Reads and discards raw bytes until end of stream, an error, `deadline`, or what
+/// looks like the peer's close frame: the bytes so far end with one complete masked
+/// close frame (`0x88`, `0x80 | n`, 4 mask bytes, n bytes), as a client answering our
+/// close sends. (tungstenite cannot help here: after a bad frame header it keeps
+/// failing on that same header.)
+pub(super) fn drain(stream: &Stream, deadline: Instant) {
+    let mut sink = [0u8; 1024];
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * MAX_CLOSE_FRAME);
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                tail.extend_from_slice(&sink[..n]);
+                if tail.len() > MAX_CLOSE_FRAME {
+                    tail.drain(..tail.len() - MAX_CLOSE_FRAME);
+                }
+                if ends_with_close_frame(&tail) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Longest masked close frame a client can send: 2 header bytes, 4 mask bytes, 125.
+pub(super) const MAX_CLOSE_FRAME: usize = 2 + 4 + 125;
+
+pub(super) fn ends_with_close_frame(bytes: &[u8]) -> bool {
+    (0..=125usize).any(|n| {
+        bytes.len() >= 6 + n && {
+            let frame = &bytes[bytes.len() - 6 - n..];
+            frame[0] == 0x88 && frame[1] == 0x80 | n as u8
+        }
+    })
+}

@@ -1,0 +1,464 @@
+//! The writer half of a connection: the only code that writes to its socket. It sends
+//! what is queued (messages, catch-ups, notices, pongs, the close frame) a batch at a
+//! time, pings on schedule, and gives every message one deadline however the peer
+//! paces its reading.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tungstenite::protocol::{CloseFrame, WebSocketContext};
+use tungstenite::{Bytes, Message};
+
+use crate::hub::{CloseSignal, ConnId, Counters, Outgoing, QueueEnd, Queued};
+use crate::limit::WRITE_TIMEOUT;
+use crate::protocol::envelope;
+use crate::stream::Stream;
+
+/// The writer collects frames up to this size before a `write` system call; a
+/// `flush` after each batch sends whatever is left.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Messages longer than this go out in fragments of this size (RFC 6455 §5.4).
+/// tungstenite copies each frame it sends into the connection's write buffer, which
+/// keeps its largest size for good: one 1 MiB frame would leave every connection that
+/// was sent one holding 1 MiB. In fragments, the buffer stays near this size. (16 KiB
+/// fragments cost a tenth of the 64 KiB echo benchmark in system calls.)
+pub const FRAGMENT_BYTES: usize = 32 * 1024;
+
+/// On plain TCP a write blocked on a peer that does not read waits in system calls of
+/// at most this long, and looks between them whether a shutdown has brought its
+/// deadline forward: a writer stuck when the shutdown starts still gives up in time.
+/// (Only a stuck write wakes this way, so an idle connection costs nothing.)
+pub(super) const WRITE_SLICE: Duration = Duration::from_millis(500);
+
+/// At shutdown the writer sends what is queued until this long before the server's
+/// drain deadline, and drops whatever is still left then. The rest of the time is the
+/// close handshake's.
+pub(super) const QUEUE_RESERVE: Duration = Duration::from_millis(500);
+
+/// At shutdown the writer's close frame must be written by this long before the drain
+/// deadline. What is left is for the peer to answer it and for the reader to leave
+/// the hub, so that the connection has ended when the server stops waiting.
+pub(super) const CLOSE_FRAME_RESERVE: Duration = Duration::from_millis(250);
+
+/// Even past its deadline, the close frame gets one try this long (one system call
+/// that hardly waits): it is small, and a peer with room for it learns why the
+/// connection ends. A writer the CPU reached late still says goodbye.
+pub(super) const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
+
+/// Most queued items the writer handles before it flushes and checks its clock.
+pub(super) const MAX_BATCH: usize = 64;
+
+/// The writer's side of the socket: the only code in the server that writes frames.
+/// Every write ends by its deadline: [`WRITE_TIMEOUT`] from the start of the message
+/// it is part of ([`WriteHalf::begin`]), or earlier at shutdown (the step's share of
+/// the drain deadline the close signal carries).
+pub(super) struct WriteHalf {
+    /// The connection's socket, shared with the reader.
+    pub(super) stream: Arc<Stream>,
+    /// The server's close requests; at shutdown it carries the drain deadline.
+    pub(super) close: Arc<CloseSignal>,
+    /// The writer is at its close frame: at shutdown that step has a later deadline
+    /// than the queue's.
+    pub(super) closing: bool,
+    /// Whether a write that timed out may simply be tried again, so that it can wait
+    /// in slices ([`WRITE_SLICE`]): on plain TCP, where it has written nothing. Not on
+    /// TLS, whose session may already hold the bytes of a write that timed out (trying
+    /// again would send them twice): there one system call waits for all the time.
+    pub(super) waits_in_slices: bool,
+    /// The socket's write timeout as last set, so it is set only when it changes.
+    pub(super) timeout: Option<Duration>,
+    /// When the message (or control frame) being written began to be written.
+    pub(super) began: Instant,
+}
+
+impl WriteHalf {
+    pub(super) fn new(stream: Arc<Stream>, close: Arc<CloseSignal>) -> WriteHalf {
+        let waits_in_slices = match *stream {
+            Stream::Plain(_) => true,
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => false,
+        };
+        WriteHalf {
+            stream,
+            close,
+            closing: false,
+            waits_in_slices,
+            timeout: None,
+            began: Instant::now(),
+        }
+    }
+
+    /// A new message (or control frame) starts: every write for it, however many
+    /// system calls the peer's pace takes, must end within [`WRITE_TIMEOUT`] of now.
+    pub(super) fn begin(&mut self) {
+        self.began = Instant::now();
+    }
+
+    /// When a write that started at `started` must have ended.
+    pub(super) fn deadline(&self, started: Instant) -> Instant {
+        let own = self.began + WRITE_TIMEOUT;
+        match self.close.queued() {
+            Some(Queued::SendBy(drain)) if self.closing => {
+                let last_try = started + CLOSE_FRAME_LAST_TRY;
+                own.min(before(drain, CLOSE_FRAME_RESERVE).max(last_try))
+            }
+            Some(Queued::SendBy(drain)) => own.min(before(drain, QUEUE_RESERVE)),
+            _ => own,
+        }
+    }
+
+    /// Runs one write to the socket (`op`) until its deadline, which it looks up again
+    /// after each slice of waiting: a shutdown may have brought it forward meanwhile.
+    /// Past the deadline: `TimedOut` (and the writer writes nothing more).
+    pub(super) fn bounded<T>(
+        &mut self,
+        mut op: impl FnMut(&mut &Stream) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let started = Instant::now();
+        let mut now = started;
+        loop {
+            let left = self.deadline(started).saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer took no data before the write's deadline",
+                ));
+            }
+            let wait = if self.waits_in_slices {
+                left.min(WRITE_SLICE)
+            } else {
+                left
+            };
+            self.set_timeout(wait)?;
+            match op(&mut &*self.stream) {
+                Err(e) if self.waits_in_slices && is_timeout(&e) => now = Instant::now(),
+                result => return result,
+            }
+        }
+    }
+
+    pub(super) fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.timeout != Some(timeout) {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
+impl Read for WriteHalf {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Ok(0) // the writer never reads; tungstenite's write path does not call this
+    }
+}
+
+impl Write for WriteHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bounded(|stream| stream.write(buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.bounded(|stream| stream.flush())
+    }
+}
+
+/// A blocking socket call that ran out of time (`EAGAIN` on Unix, which writes nothing).
+pub(super) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// `reserve` before `deadline` (or `deadline` itself, so close to the clock's origin).
+pub(super) fn before(deadline: Instant, reserve: Duration) -> Instant {
+    deadline.checked_sub(reserve).unwrap_or(deadline)
+}
+
+/// What the writer does after handling one queued item.
+pub(super) enum Next {
+    Continue,
+    /// Send this close frame, then stop.
+    Close(Option<CloseFrame>),
+    /// Stop without a close frame (the peer is gone).
+    Stop,
+}
+
+/// What the writer finds when it looks for work.
+pub(super) enum Work {
+    /// An item to write.
+    Item(Outgoing),
+    /// Nothing arrived before the next ping is due.
+    PingDue,
+    /// The connection ends this way (close, or stop).
+    End(Next),
+}
+
+/// What the writer listens to: its queue, and the server's close requests.
+pub(super) struct Inbox {
+    pub(super) queue: QueueEnd,
+    pub(super) close: Arc<CloseSignal>,
+}
+
+impl Inbox {
+    /// The next item. Normally the writer sleeps for one until `next_ping`. Once asked
+    /// to close after its queue it never sleeps: nobody queues it anything more, so an
+    /// empty queue means it has sent everything it was owed, and it closes.
+    pub(super) fn next(&self, next_ping: Instant) -> Work {
+        if let Some(Queued::SendBy(_)) = self.close.queued() {
+            return match self.queue.try_recv() {
+                Ok(item) => Work::Item(item),
+                Err(TryRecvError::Empty) => Work::End(self.requested_close()),
+                Err(TryRecvError::Disconnected) => Work::End(Next::Stop),
+            };
+        }
+        match self.queue.recv_deadline(next_ping) {
+            Ok(item) => Work::Item(item),
+            Err(RecvTimeoutError::Timeout) => Work::PingDue,
+            Err(RecvTimeoutError::Disconnected) => Work::End(Next::Stop),
+        }
+    }
+
+    /// Whether what is still queued must be dropped: the server asked for a close at
+    /// once (slow consumer), or the shutdown's time for the queue is over.
+    pub(super) fn drop_the_rest(&self) -> bool {
+        match self.close.queued() {
+            None => false,
+            Some(Queued::Drop) => true,
+            Some(Queued::SendBy(drain)) => Instant::now() >= before(drain, QUEUE_RESERVE),
+        }
+    }
+
+    /// The close frame the server asked for (a close with no code if it asked none).
+    pub(super) fn requested_close(&self) -> Next {
+        Next::Close(self.close.requested().map(|(code, reason)| CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    }
+}
+
+/// The writer thread: the only code that writes to this connection's socket.
+pub(super) fn write_loop(
+    id: ConnId,
+    mut ctx: WebSocketContext,
+    mut out: WriteHalf,
+    inbox: &Inbox,
+    counters: &Counters,
+    ping_interval: Duration,
+    raw: bool,
+) -> Option<u16> {
+    let mut next_ping = Instant::now() + ping_interval;
+    let result = loop {
+        // Sleep until there is something to send or it is time to ping. An idle
+        // connection costs no CPU: the thread is parked in the channel.
+        let first = match inbox.next(next_ping) {
+            Work::Item(item) => Some(item),
+            Work::PingDue => None,
+            Work::End(next) => break Ok(next),
+        };
+        let next = match write_batch(&mut ctx, &mut out, first, inbox, counters, raw) {
+            Ok(next) => next,
+            Err(e) => break Err(e),
+        };
+        // Heartbeat: ping on schedule, even while data flows, so a peer that only
+        // receives still answers with pongs and its reader never times out.
+        if matches!(next, Next::Continue) && Instant::now() >= next_ping {
+            next_ping = Instant::now() + ping_interval;
+            out.begin();
+            if let Err(e) = ctx.write(&mut out, Message::Ping(Bytes::new())) {
+                break Err(e);
+            }
+        }
+        match next {
+            Next::Continue => {
+                if let Err(e) = ctx.flush(&mut out) {
+                    break Err(e);
+                }
+            }
+            other => break Ok(other),
+        }
+    };
+    end_writing(id, ctx, out, result)
+}
+
+/// Writes `first` and what is already queued behind it (up to MAX_BATCH items) into
+/// tungstenite's buffer, for the caller to flush once: one system call for a burst of
+/// messages instead of one per message. Stops at an item that ends the connection,
+/// and where the server's close request says to drop the rest.
+pub(super) fn write_batch(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    first: Option<Outgoing>,
+    inbox: &Inbox,
+    counters: &Counters,
+    raw: bool,
+) -> Result<Next, WsError> {
+    let mut next = Next::Continue;
+    let mut item = first;
+    let mut handled = 0;
+    while let Some(outgoing) = item.take() {
+        if inbox.drop_the_rest() {
+            break;
+        }
+        next = write_one(ctx, out, outgoing, counters, raw)?;
+        if !matches!(next, Next::Continue) {
+            break;
+        }
+        handled += 1;
+        if handled < MAX_BATCH {
+            item = inbox.queue.try_recv().ok();
+        }
+    }
+    // Closing at once (or out of time at shutdown): the server's close frame goes now,
+    // and what is still queued is dropped right away, so its memory is free before
+    // the close handshake ends (a peer that stopped reading may take long to answer).
+    // After a close *after the queue* the writer carries on until the queue is empty.
+    if inbox.drop_the_rest() {
+        inbox.queue.try_iter().for_each(drop);
+        next = inbox.requested_close();
+    }
+    Ok(next)
+}
+
+/// Ends the connection as the writer's loop decided: sends the close frame, or just
+/// shuts the socket.
+pub(super) fn end_writing(
+    id: ConnId,
+    mut ctx: WebSocketContext,
+    mut out: WriteHalf,
+    result: Result<Next, WsError>,
+) -> Option<u16> {
+    match result {
+        Ok(Next::Close(frame)) => {
+            // §5.5.1: after sending a close frame an endpoint sends nothing more. The
+            // reader keeps reading until the peer's close (or EOF) arrives.
+            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+            out.closing = true;
+            out.begin();
+            match ctx.close(&mut out, frame) {
+                // (`ConnectionClosed` would mean the close handshake is over: sent too.)
+                Ok(()) | Err(WsError::ConnectionClosed) => {
+                    let _ = out.stream.shutdown(Shutdown::Write);
+                    Some(code)
+                }
+                Err(e) => {
+                    // The peer takes no data (or the shutdown's time is up): it cannot
+                    // answer a close it never gets, so wake the reader too.
+                    log::debug!("connection {id}: close frame {code} not sent: {e}");
+                    let _ = out.stream.shutdown(Shutdown::Both);
+                    None
+                }
+            }
+        }
+        Ok(_) => {
+            let _ = out.stream.shutdown(Shutdown::Both);
+            None
+        }
+        Err(e) => {
+            log::debug!("connection {id}: write failed: {e}");
+            // Wake the reader too: nobody can write to this peer any more.
+            let _ = out.stream.shutdown(Shutdown::Both);
+            None
+        }
+    }
+}
+
+/// Writes (into tungstenite's buffer) one queued item. `raw` connections get room
+/// payloads as published and no control frames; the others get the envelope.
+pub(super) fn write_one(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    item: Outgoing,
+    counters: &Counters,
+    raw: bool,
+) -> Result<Next, WsError> {
+    out.begin();
+    match item {
+        Outgoing::Message(echo) => write_data(ctx, out, echo.message, counters)?,
+        Outgoing::Room(message) => {
+            let form = if raw { &message.raw } else { &message.framed };
+            write_data(ctx, out, form.clone(), counters)?;
+            counters
+                .delivery_latency
+                .observe(message.accepted.elapsed());
+        }
+        Outgoing::Joined(joined) if !raw => {
+            let plan = &joined.plan;
+            ctx.write(
+                out,
+                Message::text(envelope::welcome_json(&joined.room, &plan.welcome())),
+            )?;
+            if let Some((from, to)) = plan.gap {
+                ctx.write(out, Message::text(envelope::gap_json(from, to)))?;
+            }
+            for message in &plan.replay {
+                out.begin();
+                write_data(ctx, out, message.framed.clone(), counters)?;
+            }
+        }
+        Outgoing::Notice(notice) if !raw => ctx.write(out, Message::text(notice.json()))?,
+        Outgoing::Joined(_) | Outgoing::Notice(_) => {}
+        Outgoing::Pong(payload) => ctx.write(out, Message::Pong(*payload))?,
+        Outgoing::Close(frame) => return Ok(Next::Close(*frame)),
+        Outgoing::Wake => {}
+        Outgoing::Stop => return Ok(Next::Stop),
+    }
+    Ok(Next::Continue)
+}
+
+/// Buffers one data message and counts it. A long one goes out in fragments.
+pub(super) fn write_data(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    message: Message,
+    counters: &Counters,
+) -> Result<(), WsError> {
+    match message {
+        Message::Text(text) if text.len() > FRAGMENT_BYTES => {
+            write_fragments(ctx, out, OpData::Text, text.into())?;
+        }
+        Message::Binary(bytes) if bytes.len() > FRAGMENT_BYTES => {
+            write_fragments(ctx, out, OpData::Binary, bytes)?;
+        }
+        message => ctx.write(out, message)?,
+    }
+    counters.messages_out.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sends one message as a first frame of its type and continuation frames of
+/// [`FRAGMENT_BYTES`] each, the last one marked final (RFC 6455 §5.4). The pieces
+/// are slices of the one shared buffer: nothing is copied but into the socket.
+pub(super) fn write_fragments(
+    ctx: &mut WebSocketContext,
+    out: &mut WriteHalf,
+    kind: OpData,
+    payload: Bytes,
+) -> Result<(), WsError> {
+    let mut start = 0;
+    while start < payload.len() {
+        // Closed at once meanwhile (a slow consumer): the rest is not sent. The close
+        // frame may follow a message's fragments before its last one (§5.4, §5.5.1).
+        if start > 0 && out.close.queued() == Some(Queued::Drop) {
+            break;
+        }
+        let end = (start + FRAGMENT_BYTES).min(payload.len());
+        let opcode = if start == 0 { kind } else { OpData::Continue };
+        let fragment = Frame::message(
+            payload.slice(start..end),
+            OpCode::Data(opcode),
+            end == payload.len(),
+        );
+        ctx.write(out, Message::Frame(fragment))?;
+        start = end;
+    }
+    Ok(())
+}
