@@ -1,0 +1,124 @@
+//! What connections and the HTTP side ask of the hub ([`Command`]), and what it
+//! answers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use tungstenite::Message;
+
+use super::{ConnId, Subscriber};
+use crate::budget::Reservation;
+use crate::hub::cluster::{Arrival, LinkStatus, Outbound, ToLink};
+use crate::room::Resume;
+
+/// Longest anyone waits for the hub to answer a request (stats, publish, leave).
+pub const HUB_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commands waiting for the hub. When readers publish faster than the hub fans out,
+/// they wait here (back-pressure) instead of growing memory without bound.
+pub const HUB_QUEUE: usize = 4096;
+
+/// What a publish produced, for publishers that asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Members the message was queued to (0 for a duplicate).
+    pub delivered: usize,
+    /// The message's id in the room.
+    pub id: u64,
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The client id had been seen already; nothing was broadcast.
+    pub duplicate: bool,
+}
+
+/// One room's figures, for `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomStats {
+    /// The room's name.
+    pub name: String,
+    /// Members right now.
+    pub members: usize,
+    /// Messages in history.
+    pub history_messages: usize,
+    /// Bytes of history.
+    pub history_bytes: usize,
+}
+
+/// What connections and the HTTP side ask of the hub.
+#[derive(Debug)]
+pub enum Command {
+    /// A connection opened; `room` is `None` for connections outside any room (echo).
+    Join {
+        /// The connection.
+        id: ConnId,
+        /// The room it joins, if any.
+        room: Option<String>,
+        /// How to reach it.
+        subscriber: Subscriber,
+        /// Where it wants to start in the room's history.
+        resume: Resume,
+    },
+    /// A connection is closing.
+    Leave {
+        /// The connection.
+        id: ConnId,
+        /// The room it was in, if any.
+        room: Option<String>,
+        /// Answered once the connection is out of the room: from then on the hub queues
+        /// nothing more for it.
+        done: Option<Sender<()>>,
+    },
+    /// Broadcast `message` to every member of `room` and keep it in history.
+    Publish {
+        /// Target room.
+        room: String,
+        /// The payload (text or binary), shared by every member.
+        message: Message,
+        /// The publisher's own id for it, to drop repeats.
+        cid: Option<String>,
+        /// The publishing connection, which gets the ack when `cid` is set.
+        from: Option<ConnId>,
+        /// Where to report the outcome.
+        reply: Option<Sender<Published>>,
+        /// The message's bytes on the memory budget (charged by whoever read it).
+        charge: Reservation,
+    },
+    /// The memory budget runs short: free what can be freed (`Hub::relieve`).
+    Reclaim,
+    /// The link is down: deliver this message here, numbered by this instance.
+    PublishHere(Box<Outbound>),
+    /// The link's store numbered a message published here: tell its publisher.
+    Stored(Box<Outbound>, Published),
+    /// A room message from the link (published on any instance).
+    Remote(Box<Arrival>),
+    /// The link's copy of a room: its epoch and its newest messages, oldest first.
+    Loaded {
+        /// The room.
+        room: String,
+        /// The room's shared epoch.
+        epoch: u64,
+        /// Its history.
+        messages: Vec<Arrival>,
+    },
+    /// The link is connected and subscribed: share the rooms.
+    LinkUp,
+    /// The link is lost: every room carries on alone.
+    LinkDown,
+    /// Report every room, sorted by name.
+    Stats(Sender<Vec<RoomStats>>),
+    /// Ask every connection to close with 1001 once it has sent what is queued to it,
+    /// queue nothing more, answer their `Leave`s until they have all left or the
+    /// deadline passes (the server's one drain deadline, which also bounds each
+    /// connection's sending), and stop the hub.
+    Shutdown(Instant),
+}
+
+/// The hub's end of a link to other instances.
+#[derive(Debug)]
+pub struct LinkEnd {
+    /// Requests to the link.
+    pub tx: Sender<ToLink>,
+    /// The link's figures (the hub counts what it could not hand over).
+    pub status: Arc<LinkStatus>,
+}

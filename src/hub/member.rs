@@ -1,0 +1,152 @@
+//! The hub's handle on one connection ([`Subscriber`]): its queue, its backlog in
+//! bytes, and the flag the server uses to close it from outside ([`CloseSignal`]),
+//! with the close codes that go with it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use super::queue::{Backlog, QueueEnd};
+use super::{Counters, Outgoing};
+
+/// Close code asked of a member the hub dropped for not keeping up.
+pub const SLOW_CONSUMER_CODE: u16 = 1008;
+
+/// Close reason sent with [`SLOW_CONSUMER_CODE`].
+pub const SLOW_CONSUMER_REASON: &str = "slow consumer: too far behind";
+
+/// Close code sent to everyone when the server shuts down.
+pub const GOING_AWAY_CODE: u16 = 1001;
+
+/// Close reason sent with [`GOING_AWAY_CODE`].
+pub const GOING_AWAY_REASON: &str = "server shutting down";
+
+/// What a close the server asks for does with the items already in the connection's
+/// queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// Drop them and close at once. For a slow consumer: its queue is exactly what is
+    /// full, and it resumes from the room's history when it comes back.
+    Drop,
+    /// Send them first and close when the queue is empty, but give up on whatever is
+    /// left at this deadline (the server's drain deadline). For a shutdown: each of
+    /// them was accepted, and acknowledged to its publisher, so the member is owed it.
+    SendBy(Instant),
+}
+
+/// A close the server asked of a connection: the code, and what happens to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CloseRequest {
+    /// The close code ([`SLOW_CONSUMER_CODE`] or [`GOING_AWAY_CODE`]).
+    code: u16,
+    /// Whether what is queued is dropped or sent first.
+    queued: Queued,
+}
+
+/// A close the server asks of a connection from outside its own threads (slow
+/// consumer, shutdown). A flag rather than a queued message, because the reason we
+/// close a slow consumer is precisely that its queue is full. Set once: the first
+/// request wins.
+#[derive(Debug, Default)]
+pub struct CloseSignal(OnceLock<CloseRequest>);
+
+impl CloseSignal {
+    /// Ask for a close with `code` at once, dropping whatever is still queued.
+    pub fn request(&self, code: u16) {
+        let _ = self.0.set(CloseRequest {
+            code,
+            queued: Queued::Drop,
+        });
+    }
+
+    /// Ask for a close with `code` once everything queued so far is sent, giving up on
+    /// the rest at `deadline`. Whoever queues to this connection must queue nothing
+    /// more (the hub stops at shutdown), or the queue might never be empty.
+    pub fn request_after_queue(&self, code: u16, deadline: Instant) {
+        let _ = self.0.set(CloseRequest {
+            code,
+            queued: Queued::SendBy(deadline),
+        });
+    }
+
+    /// The close the server asked for, with its reason, if any.
+    pub fn requested(&self) -> Option<(CloseCode, &'static str)> {
+        self.0.get().map(|request| match request.code {
+            SLOW_CONSUMER_CODE => (CloseCode::Policy, SLOW_CONSUMER_REASON),
+            _ => (CloseCode::Away, GOING_AWAY_REASON),
+        })
+    }
+
+    /// What the close asked for does with the queue; `None` while none is asked for.
+    pub fn queued(&self) -> Option<Queued> {
+        self.0.get().map(|request| request.queued)
+    }
+}
+
+/// The hub's handle on one connection: the queue to its writer, its close flag, and
+/// whether it wants payloads only (raw) or the envelope and control notices.
+#[derive(Clone, Debug)]
+pub struct Subscriber {
+    /// The connection's bounded outgoing queue.
+    pub tx: Sender<Outgoing>,
+    /// The bytes waiting in that queue, and how many may.
+    pub backlog: Arc<Backlog>,
+    /// A receiving end of the same queue, to drop what is queued when the connection
+    /// is closed at once (its memory is free then, not when its writer gets to it).
+    unsent: QueueEnd,
+    /// Where the hub asks the connection to close.
+    pub close: Arc<CloseSignal>,
+    /// Raw mode: no catch-up, no notices, payloads exactly as published.
+    pub raw: bool,
+}
+
+impl Subscriber {
+    /// A subscriber with a fresh queue of `capacity` items and `bytes` bytes (its
+    /// backlog counted into `counters.queued_bytes`); returns the receiving end too.
+    pub fn new(
+        capacity: usize,
+        bytes: usize,
+        raw: bool,
+        counters: &Counters,
+    ) -> (Subscriber, QueueEnd) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let backlog = Arc::new(Backlog::new(bytes, Arc::clone(&counters.queued_bytes)));
+        let end = QueueEnd::new(rx, Arc::clone(&backlog));
+        (
+            Subscriber {
+                tx,
+                backlog,
+                unsent: end.clone(),
+                close: Arc::new(CloseSignal::default()),
+                raw,
+            },
+            end,
+        )
+    }
+
+    /// Ask this connection to close with `code` at once, dropping what is queued to it
+    /// (right here: its memory is free at once, even while the writer is stuck in a
+    /// write to a peer that does not read), and wake its writer if it is idle.
+    pub fn request_close(&self, code: u16) {
+        self.close.request(code);
+        if self.close.queued() == Some(Queued::Drop) {
+            self.unsent.try_iter().for_each(drop);
+        }
+        self.wake();
+    }
+
+    /// Ask this connection to close with `code` after what is queued to it, by
+    /// `deadline`, and wake its writer if it is idle. The caller queues nothing more.
+    pub fn request_close_after_queue(&self, code: u16, deadline: Instant) {
+        self.close.request_after_queue(code, deadline);
+        self.wake();
+    }
+
+    /// Makes an idle writer look at the close signal. If the queue is full the writer
+    /// is busy and will see the flag anyway; if it has ended, there is nobody to wake.
+    fn wake(&self) {
+        let _ = self.tx.try_send(Outgoing::Wake);
+    }
+}

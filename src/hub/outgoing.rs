@@ -1,0 +1,100 @@
+//! What the hub sends a connection: every item a writer (or an SSE stream, or a long
+//! poll) takes from its queue, in order.
+
+use std::sync::Arc;
+
+use tungstenite::Message;
+
+use crate::budget::Reservation;
+use crate::protocol::envelope;
+use crate::room::{CatchUp, RoomMessage};
+
+/// Identifies one connection for as long as the process runs.
+pub type ConnId = u64;
+
+/// What a connection's writer can be asked to send. Everything that reaches the
+/// socket passes through one of these, in order, so frames never interleave.
+///
+/// Every variant is at most a pointer: each connection's queue reserves room for
+/// `--send-queue` of these up front, so their size is memory per idle connection.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message to send as it is (echo).
+    Message(Box<Echo>),
+    /// A room message; the writer sends its enveloped or raw form.
+    Room(Arc<RoomMessage>),
+    /// What a joining member is owed before live messages: welcome, gap, replay.
+    /// One queue item however long the replay, so a resume never overflows the queue.
+    Joined(Box<Joined>),
+    /// A control notice for enveloped members.
+    Notice(Box<Notice>),
+    /// The reply to a ping the reader received (same payload).
+    Pong(Box<tungstenite::Bytes>),
+    /// Send this close frame, then stop writing. `None` is a close frame without a code
+    /// (the right reply to a peer that sent one without a code).
+    Close(Box<Option<tungstenite::protocol::CloseFrame>>),
+    /// Look at the connection's [`CloseSignal`](super::CloseSignal): the server wants it closed. (Queued
+    /// for a writer that may be asleep on an empty queue; a full queue needs none.)
+    Wake,
+    /// The peer is gone (no close frame possible): stop without writing.
+    Stop,
+}
+
+/// A message to send back as it is (`/echo`), with its bytes on the memory budget
+/// until the writer has sent it.
+#[derive(Debug)]
+pub struct Echo {
+    /// The message.
+    pub message: Message,
+    /// Its charge on the budget.
+    pub charge: Reservation,
+}
+
+impl Outgoing {
+    /// The bytes of message this item holds, for the queue's [`Backlog`](super::Backlog): a room
+    /// message's cost, an echo's length. A catch-up counts 0: its messages are the
+    /// room's history, shared (the budget counts them once), and a client that asks
+    /// for a replay of the whole history is catching up, not falling behind.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Message(echo) => echo.message.len(),
+            Outgoing::Room(message) => message.cost(),
+            _ => 0,
+        }
+    }
+}
+
+/// The catch-up a member gets when it joins a room.
+#[derive(Debug)]
+pub struct Joined {
+    /// The room's name.
+    pub room: String,
+    /// Welcome facts, gap and replay.
+    pub plan: CatchUp,
+}
+
+/// Control notices (see `docs/PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// To a publisher that gave a client id: which id its message got.
+    Ack {
+        /// The client's id for the message.
+        cid: String,
+        /// The room id it got (the first copy's, for a duplicate).
+        id: u64,
+        /// The room had seen this client id already; nothing was broadcast.
+        duplicate: bool,
+    },
+    /// The room's member count changed.
+    Members(usize),
+}
+
+impl Notice {
+    /// The control frame for this notice (see `docs/PROTOCOL.md`).
+    pub fn json(&self) -> String {
+        match self {
+            Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
+            Notice::Members(count) => envelope::members_json(*count),
+        }
+    }
+}
