@@ -29,7 +29,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::capacity;
+mod machine;
+mod reservation;
+mod size;
+
+pub use machine::{
+    BASE_OVERHEAD, CGROUP_FRACTION, FALLBACK_LIMIT, MMAP_THRESHOLD, PER_CONNECTION_OVERHEAD,
+    RAM_FRACTION, Source, fixed_overhead, machine_limit, return_large_buffers_to_the_system,
+};
+pub use reservation::Reservation;
+pub use size::{Size, parse_size};
 
 /// The three kinds of memory the budget counts (see the module's table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,134 +83,16 @@ impl Category {
 /// Above this fraction of the budget the hub starts to free memory (slow consumers,
 /// then the oldest history), and new connections are refused with 503.
 pub const HIGH_WATER: (usize, usize) = (7, 8);
+
 /// The hub frees memory until the budget is back at this fraction.
 pub const LOW_WATER: (usize, usize) = (3, 4);
+
 /// How long a reader whose bytes do not fit waits for the hub to free memory before
 /// it refuses them (503, or close 1013).
 pub const RECLAIM_WAIT: Duration = Duration::from_secs(2);
-/// Without `--memory-limit` and without a cgroup limit, the budget is this fraction
-/// of the machine's RAM.
-pub const RAM_FRACTION: (u64, u64) = (1, 4);
-/// Under a cgroup memory limit (systemd's `MemoryMax=`), the budget is this fraction
-/// of it: the rest is for threads, small buffers and the allocator's own overhead.
-pub const CGROUP_FRACTION: (u64, u64) = (1, 2);
-/// The budget when the machine's RAM cannot be read.
-pub const FALLBACK_LIMIT: usize = 256 << 20;
+
 /// The smallest budget `--memory-limit` accepts.
 pub const MIN_LIMIT: usize = 4 << 20;
-
-/// Memory the server uses besides the budget, whatever clients do: the program, its
-/// libraries and fixed buffers.
-pub const BASE_OVERHEAD: usize = 24 << 20;
-/// Memory one connection uses besides the budget: two threads' stacks as far as they
-/// are touched, the socket buffers we keep (a 2 KiB read buffer, a write buffer of
-/// 16 KiB plus one 32 KiB fragment, which keeps its largest size), the send queue's
-/// slots, and the allocator's slack. An idle connection measures about 32 KiB.
-pub const PER_CONNECTION_OVERHEAD: usize = 128 << 10;
-
-/// Memory the server uses outside the budget with `connections` open: the server
-/// stays within `--memory-limit` + this (README, "Capacity and memory").
-pub const fn fixed_overhead(connections: usize) -> usize {
-    BASE_OVERHEAD + connections * PER_CONNECTION_OVERHEAD
-}
-
-/// Where the budget's size came from, for the start-up log and `/metrics`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// `--memory-limit`.
-    Flag,
-    /// A fraction ([`CGROUP_FRACTION`]) of the cgroup's memory limit (bytes).
-    Cgroup(u64),
-    /// A fraction ([`RAM_FRACTION`]) of the machine's RAM (bytes).
-    Ram(u64),
-    /// Nothing could be read: [`FALLBACK_LIMIT`].
-    Fallback,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Source::Flag => write!(f, "--memory-limit"),
-            Source::Cgroup(max) => write!(
-                f,
-                "{}/{} of the cgroup's memory limit {} (MemoryMax=)",
-                CGROUP_FRACTION.0,
-                CGROUP_FRACTION.1,
-                Size(max as usize)
-            ),
-            Source::Ram(ram) => write!(
-                f,
-                "{}/{} of the machine's {} of RAM",
-                RAM_FRACTION.0,
-                RAM_FRACTION.1,
-                Size(ram as usize)
-            ),
-            Source::Fallback => write!(f, "a fallback: the machine's RAM is unknown"),
-        }
-    }
-}
-
-/// The budget's size when `--memory-limit` is not given: from the cgroup's memory
-/// limit if there is one below the RAM, else from the RAM.
-pub fn machine_limit() -> (usize, Source) {
-    let ram = capacity::total_ram();
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let cgroup = capacity::cgroup_memory_max(&cgroups, |path| std::fs::read_to_string(path).ok())
-        // cgroup v1 says "no limit" with a huge number.
-        .filter(|max| ram.is_none_or(|ram| *max < ram));
-    let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(MIN_LIMIT);
-    match (cgroup, ram) {
-        (Some(max), _) => (
-            bytes(max / CGROUP_FRACTION.1 * CGROUP_FRACTION.0),
-            Source::Cgroup(max),
-        ),
-        (None, Some(ram)) => (
-            bytes(ram / RAM_FRACTION.1 * RAM_FRACTION.0),
-            Source::Ram(ram),
-        ),
-        (None, None) => (FALLBACK_LIMIT, Source::Fallback),
-    }
-}
-
-/// Buffers at least this large get memory mappings of their own from the allocator.
-pub const MMAP_THRESHOLD: usize = 256 * 1024;
-
-/// Makes freed large buffers go back to the operating system at once (glibc only;
-/// call it before any thread starts). By default glibc raises its threshold for
-/// mapping a buffer on its own after each large free, up to 32 MiB; from then on
-/// 1 MiB messages come from the heap, whose freed space the process keeps, and its
-/// memory would stay at its peak long after the budget was given back. A fixed
-/// threshold of [`MMAP_THRESHOLD`] keeps every large buffer in its own mapping.
-/// (Not lower: mapping and unmapping every 64 KiB message cost a third of the
-/// 64 KiB echo benchmark.)
-pub fn return_large_buffers_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's tuning; it is called at start-up.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-    }
-}
-
-/// Bytes shown the way people write them: `256 MiB`, `1.5 GiB`, `300 B`.
-#[derive(Clone, Copy, Debug)]
-pub struct Size(pub usize);
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        for (unit, name) in units {
-            if self.0 >= unit {
-                let value = self.0 as f64 / unit as f64;
-                return if self.0 % unit == 0 {
-                    write!(f, "{} {name}", self.0 / unit)
-                } else {
-                    write!(f, "{value:.1} {name}")
-                };
-            }
-        }
-        write!(f, "{} B", self.0)
-    }
-}
 
 /// The budget: what is charged, by category, against one limit. Shared by every
 /// thread (atomics; a mutex only for readers waiting for memory to be freed).
@@ -393,120 +284,6 @@ impl Budget {
         }
         self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Bytes charged to the budget, given back when dropped.
-#[derive(Debug)]
-pub struct Reservation {
-    budget: Arc<Budget>,
-    category: Category,
-    bytes: usize,
-}
-
-impl Reservation {
-    /// Bytes charged.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Charges `more` bytes too, if they fit; `false` (and nothing more charged) if not.
-    pub fn try_grow(&mut self, more: usize) -> bool {
-        let fits = self.budget.charge(self.category, more);
-        if fits {
-            self.bytes += more;
-        }
-        fits
-    }
-
-    /// Charges `more` bytes, asking the hub to free memory and waiting up to `wait`
-    /// when they do not fit at once. A refusal is counted.
-    pub fn grow_within(&mut self, more: usize, wait: Duration) -> bool {
-        if self.try_grow(more) {
-            return true;
-        }
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            // Asked again each round: what the hub freed may have gone to others.
-            self.budget.ask_reclaim();
-            self.budget.wait_for_release(deadline);
-            if self.try_grow(more) {
-                return true;
-            }
-        }
-        self.budget.refused.fetch_add(1, Ordering::Relaxed);
-        false
-    }
-
-    /// Gives back all but `bytes` (no-op when it holds fewer).
-    pub fn shrink_to(&mut self, bytes: usize) {
-        if bytes < self.bytes {
-            self.budget.release(self.category, self.bytes - bytes);
-            self.bytes = bytes;
-        }
-    }
-
-    /// Makes this charge exactly `bytes`: gives back the difference, or charges it
-    /// whether or not it fits (a few bytes of framing for bytes that exist already).
-    pub fn settle(&mut self, bytes: usize) {
-        if bytes < self.bytes {
-            self.shrink_to(bytes);
-        } else if bytes > self.bytes {
-            let extra = self.budget.force(self.category, bytes - self.bytes);
-            self.bytes = bytes;
-            std::mem::forget(extra); // now part of this charge
-        }
-    }
-
-    /// Moves `bytes` of this charge to `category` as a reservation of its own (what
-    /// was being read is now a message). The total does not change, so only the two
-    /// categories' counts are touched. If this holds fewer, the rest is charged anyway:
-    /// the bytes exist already.
-    pub fn split_into(&mut self, category: Category, bytes: usize) -> Reservation {
-        let moved = bytes.min(self.bytes);
-        let counts = &self.budget.by_category;
-        counts[self.category.index()].fetch_sub(moved, Ordering::Relaxed);
-        counts[category.index()].fetch_add(moved, Ordering::Relaxed);
-        self.bytes -= moved;
-        let mut split = Reservation {
-            budget: Arc::clone(&self.budget),
-            category,
-            bytes: moved,
-        };
-        split.settle(bytes);
-        split
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.release(self.category, self.bytes);
-    }
-}
-
-/// Parses a size: bytes, or a number with `KiB`, `MiB`, `GiB` (or `K`, `M`, `G`,
-/// `KB`, `MB`, `GB`, all powers of 1024), as in `256MiB` or `1.5 GiB`.
-pub fn parse_size(text: &str) -> Option<usize> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1u64,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    let bytes = if let Ok(whole) = number.parse::<u64>() {
-        whole.checked_mul(unit)?
-    } else {
-        let value: f64 = number.parse().ok()?;
-        let bytes = value * unit as f64;
-        (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)?
-    };
-    usize::try_from(bytes).ok()
 }
 
 #[cfg(test)]
