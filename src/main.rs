@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         eprintln!("threadcast: cannot start logging: {e}");
     }
 
-    // Memory the budget gives back must leave the process too (see budget.rs).
+    // Memory the budget gives back must leave the process too (see budget/machine.rs).
     threadcast::budget::return_large_buffers_to_the_system();
     // One descriptor per connection: use all the operating system allows us.
     if let Some(files) = threadcast::capacity::raise_fd_limit() {

@@ -1,5 +1,5 @@
 //! What the hub does when the memory budget runs high: it closes the members that are
-//! far behind, then trims the oldest history across all rooms (see `budget.rs` for
+//! far behind, then trims the oldest history across all rooms (see `budget/mod.rs` for
 //! the whole policy).
 
 use std::sync::atomic::Ordering;
