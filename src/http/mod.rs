@@ -16,6 +16,7 @@
 //! [`endpoints`], [`files`].
 
 pub mod body;
+pub mod bounded_body;
 pub mod browser;
 pub mod endpoints;
 pub mod files;

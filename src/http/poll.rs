@@ -9,7 +9,7 @@
 //!
 //! The answer is written as it is produced, through a bounded buffer
 //! ([`BoundedBody`]): a poll of a whole history costs the server at most
-//! [`BODY_BOUND`](crate::http::sse::BODY_BOUND) bytes of JSON at a time, even when the client
+//! [`BODY_BOUND`](crate::http::bounded_body::BODY_BOUND) bytes of JSON at a time, even when the client
 //! never reads it. Short answers still go out whole with a `Content-Length`; longer
 //! ones are chunked (HTTP/1.1) or end with the connection (HTTP/1.0).
 
@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use crate::budget::Budget;
 use crate::context::Shared;
+use crate::http::bounded_body::{BoundedBody, Framing, Patience, response_head};
 use crate::http::endpoints::request_token;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
-use crate::http::sse::{BoundedBody, Framing, Patience, response_head};
 use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
 use crate::limit::Slot;
@@ -178,7 +178,7 @@ fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
 /// Writes the answer within [`ANSWER_TIMEOUT`], as it is produced: a short one whole
 /// with its `Content-Length`, a long one (a large history, six times its size as
 /// JSON when it is full of control characters) in pieces of at most
-/// [`BODY_BOUND`](crate::http::sse::BODY_BOUND) bytes, framed as `framing` says.
+/// [`BODY_BOUND`](crate::http::bounded_body::BODY_BOUND) bytes, framed as `framing` says.
 fn send(
     stream: &Stream,
     answer: &Answer,

@@ -15,7 +15,7 @@
 //! that. [`write_message_json`] therefore never builds the whole form: it writes the
 //! payload to its destination piece by piece (runs of plain text as they are, escapes
 //! one by one, base64 [`BASE64_PIECE_BYTES`] at a time), and SSE and long polling pass
-//! the pieces through a bounded buffer (`sse::BoundedBody`).
+//! the pieces through a bounded buffer (`http::bounded_body::BoundedBody`).
 
 use std::fmt;
 
