@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use threadcast::Server;
-use threadcast::config::{self, Command};
+use threadcast::config::{self, Invocation};
 
 /// Exit status for a bad command line, as is customary for usage errors.
 const EXIT_USAGE: u8 = 2;
@@ -16,12 +16,12 @@ fn main() -> ExitCode {
     // not UTF-8, which `parse_args` reports as a usage error instead.
     let command = config::parse_args(std::env::args_os().skip(1), |name| std::env::var_os(name));
     let (config, log_spec) = match command {
-        Ok(Command::Run(config, log_spec)) => (*config, log_spec),
-        Ok(Command::Help) => {
+        Ok(Invocation::Run(config, log_spec)) => (*config, log_spec),
+        Ok(Invocation::Help) => {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Version) => {
+        Ok(Invocation::Version) => {
             println!("threadcast {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }

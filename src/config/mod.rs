@@ -253,7 +253,7 @@ impl Default for Config {
 
 /// What the command line asked for: run with a config, or print help/version.
 #[derive(Debug)]
-pub enum Command {
+pub enum Invocation {
     /// Start the server, logging what the spec asks for.
     Run(Box<Config>, LogSpec),
     /// Print `--help` and exit 0.
@@ -324,12 +324,12 @@ mod tests {
     use super::*;
     use std::ffi::OsString;
 
-    fn parse(args: &[&str]) -> Result<Command, UsageError> {
+    fn parse(args: &[&str]) -> Result<Invocation, UsageError> {
         parse_args(args.iter().copied(), |_| None)
     }
 
     /// Parses `args` with only the environment variables in `vars` set.
-    fn parse_with_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Command, UsageError> {
+    fn parse_with_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Invocation, UsageError> {
         parse_args(args.iter().copied(), |name| {
             vars.iter()
                 .find(|(var, _)| *var == name)
@@ -340,7 +340,7 @@ mod tests {
     /// The log spec `args` and `vars` ask for.
     fn log_spec(args: &[&str], vars: &[(&str, &str)]) -> Result<LogSpec, UsageError> {
         match parse_with_env(args, vars)? {
-            Command::Run(_, spec) => Ok(spec),
+            Invocation::Run(_, spec) => Ok(spec),
             other => panic!("expected a config, got {other:?}"),
         }
     }
@@ -354,7 +354,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         match parse(args) {
-            Ok(Command::Run(c, _)) => *c,
+            Ok(Invocation::Run(c, _)) => *c,
             other => panic!("expected a config, got {other:?}"),
         }
     }
@@ -489,7 +489,7 @@ mod tests {
     fn tls_flags_go_together_and_need_the_feature() {
         let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
         if cfg!(feature = "tls") {
-            let Ok(Command::Run(c, _)) = both else {
+            let Ok(Invocation::Run(c, _)) = both else {
                 panic!("{both:?}")
             };
             assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
@@ -510,13 +510,13 @@ mod tests {
             (k == TOKEN_ENV).then(|| "s3cret".into())
         });
         match from_env {
-            Ok(Command::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("s3cret")),
+            Ok(Invocation::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("s3cret")),
             other => panic!("{other:?}"),
         }
         assert_eq!(config(&["--token", "abc"]).token.as_deref(), Some("abc"));
         // The flag wins, and the variable is then not even read: its emptiness is moot.
         match parse_with_env(&["--token", "abc"], &[(TOKEN_ENV, "")]) {
-            Ok(Command::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("abc")),
+            Ok(Invocation::Run(c, _)) => assert_eq!(c.token.as_deref(), Some("abc")),
             other => panic!("{other:?}"),
         }
     }
@@ -694,7 +694,7 @@ mod tests {
         });
         if cfg!(feature = "redis") {
             match from_env {
-                Ok(Command::Run(c, _)) => {
+                Ok(Invocation::Run(c, _)) => {
                     assert_eq!(c.redis_url.as_deref(), Some("redis://:pw@127.0.0.1:6379"));
                 }
                 other => panic!("{other:?}"),

@@ -8,7 +8,7 @@ use super::values::{
     parse_addr, parse_bytes, parse_count, parse_feed, parse_log_spec, parse_memory_limit,
     parse_origin, parse_redis_url, parse_token, parse_ws_url, tls_file,
 };
-use super::{AuthMode, Command, Config, REDIS_ENV, TOKEN_ENV, UsageError, parse_duration};
+use super::{AuthMode, Config, Invocation, REDIS_ENV, TOKEN_ENV, UsageError, parse_duration};
 use crate::logging::LogSpec;
 
 /// Parses the command line (without the program name), as the operating system gives
@@ -19,7 +19,7 @@ use crate::logging::LogSpec;
 pub fn parse_args<I, S>(
     args: I,
     env: impl Fn(&str) -> Option<OsString>,
-) -> Result<Command, UsageError>
+) -> Result<Invocation, UsageError>
 where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
@@ -41,8 +41,8 @@ where
                 .ok_or_else(|| UsageError(format!("{flag} needs a value")))
         };
         match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
+            "-h" | "--help" => return Ok(Invocation::Help),
+            "-V" | "--version" => return Ok(Invocation::Version),
             "--http" => config.http_addr = parse_addr(&flag, &value()?)?,
             "--ws" => config.ws_addr = Some(parse_addr(&flag, &value()?)?),
             "--public" => config.public_dir = PathBuf::from(value()?),
@@ -104,7 +104,7 @@ where
         None => log_spec_from_env(&env)?,
     };
     config.validate()?;
-    Ok(Command::Run(Box::new(config), log_spec))
+    Ok(Invocation::Run(Box::new(config), log_spec))
 }
 
 /// The arguments as text. One that is not UTF-8 is named by its position, counted
