@@ -61,7 +61,7 @@ FLAGS:
                            connections get 503 (see README, Capacity and memory)
                            [default: half the cgroup's memory.max, else a quarter
                            of the RAM]
-  --ping-interval DUR      ping an idle peer this often          [default: {ping}]
+  --ping-interval DUR      ping every peer this often            [default: {ping}]
   --pong-timeout DUR       drop a peer silent this long          [default: {pong}]
   --handshake-timeout DUR  deadline for a request head (and TLS handshake), and for
                            the token under --auth first-message  [default: {hs}]

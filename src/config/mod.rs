@@ -37,7 +37,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// hostile client cannot make us buffer much.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-/// How often the writer pings an idle peer (gorilla's `pingPeriod`). Under the 30–60 s
+/// How often the writer pings each peer, on a schedule even while data flows
+/// (gorilla's `pingPeriod`). Under the 30–60 s
 /// idle timeouts of common proxies and NAT boxes, so the connection stays open.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 
@@ -54,7 +55,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Messages that may wait for one connection's writer. A client that falls this far
 /// behind a room is a slow consumer and is disconnected (close 1008). The queue's
-/// slots are reserved up front (16 bytes each), so this is also idle memory.
+/// slots are reserved up front (24 bytes each: a 16-byte `Outgoing` and the slot's
+/// stamp), so this is also idle memory.
 pub const DEFAULT_SEND_QUEUE: usize = 128;
 
 /// Connections one client address may hold open at once (WebSockets, SSE streams,

@@ -66,10 +66,9 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
         return Err(Reply::text(401, "missing or wrong token"));
     }
     let Some(slot) = shared.limit.try_acquire() else {
-        let full = format!(
-            "server full: {} connections open",
-            shared.config.max_connections
-        );
+        // The limit in force: --max-connections as lowered at start-up to what the
+        // machine allows.
+        let full = format!("server full: {} connections open", shared.limit.max());
         return Err(Reply::text(503, &full));
     };
     if let Some(busy) = shared.memory_refusal() {

@@ -1,7 +1,7 @@
 //! A tiny JSON *writer* for the few flat objects the server sends (`/config.json`,
 //! `/stats`, control frames, room messages over SSE and long polling). Writing JSON
-//! needs only correct string escaping, so a dozen lines here replace a serialization
-//! framework and keep the dependency tree small.
+//! needs only correct string escaping (RFC 8259 §7), so this one file replaces a
+//! serialization framework and keeps the dependency tree small.
 //!
 //! Strings can also be written piece by piece to any [`fmt::Write`] ([`write_string`]):
 //! a replay of a whole history is escaped straight into a bounded buffer that is sent

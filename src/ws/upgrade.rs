@@ -35,10 +35,9 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         Err(rejection) => return refuse(stream, peer, &head, &rejection),
     };
     let Some(_slot) = shared.limit.try_acquire() else {
-        let full = format!(
-            "server full: {} connections open",
-            shared.config.max_connections
-        );
+        // The limit in force: --max-connections as lowered at start-up to what the
+        // machine allows.
+        let full = format!("server full: {} connections open", shared.limit.max());
         return refuse(stream, peer, &head, &Rejection::new(503, full));
     };
     if let Some(busy) = shared.memory_refusal() {
