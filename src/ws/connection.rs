@@ -41,15 +41,14 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
 use super::close::{finish, linger};
-use super::reader::{InputLimits, READ_BUFFER_BYTES, ReadHalf, authenticate, read_loop};
+use super::reader::{InputLimits, READ_BUFFER_BYTES, ReadHalf, Routes, authenticate, read_loop};
 use super::writer::{Inbox, WRITE_BUFFER_BYTES, WriteHalf, write_loop};
-use crate::budget::{Budget, Category};
+use crate::budget::Budget;
 use crate::hub::{Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Outgoing, Subscriber};
 use crate::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 use crate::stream::Stream;
-use crate::ws::edges::FrameEdges;
 
 /// The per-connection settings taken from the server's `Config`.
 #[derive(Debug)]
@@ -108,141 +107,208 @@ pub fn serve(
     mut settings: Settings,
 ) -> Option<u16> {
     let stream = Arc::new(stream);
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(settings.max_message_bytes))
-        .max_frame_size(Some(settings.max_message_bytes));
+    set_timeouts(id, &stream, &settings)?;
+    let config = socket_config(&settings);
+    let raw = !matches!(destination, Destination::Room { raw: false, .. });
+    let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
+    let (subscriber, queue) = Subscriber::new(send_queue, send_bytes, raw, &counters);
+    let inbox = Inbox {
+        queue,
+        close: Arc::clone(&subscriber.close),
+    };
+    let writer = start_writer(id, &stream, inbox, &counters, config, &settings, raw)?;
 
-    // Socket timeouts do the timing, so no extra timer thread is needed: a read that
-    // sees nothing for `pong_timeout` fails, and so does a write stuck for WRITE_TIMEOUT.
-    if let Err(e) = stream
+    let mut input = ReadHalf::new(&stream, &settings.budget, config, &leftover);
+    let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
+    let tx = subscriber.tx.clone();
+    let admitted = admit(id, &mut ctx, &mut input, &subscriber, &hub, &settings);
+    drop(settings.unauthenticated.take()); // authenticated (or leaving): not waiting any more
+    let connection = Reader {
+        id,
+        hub: &hub,
+        to_writer: &tx,
+        counters: &counters,
+    };
+    // A client refused at authentication never joins: dropping its `subscriber` (and
+    // with it the writer's queue sender) ends the writer at once, freeing the slot.
+    if admitted {
+        connection.member(subscriber, &destination, &settings, (&mut ctx, &mut input));
+    } else {
+        drop(subscriber);
+    }
+    drop(tx);
+    writer.join().ok().flatten()
+}
+
+/// Socket timeouts do the timing, so no extra timer thread is needed: a read that
+/// sees nothing for `pong_timeout` fails, and so does a write stuck for WRITE_TIMEOUT.
+fn set_timeouts(id: ConnId, stream: &Stream, settings: &Settings) -> Option<()> {
+    let set = stream
         .set_read_timeout(Some(settings.pong_timeout))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
-    {
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
+    if let Err(e) = set {
         log::debug!("connection {id}: cannot set socket timeouts: {e}");
         return None;
     }
+    Some(())
+}
 
-    let (room, raw, resume) = match &destination {
-        Destination::Room { name, raw, resume } => (Some(name.clone()), *raw, resume.clone()),
-        Destination::Echo => (None, true, Resume::Live),
-    };
-    let (subscriber, rx) = Subscriber::new(
-        settings.send_queue,
-        settings.send_queue_bytes,
-        raw,
-        &counters,
-    );
-    let backlog = Arc::clone(&subscriber.backlog);
-    let tx = subscriber.tx.clone();
-    let close = Arc::clone(&subscriber.close);
+/// tungstenite's settings for both halves: our buffer sizes and message limit.
+fn socket_config(settings: &Settings) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes))
+}
 
-    let writer = {
-        let out = WriteHalf::new(Arc::clone(&stream), Arc::clone(&close));
-        // The writer never reads: its context needs no read buffer.
-        let ctx = WebSocketContext::new(Role::Server, Some(ws_config.read_buffer_size(0)));
-        let counters = Arc::clone(&counters);
-        let ping_interval = settings.ping_interval;
-        thread::Builder::new()
-            .name(format!("ws-write-{id}"))
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || {
-                let inbox = Inbox { queue: rx, close };
-                write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw)
-            })
-    };
-    let writer = match writer {
-        Ok(handle) => handle,
+/// Starts the writer thread, the only one that will write to `stream`.
+fn start_writer(
+    id: ConnId,
+    stream: &Arc<Stream>,
+    inbox: Inbox,
+    counters: &Arc<Counters>,
+    config: WebSocketConfig,
+    settings: &Settings,
+    raw: bool,
+) -> Option<thread::JoinHandle<Option<u16>>> {
+    let out = WriteHalf::new(Arc::clone(stream), Arc::clone(&inbox.close));
+    // The writer never reads: its context needs no read buffer.
+    let ctx = WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)));
+    let counters = Arc::clone(counters);
+    let ping_interval = settings.ping_interval;
+    let started = thread::Builder::new()
+        .name(format!("ws-write-{id}"))
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw));
+    match started {
+        Ok(handle) => Some(handle),
         Err(e) => {
             log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
-            return None;
+            None
         }
-    };
+    }
+}
 
-    let mut input = ReadHalf {
-        stream: Arc::clone(&stream),
-        reading: settings.budget.force(Category::Reading, 0),
-        short: false,
-        edges: FrameEdges::default(),
-        config: ws_config,
+/// Under `--auth first-message`, waits for the token (a loner in the hub meanwhile, so
+/// that a shutdown closes it with 1001 too). `true` when the connection may go on.
+fn admit(
+    id: ConnId,
+    ctx: &mut WebSocketContext,
+    input: &mut ReadHalf,
+    subscriber: &Subscriber,
+    hub: &Sender<Command>,
+    settings: &Settings,
+) -> bool {
+    let Some(policy) = &settings.first_message_auth else {
+        return true;
     };
-    input.edges.saw(&leftover); // bytes the client sent right behind its handshake
-    let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(ws_config));
-    let admitted = match &settings.first_message_auth {
-        Some(policy) => {
-            // While it waits for its token the connection is known to the hub as a
-            // loner (in no room), so that a shutdown closes it with 1001 too.
-            let waiting = Command::Join {
-                id,
-                room: None,
-                subscriber: subscriber.clone(),
-                resume: Resume::Live,
-            };
-            let timeouts = (settings.handshake_timeout, settings.pong_timeout);
-            hub.send(waiting).is_ok() && {
-                let ok = authenticate(id, &mut ctx, &mut input, policy, &tx, timeouts);
-                let _ = hub.send(Command::Leave {
-                    id,
-                    room: None,
-                    done: None,
-                });
-                ok
-            }
-        }
-        None => true,
-    };
-    drop(settings.unauthenticated.take()); // authenticated (or leaving): not waiting any more
-    let join = Command::Join {
+    let waiting = Command::Join {
         id,
-        room: room.clone(),
-        subscriber,
-        resume,
+        room: None,
+        subscriber: subscriber.clone(),
+        resume: Resume::Live,
     };
-    // A client refused at authentication never joins: dropping its `Join` (and with
-    // it the writer's queue sender) ends the writer at once, freeing the slot.
-    let join = admitted.then_some(join);
-    if join.is_some_and(|join| hub.send(join).is_ok()) {
+    if hub.send(waiting).is_err() {
+        return false;
+    }
+    let timeouts = (settings.handshake_timeout, settings.pong_timeout);
+    let admitted = authenticate(id, ctx, input, policy, &subscriber.tx, timeouts);
+    let leave = Command::Leave {
+        id,
+        room: None,
+        done: None,
+    };
+    let _ = hub.send(leave);
+    admitted
+}
+
+/// The reader's side of one connection: who it is and where it sends things.
+struct Reader<'a> {
+    id: ConnId,
+    hub: &'a Sender<Command>,
+    to_writer: &'a Sender<Outgoing>,
+    counters: &'a Counters,
+}
+
+impl Reader<'_> {
+    /// Joins the room (or the hub's loners, for echo), reads until the connection
+    /// ends, leaves, and tells the writer how it ends.
+    fn member(
+        &self,
+        subscriber: Subscriber,
+        destination: &Destination,
+        settings: &Settings,
+        (ctx, input): (&mut WebSocketContext, &mut ReadHalf),
+    ) {
+        let (room, resume) = match destination {
+            Destination::Room { name, resume, .. } => (Some(name.clone()), resume.clone()),
+            Destination::Echo => (None, Resume::Live),
+        };
+        let backlog = Arc::clone(&subscriber.backlog);
+        let join = Command::Join {
+            id: self.id,
+            room: room.clone(),
+            subscriber,
+            resume,
+        };
+        if self.hub.send(join).is_err() {
+            return self.hub_gone(ctx, input);
+        }
         // Should this thread panic, the guard still takes the connection out of its
         // room; the writer then ends when its queue has no senders left.
         let _leave_on_panic = LeaveOnPanic {
-            id,
+            id: self.id,
             room: room.clone(),
-            hub: &hub,
+            hub: self.hub,
         };
-        let limits = InputLimits {
-            rate: RateLimit::per_second(settings.max_messages_per_second),
-            counters: &counters,
-            backlog: &backlog,
+        let mut routes = Routes {
+            id: self.id,
+            destination,
+            to_writer: self.to_writer,
+            hub: self.hub,
+            limits: InputLimits {
+                rate: RateLimit::per_second(settings.max_messages_per_second),
+                counters: self.counters,
+                backlog: &backlog,
+            },
         };
-        let end = read_loop(id, &mut ctx, &mut input, &destination, &tx, &hub, limits);
-        // Leave the room and wait until the hub confirms. Every message published
-        // before that moment is then already in our writer's queue, so the close frame
-        // we queue next cannot overtake a message the peer is owed.
+        let end = read_loop(ctx, input, &mut routes);
+        self.leave_and_wait(room);
+        finish(self.id, end, self.to_writer, ctx, input);
+    }
+
+    /// Leaves the room and waits until the hub confirms. Every message published
+    /// before that moment is then already in our writer's queue, so the close frame
+    /// queued next cannot overtake a message the peer is owed.
+    fn leave_and_wait(&self, room: Option<String>) {
         let (left_tx, left_rx) = crossbeam_channel::bounded(1);
         let leave = Command::Leave {
-            id,
+            id: self.id,
             room,
             done: Some(left_tx),
         };
-        if hub.send(leave).is_ok() {
+        if self.hub.send(leave).is_ok() {
             let _ = left_rx.recv_timeout(HUB_REPLY_TIMEOUT);
         }
-        finish(id, end, &tx, &mut ctx, &mut input);
-    } else if admitted {
-        // The hub is gone: the server is stopping, and this client's handshake finished
-        // just as it began. It is told so like everyone else (1001), and its close
-        // reply is read so the kernel does not reset our close frame away.
+    }
+
+    /// The hub is gone: the server is stopping, and this client's handshake finished
+    /// just as it began. It is told so like everyone else (1001), and its close reply
+    /// is read so the kernel does not reset our close frame away.
+    fn hub_gone(&self, ctx: &mut WebSocketContext, input: &mut ReadHalf) {
         let away = CloseFrame {
             code: CloseCode::Away,
             reason: "server shutting down".into(),
         };
-        if tx.send(Outgoing::Close(Box::new(Some(away)))).is_ok() {
-            linger(&mut ctx, &mut input);
+        if self
+            .to_writer
+            .send(Outgoing::Close(Box::new(Some(away))))
+            .is_ok()
+        {
+            linger(ctx, input);
         }
     }
-    drop(tx);
-    writer.join().ok().flatten()
 }
 
 /// Sends `Leave` for a reader thread that is unwinding from a panic.

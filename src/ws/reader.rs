@@ -16,7 +16,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 
 use super::close::linger;
 use super::connection::Destination;
-use crate::budget::{Category, RECLAIM_WAIT, Reservation};
+use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
 use crate::hub::{Command, ConnId, Counters, Echo, Outgoing, SLOW_CONSUMER_REASON};
 use crate::limit::RateLimit;
 use crate::protocol::envelope;
@@ -118,6 +118,25 @@ pub(super) struct ReadHalf {
 }
 
 impl ReadHalf {
+    /// The reader's side of `stream`, whose first bytes (`leftover`, sent right behind
+    /// the handshake) are already read; its charges go to `budget`.
+    pub(super) fn new(
+        stream: &Arc<Stream>,
+        budget: &Arc<Budget>,
+        config: WebSocketConfig,
+        leftover: &[u8],
+    ) -> ReadHalf {
+        let mut edges = FrameEdges::default();
+        edges.saw(leftover);
+        ReadHalf {
+            stream: Arc::clone(stream),
+            reading: budget.force(Category::Reading, 0),
+            short: false,
+            edges,
+            config,
+        }
+    }
+
     /// A complete message of `bytes` arrived: its charge, now a message's.
     pub(super) fn take_message(&mut self, bytes: usize) -> Reservation {
         let charge = self
@@ -184,109 +203,162 @@ pub(super) enum ReadEnd {
     Fail(CloseFrame),
 }
 
+/// Where the reader sends what it reads, and what bounds it.
+pub(super) struct Routes<'a> {
+    /// The connection.
+    pub(super) id: ConnId,
+    /// Echo, or a room.
+    pub(super) destination: &'a Destination,
+    /// The connection's own writer (pongs, echoes, the close frame).
+    pub(super) to_writer: &'a Sender<Outgoing>,
+    /// The hub (publishes).
+    pub(super) hub: &'a Sender<Command>,
+    /// The message rate, the counters, the echo backlog.
+    pub(super) limits: InputLimits<'a>,
+}
+
 /// Reads messages until the connection ends: data goes to its destination, and each
 /// control frame that needs an answer is queued for the writer.
 pub(super) fn read_loop(
-    id: ConnId,
     ctx: &mut WebSocketContext,
     input: &mut ReadHalf,
-    destination: &Destination,
-    to_writer: &Sender<Outgoing>,
-    hub: &Sender<Command>,
-    mut limits: InputLimits,
+    routes: &mut Routes,
 ) -> ReadEnd {
-    let counters = limits.counters;
     loop {
         let message = match ctx.read(input) {
             Ok(message) => message,
-            Err(_) if input.short => {
-                input.message_done();
-                return ReadEnd::Fail(CloseFrame {
-                    code: CloseCode::Again,
-                    reason: BUDGET_CLOSE_REASON.into(),
-                });
-            }
-            Err(e) => return classify(e),
+            Err(e) => return input.failed(e),
         };
-        let charge = match &message {
+        let step = match message {
             Message::Text(_) | Message::Binary(_) => {
-                // A large message leaves tungstenite holding a buffer of its size for
-                // good; a fresh context has a small one. Safe now: no byte of the
-                // next frame has been read (see `edges.rs`).
-                if input.edges.at_edge_after_large() {
-                    *ctx = WebSocketContext::new(Role::Server, Some(input.config));
-                    input.edges.reset();
-                }
-                Some(input.take_message(message.len()))
+                let charge = input.take_data(ctx, message.len());
+                routes.deliver(message, charge)
             }
-            _ => {
+            control => {
                 input.message_done();
-                None
+                routes.answer(control)
             }
         };
-        let delivered = match (message, charge) {
-            (message @ (Message::Text(_) | Message::Binary(_)), Some(charge)) => {
-                counters.messages_in.fetch_add(1, Ordering::Relaxed);
-                match destination {
-                    // Blocking send: if the client sends faster than it reads its echoes,
-                    // the queue fills and we stop reading, and TCP slows the client down.
-                    // A client that lets more bytes than its queue's share pile up is a
-                    // slow consumer, as in a room.
-                    Destination::Echo => {
-                        if !limits.backlog.add(message.len()) {
-                            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                            return ReadEnd::Fail(CloseFrame {
-                                code: CloseCode::Policy,
-                                reason: SLOW_CONSUMER_REASON.into(),
-                            });
-                        }
-                        let echo = Echo { message, charge };
-                        to_writer.send(Outgoing::Message(Box::new(echo))).is_ok()
-                    }
-                    Destination::Room { name, raw, .. } => {
-                        // A room's messages cost every member: a client publishing
-                        // faster than its allowance is closed (1008).
-                        if !limits.rate.allow(Instant::now()) {
-                            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                            let per_second = limits.rate.per_second_limit();
-                            return ReadEnd::Fail(CloseFrame {
-                                code: CloseCode::Policy,
-                                reason: format!("more than {per_second} messages per second")
-                                    .into(),
-                            });
-                        }
-                        // An enveloped client may name its message (`cid:<id>` line) so
-                        // the room can drop a resent copy; raw clients are never parsed.
-                        let (cid, message) = if *raw {
-                            (None, message)
-                        } else {
-                            envelope::split_client_id(message)
-                        };
-                        let publish = Command::Publish {
-                            room: name.clone(),
-                            message,
-                            cid,
-                            from: Some(id),
-                            reply: None,
-                            charge,
-                        };
-                        hub.send(publish).is_ok()
-                    }
-                }
+        match step {
+            Ok(true) => {}
+            // The writer has stopped (the server is closing this connection).
+            Ok(false) => return ReadEnd::Done,
+            Err(end) => return end,
+        }
+    }
+}
+
+impl ReadHalf {
+    /// A data message of `bytes` is complete: its charge. A large message leaves
+    /// tungstenite holding a buffer of its size for good, so the connection gets a
+    /// fresh context now, which is safe: no byte of the next frame has been read
+    /// (see `edges.rs`).
+    fn take_data(&mut self, ctx: &mut WebSocketContext, bytes: usize) -> Reservation {
+        if self.edges.at_edge_after_large() {
+            *ctx = WebSocketContext::new(Role::Server, Some(self.config));
+            self.edges.reset();
+        }
+        self.take_message(bytes)
+    }
+
+    /// How the connection ends after a read error: close 1013 if the memory budget
+    /// could not take what was read, else what the error means (`classify`).
+    fn failed(&mut self, error: WsError) -> ReadEnd {
+        if !self.short {
+            return classify(error);
+        }
+        self.message_done();
+        ReadEnd::Fail(CloseFrame {
+            code: CloseCode::Again,
+            reason: BUDGET_CLOSE_REASON.into(),
+        })
+    }
+}
+
+impl Routes<'_> {
+    /// Sends a data message where it goes. `Ok(false)`: the writer or the hub has
+    /// stopped; `Err`: the client broke a limit and the connection fails.
+    fn deliver(&mut self, message: Message, charge: Reservation) -> Result<bool, ReadEnd> {
+        let counters = self.limits.counters;
+        counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        match self.destination {
+            Destination::Echo => self.echo(message, charge),
+            Destination::Room { name, raw, .. } => {
+                let (name, raw) = (name.clone(), *raw);
+                self.publish(name, raw, message, charge)
             }
-            // RFC 6455 §5.5.2: answer a ping with a pong carrying the same payload. It
-            // takes its turn in the queue, so it never splits a message on the wire.
-            (Message::Ping(payload), _) => {
-                to_writer.send(Outgoing::Pong(Box::new(payload))).is_ok()
-            }
-            // A pong needs no answer: having read it already reset our read deadline.
-            (Message::Pong(_), _) => true,
-            (Message::Close(frame), _) => return ReadEnd::PeerClosed(frame),
-            // Raw frames are never returned by read(); data always has its charge.
-            (Message::Frame(_) | Message::Text(_) | Message::Binary(_), _) => true,
+        }
+    }
+
+    /// Back to this connection's writer. Blocking send: if the client sends faster
+    /// than it reads its echoes, the queue fills and we stop reading, and TCP slows
+    /// the client down. A client that lets more bytes than its queue's share pile up
+    /// is a slow consumer, as in a room.
+    fn echo(&self, message: Message, charge: Reservation) -> Result<bool, ReadEnd> {
+        if !self.limits.backlog.add(message.len()) {
+            let counters = self.limits.counters;
+            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            return Err(ReadEnd::Fail(CloseFrame {
+                code: CloseCode::Policy,
+                reason: SLOW_CONSUMER_REASON.into(),
+            }));
+        }
+        let echo = Echo { message, charge };
+        Ok(self
+            .to_writer
+            .send(Outgoing::Message(Box::new(echo)))
+            .is_ok())
+    }
+
+    /// To the hub, for every member of the room. A room's messages cost every member:
+    /// a client publishing faster than its allowance is closed (1008).
+    fn publish(
+        &mut self,
+        room: String,
+        raw: bool,
+        message: Message,
+        charge: Reservation,
+    ) -> Result<bool, ReadEnd> {
+        if !self.limits.rate.allow(Instant::now()) {
+            let counters = self.limits.counters;
+            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let per_second = self.limits.rate.per_second_limit();
+            return Err(ReadEnd::Fail(CloseFrame {
+                code: CloseCode::Policy,
+                reason: format!("more than {per_second} messages per second").into(),
+            }));
+        }
+        // An enveloped client may name its message (`cid:<id>` line) so the room can
+        // drop a resent copy; raw clients are never parsed.
+        let (cid, message) = if raw {
+            (None, message)
+        } else {
+            envelope::split_client_id(message)
         };
-        if !delivered {
-            return ReadEnd::Done; // the writer has stopped (server closing this connection)
+        let publish = Command::Publish {
+            room,
+            message,
+            cid,
+            from: Some(self.id),
+            reply: None,
+            charge,
+        };
+        Ok(self.hub.send(publish).is_ok())
+    }
+
+    /// Answers a control frame. RFC 6455 §5.5.2: a ping gets a pong with the same
+    /// payload; it takes its turn in the writer's queue, so it never splits a message
+    /// on the wire. A pong needs no answer (reading it reset our read deadline). A
+    /// close ends the loop: the writer answers it.
+    fn answer(&self, control: Message) -> Result<bool, ReadEnd> {
+        match control {
+            Message::Ping(payload) => Ok(self
+                .to_writer
+                .send(Outgoing::Pong(Box::new(payload)))
+                .is_ok()),
+            Message::Close(frame) => Err(ReadEnd::PeerClosed(frame)),
+            // Pongs; raw frames are never returned by read().
+            _ => Ok(true),
         }
     }
 }
