@@ -145,20 +145,13 @@ impl Hub {
         match command {
             Command::Join {
                 id,
-                room: Some(name),
+                room,
                 subscriber,
                 resume,
-            } => {
-                self.join(name, id, subscriber, &resume, counters);
-            }
-            Command::Join {
-                id,
-                room: None,
-                subscriber,
-                ..
-            } => {
-                self.loners.insert(id, subscriber);
-            }
+            } => match room {
+                Some(name) => self.join(name, id, subscriber, &resume, counters),
+                None => drop(self.loners.insert(id, subscriber)),
+            },
             command @ Command::Leave { .. } => self.apply_leave(command, counters),
             Command::Publish {
                 room,
@@ -178,30 +171,14 @@ impl Hub {
                     late: false,
                     charge: Some(charge),
                 };
+                // With a link to other instances, the shared store numbers it.
                 match &self.link {
                     Some(link) => forward(link, outbound),
                     None => self.publish_here(outbound, counters),
                 }
             }
             Command::PublishHere(outbound) => self.publish_here(*outbound, counters),
-            Command::Stored(outbound, mut outcome) => {
-                let Outbound {
-                    room,
-                    from,
-                    cid,
-                    reply,
-                    ..
-                } = *outbound;
-                if let Some(room) = self.rooms.get(&room) {
-                    acknowledge(room, from, cid, outcome.id, outcome.duplicate, counters);
-                    if !outcome.duplicate {
-                        outcome.delivered = room.members.len();
-                    }
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
-                }
-            }
+            Command::Stored(outbound, outcome) => self.stored(*outbound, outcome, counters),
             Command::Remote(arrival) => self.arrive(*arrival, counters),
             Command::Loaded {
                 room,

@@ -16,7 +16,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Subscriber, offer};
+use super::{
+    ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Published, Subscriber, acknowledge, offer,
+};
 use crate::hub::cluster::{Arrival, Outbound, ToLink};
 use crate::room::{self, History, Resume};
 
@@ -185,6 +187,32 @@ impl Hub {
             self.join_now(name.clone(), join, counters);
         }
         self.relieve(counters);
+    }
+
+    /// The link's store numbered a message published here: its publisher is told
+    /// (the ack, and the reply of an HTTP publish).
+    pub(super) fn stored(
+        &mut self,
+        outbound: Outbound,
+        mut outcome: Published,
+        counters: &Counters,
+    ) {
+        let Outbound {
+            room,
+            from,
+            cid,
+            reply,
+            ..
+        } = outbound;
+        if let Some(room) = self.rooms.get(&room) {
+            acknowledge(room, from, cid, outcome.id, outcome.duplicate, counters);
+            if !outcome.duplicate {
+                outcome.delivered = room.members.len();
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
     }
 
     /// Keeps a shared message and gives it to the members, unless this instance
