@@ -9,12 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::connection::{self, Destination, Settings};
-use super::handshake::{self, Checks, Rejection, Route};
+use super::handshake::{self, Accepted, Checks, Rejection, Route};
 use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
-use crate::limit::{RequestInProgress, WRITE_TIMEOUT};
+use crate::limit::{RequestInProgress, Slot, WRITE_TIMEOUT};
 use crate::logging;
 use crate::stream::Stream;
 
@@ -34,27 +34,9 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         Ok(accepted) => accepted,
         Err(rejection) => return refuse(stream, peer, &head, &rejection),
     };
-    let Some(_slot) = shared.limit.try_acquire() else {
-        // The limit in force: --max-connections as lowered at start-up to what the
-        // machine allows.
-        let full = format!("server full: {} connections open", shared.limit.max());
-        return refuse(stream, peer, &head, &Rejection::new(503, full));
-    };
-    if let Some(busy) = shared.memory_refusal() {
-        return refuse(stream, peer, &head, &Rejection::new(503, busy));
-    }
-    // Not yet authenticated sockets (--auth first-message) come from a smaller pool of
-    // their own, so they can never take every slot before showing a token.
-    let unauthenticated = if first_message_auth {
-        match shared.unauthenticated.try_acquire() {
-            Some(slot) => Some(slot),
-            None => {
-                let busy = "too many connections waiting to authenticate";
-                return refuse(stream, peer, &head, &Rejection::new(503, busy));
-            }
-        }
-    } else {
-        None
+    let (_slot, unauthenticated) = match take_slots(shared, first_message_auth) {
+        Ok(slots) => slots,
+        Err(rejection) => return refuse(stream, peer, &head, &rejection),
     };
     // The handshake is complete: the socket leaves the registry of requests in
     // progress (unless it was cut off meanwhile to make room for newer ones).
@@ -67,7 +49,63 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         log::debug!("handshake from {peer}: could not send 101: {e}");
         return;
     }
+    let settings = settings(shared, first_message_auth, unauthenticated);
+    run(stream, accepted, (&head, peer), shared, settings);
+}
 
+/// A place among `--max-connections`, and under `--auth first-message` one in the
+/// smaller pool of sockets still waiting to authenticate (so they can never take every
+/// slot before showing a token); 503 when there is none, or no memory to spare.
+fn take_slots(
+    shared: &Shared,
+    first_message_auth: bool,
+) -> Result<(Slot, Option<Slot>), Rejection> {
+    let Some(slot) = shared.limit.try_acquire() else {
+        // The limit in force: --max-connections as lowered at start-up to what the
+        // machine allows.
+        let full = format!("server full: {} connections open", shared.limit.max());
+        return Err(Rejection::new(503, full));
+    };
+    if let Some(busy) = shared.memory_refusal() {
+        return Err(Rejection::new(503, busy));
+    }
+    if !first_message_auth {
+        return Ok((slot, None));
+    }
+    match shared.unauthenticated.try_acquire() {
+        Some(waiting) => Ok((slot, Some(waiting))),
+        None => Err(Rejection::new(
+            503,
+            "too many connections waiting to authenticate",
+        )),
+    }
+}
+
+/// The connection's settings, from the server's configuration.
+fn settings(shared: &Shared, first_message_auth: bool, unauthenticated: Option<Slot>) -> Settings {
+    Settings {
+        ping_interval: shared.config.ping_interval,
+        pong_timeout: shared.config.pong_timeout,
+        max_message_bytes: shared.config.max_message_bytes,
+        max_messages_per_second: shared.config.max_messages_per_second,
+        send_queue: shared.config.send_queue,
+        send_queue_bytes: shared.send_queue_bytes(),
+        budget: Arc::clone(&shared.budget),
+        handshake_timeout: shared.config.handshake_timeout,
+        first_message_auth: first_message_auth.then(|| Arc::clone(&shared.policy)),
+        unauthenticated,
+    }
+}
+
+/// Runs the accepted connection, with an access line when it opens and one when it
+/// closes.
+fn run(
+    stream: Stream,
+    accepted: Accepted,
+    (head, peer): (&Head, SocketAddr),
+    shared: &Shared,
+    settings: Settings,
+) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let destination = match accepted.route {
         Route::Echo => Destination::Echo,
@@ -81,25 +119,15 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
     };
     logging::access(format_args!("{client} WebSocket {id} open {}", head.path()));
     let opened = Instant::now();
-    let settings = Settings {
-        ping_interval: shared.config.ping_interval,
-        pong_timeout: shared.config.pong_timeout,
-        max_message_bytes: shared.config.max_message_bytes,
-        max_messages_per_second: shared.config.max_messages_per_second,
-        send_queue: shared.config.send_queue,
-        send_queue_bytes: shared.send_queue_bytes(),
-        budget: Arc::clone(&shared.budget),
-        handshake_timeout: shared.config.handshake_timeout,
-        first_message_auth: first_message_auth.then(|| Arc::clone(&shared.policy)),
-        unauthenticated,
-    };
+    let hub = shared.hub.clone();
+    let counters = Arc::clone(&shared.counters);
     let code = connection::serve(
         id,
         stream,
         accepted.leftover,
         destination,
-        shared.hub.clone(),
-        Arc::clone(&shared.counters),
+        hub,
+        counters,
         settings,
     );
     let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
