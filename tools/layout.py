@@ -29,6 +29,29 @@ MAX_PATH_FN_LINES = 40
 # The functions a room message passes through, socket to every member's socket, as
 # (file under src/, function name). Kept in step with docs/ARCHITECTURE.md.
 MESSAGE_PATH = [
+    ("door.rs", "accept_loop"),
+    ("door.rs", "admit"),
+    ("door.rs", "handle"),
+    ("ws/upgrade.rs", "upgrade"),
+    ("ws/handshake.rs", "check"),
+    ("ws/connection.rs", "serve"),
+    ("ws/connection.rs", "member"),
+    ("ws/reader.rs", "read_loop"),
+    ("ws/reader.rs", "deliver"),
+    ("ws/reader.rs", "publish"),
+    ("hub/mod.rs", "run"),
+    ("hub/mod.rs", "apply"),
+    ("hub/rooms.rs", "publish_here"),
+    ("hub/rooms.rs", "publish"),
+    ("room.rs", "append"),
+    ("room.rs", "new"),
+    ("protocol/envelope.rs", "frame_room_message"),
+    ("hub/rooms.rs", "broadcast"),
+    ("hub/rooms.rs", "offer"),
+    ("ws/writer.rs", "write_loop"),
+    ("ws/writer.rs", "write_batch"),
+    ("ws/writer.rs", "write_one"),
+    ("ws/writer.rs", "write_data"),
 ]
 
 

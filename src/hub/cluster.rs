@@ -60,6 +60,29 @@ pub struct Outbound {
     pub charge: Option<crate::budget::Reservation>,
 }
 
+impl Outbound {
+    /// A message published on this instance just now, not delivered anywhere yet.
+    pub fn new(
+        room: String,
+        message: Message,
+        cid: Option<String>,
+        from: Option<ConnId>,
+        reply: Option<Sender<Published>>,
+        charge: crate::budget::Reservation,
+    ) -> Outbound {
+        Outbound {
+            room,
+            message,
+            cid,
+            from,
+            reply,
+            ts: crate::room::now_millis(),
+            late: false,
+            charge: Some(charge),
+        }
+    }
+}
+
 /// A room message that arrived through the link, with what this instance must know
 /// about it besides its id.
 #[derive(Debug, Clone)]

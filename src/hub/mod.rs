@@ -36,7 +36,7 @@ use crossbeam_channel::Receiver;
 
 use crate::budget::Budget;
 use crate::hub::cluster::Outbound;
-use crate::room::{self, HistoryLimits};
+use crate::room::HistoryLimits;
 
 pub mod cluster;
 
@@ -145,13 +145,12 @@ impl Hub {
         match command {
             Command::Join {
                 id,
-                room,
+                room: Some(name),
                 subscriber,
                 resume,
-            } => match room {
-                Some(name) => self.join(name, id, subscriber, &resume, counters),
-                None => drop(self.loners.insert(id, subscriber)),
-            },
+            } => self.join(name, id, subscriber, &resume, counters),
+            // Connections in no room (echo): known only to be closed at shutdown.
+            Command::Join { id, subscriber, .. } => drop(self.loners.insert(id, subscriber)),
             command @ Command::Leave { .. } => self.apply_leave(command, counters),
             Command::Publish {
                 room,
@@ -161,39 +160,22 @@ impl Hub {
                 reply,
                 charge,
             } => {
-                let outbound = Outbound {
-                    room,
-                    message,
-                    cid,
-                    from,
-                    reply,
-                    ts: room::now_millis(),
-                    late: false,
-                    charge: Some(charge),
-                };
+                let outbound = Outbound::new(room, message, cid, from, reply, charge);
                 // With a link to other instances, the shared store numbers it.
                 match &self.link {
                     Some(link) => forward(link, outbound),
                     None => self.publish_here(outbound, counters),
                 }
             }
-            Command::PublishHere(outbound) => self.publish_here(*outbound, counters),
-            Command::Stored(outbound, outcome) => self.stored(*outbound, outcome, counters),
-            Command::Remote(arrival) => self.arrive(*arrival, counters),
-            Command::Loaded {
-                room,
-                epoch,
-                messages,
-            } => self.loaded(room, epoch, messages, counters),
-            Command::LinkUp => self.link_up(counters),
-            Command::LinkDown => self.link_down(counters),
-            Command::Stats(reply) => {
-                let _ = reply.send(self.stats());
-            }
-            Command::Reclaim => {
-                self.budget.reclaimed();
-                self.relieve(counters);
-            }
+            // Everything else the link to other instances sends: `sharing.rs`.
+            link @ (Command::PublishHere(_)
+            | Command::Stored(..)
+            | Command::Remote(_)
+            | Command::Loaded { .. }
+            | Command::LinkUp
+            | Command::LinkDown) => self.apply_link(link, counters),
+            Command::Stats(reply) => drop(reply.send(self.stats())),
+            Command::Reclaim => self.relieve(counters),
             Command::Shutdown(_) => {}
         }
     }

@@ -22,6 +22,7 @@ impl Hub {
     /// memory is in bytes being read and in queues of members that keep up: new work
     /// is refused (503, 1013) until it is freed.
     pub(super) fn relieve(&mut self, counters: &Counters) {
+        self.budget.reclaimed(); // a reader short of memory may ask again
         if !self.budget.is_high() {
             return;
         }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Published, Subscriber, acknowledge, offer,
+    Command, ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Published, Subscriber, acknowledge,
+    offer,
 };
 use crate::hub::cluster::{Arrival, Outbound, ToLink};
 use crate::room::{self, History, Resume};
@@ -187,6 +188,24 @@ impl Hub {
             self.join_now(name.clone(), join, counters);
         }
         self.relieve(counters);
+    }
+
+    /// What the link to other instances tells the hub (every command but the ones a
+    /// single instance needs too).
+    pub(super) fn apply_link(&mut self, command: Command, counters: &Counters) {
+        match command {
+            Command::PublishHere(outbound) => self.publish_here(*outbound, counters),
+            Command::Stored(outbound, outcome) => self.stored(*outbound, outcome, counters),
+            Command::Remote(arrival) => self.arrive(*arrival, counters),
+            Command::Loaded {
+                room,
+                epoch,
+                messages,
+            } => self.loaded(room, epoch, messages, counters),
+            Command::LinkUp => self.link_up(counters),
+            Command::LinkDown => self.link_down(counters),
+            _ => {}
+        }
     }
 
     /// The link's store numbered a message published here: its publisher is told

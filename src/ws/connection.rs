@@ -44,7 +44,7 @@ use super::close::{finish, linger};
 use super::reader::{InputLimits, READ_BUFFER_BYTES, ReadHalf, Routes, authenticate, read_loop};
 use super::writer::{Inbox, WRITE_BUFFER_BYTES, WriteHalf, write_loop};
 use crate::budget::Budget;
-use crate::hub::{Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Outgoing, Subscriber};
+use crate::hub::{Backlog, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Outgoing, Subscriber};
 use crate::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::room::Resume;
 use crate::security::AccessPolicy;
@@ -110,28 +110,23 @@ pub fn serve(
     set_timeouts(id, &stream, &settings)?;
     let config = socket_config(&settings);
     let raw = !matches!(destination, Destination::Room { raw: false, .. });
-    let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
-    let (subscriber, queue) = Subscriber::new(send_queue, send_bytes, raw, &counters);
-    let inbox = Inbox {
-        queue,
-        close: Arc::clone(&subscriber.close),
-    };
-    let writer = start_writer(id, &stream, inbox, &counters, config, &settings, raw)?;
+    let (subscriber, writer) = start_writer(id, &stream, &counters, config, &settings, raw)?;
 
     let mut input = ReadHalf::new(&stream, &settings.budget, config, &leftover);
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
     let tx = subscriber.tx.clone();
     let admitted = admit(id, &mut ctx, &mut input, &subscriber, &hub, &settings);
     drop(settings.unauthenticated.take()); // authenticated (or leaving): not waiting any more
-    let connection = Reader {
-        id,
-        hub: &hub,
-        to_writer: &tx,
-        counters: &counters,
-    };
     // A client refused at authentication never joins: dropping its `subscriber` (and
     // with it the writer's queue sender) ends the writer at once, freeing the slot.
     if admitted {
+        let (to_writer, counters) = (&tx, &counters);
+        let connection = Reader {
+            id,
+            hub: &hub,
+            to_writer,
+            counters,
+        };
         connection.member(subscriber, &destination, &settings, (&mut ctx, &mut input));
     } else {
         drop(subscriber);
@@ -162,16 +157,19 @@ fn socket_config(settings: &Settings) -> WebSocketConfig {
         .max_frame_size(Some(settings.max_message_bytes))
 }
 
-/// Starts the writer thread, the only one that will write to `stream`.
+/// Starts the writer thread, the only one that will write to `stream`; returns the
+/// hub's handle on the connection (its queue to that writer) and the thread.
 fn start_writer(
     id: ConnId,
     stream: &Arc<Stream>,
-    inbox: Inbox,
     counters: &Arc<Counters>,
     config: WebSocketConfig,
     settings: &Settings,
     raw: bool,
-) -> Option<thread::JoinHandle<Option<u16>>> {
+) -> Option<(Subscriber, thread::JoinHandle<Option<u16>>)> {
+    let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
+    let (subscriber, queue) = Subscriber::new(send_queue, send_bytes, raw, counters);
+    let inbox = Inbox::new(queue, &subscriber.close);
     let out = WriteHalf::new(Arc::clone(stream), Arc::clone(&inbox.close));
     // The writer never reads: its context needs no read buffer.
     let ctx = WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)));
@@ -182,7 +180,7 @@ fn start_writer(
         .stack_size(THREAD_STACK_BYTES)
         .spawn(move || write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw));
     match started {
-        Ok(handle) => Some(handle),
+        Ok(handle) => Some((subscriber, handle)),
         Err(e) => {
             log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
             None
@@ -262,7 +260,23 @@ impl Reader<'_> {
             room: room.clone(),
             hub: self.hub,
         };
-        let mut routes = Routes {
+        let end = read_loop(
+            ctx,
+            input,
+            &mut self.routes(destination, settings, &backlog),
+        );
+        self.leave_and_wait(room);
+        finish(self.id, end, self.to_writer, ctx, input);
+    }
+
+    /// Where what this connection reads goes, and what bounds it.
+    fn routes<'a>(
+        &'a self,
+        destination: &'a Destination,
+        settings: &Settings,
+        backlog: &'a Backlog,
+    ) -> Routes<'a> {
+        Routes {
             id: self.id,
             destination,
             to_writer: self.to_writer,
@@ -270,12 +284,9 @@ impl Reader<'_> {
             limits: InputLimits {
                 rate: RateLimit::per_second(settings.max_messages_per_second),
                 counters: self.counters,
-                backlog: &backlog,
+                backlog,
             },
-        };
-        let end = read_loop(ctx, input, &mut routes);
-        self.leave_and_wait(room);
-        finish(self.id, end, self.to_writer, ctx, input);
+        }
     }
 
     /// Leaves the room and waits until the hub confirms. Every message published

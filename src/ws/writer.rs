@@ -208,6 +208,14 @@ pub(super) struct Inbox {
 }
 
 impl Inbox {
+    /// The writer's inbox: `queue`, and the server's close requests in `close`.
+    pub(super) fn new(queue: QueueEnd, close: &Arc<CloseSignal>) -> Inbox {
+        Inbox {
+            queue,
+            close: Arc::clone(close),
+        }
+    }
+
     /// The next item. Normally the writer sleeps for one until `next_ping`. Once asked
     /// to close after its queue it never sleeps: nobody queues it anything more, so an
     /// empty queue means it has sent everything it was owed, and it closes.
@@ -268,22 +276,20 @@ pub(super) fn write_loop(
             Ok(next) => next,
             Err(e) => break Err(e),
         };
+        if !matches!(next, Next::Continue) {
+            break Ok(next);
+        }
         // Heartbeat: ping on schedule, even while data flows, so a peer that only
         // receives still answers with pongs and its reader never times out.
-        if matches!(next, Next::Continue) && Instant::now() >= next_ping {
+        if Instant::now() >= next_ping {
             next_ping = Instant::now() + ping_interval;
             out.begin();
             if let Err(e) = ctx.write(&mut out, Message::Ping(Bytes::new())) {
                 break Err(e);
             }
         }
-        match next {
-            Next::Continue => {
-                if let Err(e) = ctx.flush(&mut out) {
-                    break Err(e);
-                }
-            }
-            other => break Ok(other),
+        if let Err(e) = ctx.flush(&mut out) {
+            break Err(e);
         }
     };
     end_writing(id, ctx, out, result)
