@@ -153,51 +153,55 @@ fn handle(
     serves: Serves,
     files: &FileServer,
 ) {
-    let stream = conn.stream();
+    let Some(head) = read_request(conn.stream(), peer, shared) else {
+        return;
+    };
+    if wants_websocket(&head) {
+        return ws::upgrade::upgrade(conn, head, peer, shared);
+    }
+    let exchange = Exchange {
+        head,
+        conn,
+        peer,
+        shared,
+    };
+    if serves == Serves::WebSocketsOnly {
+        let reply = Reply::text(426, "this port speaks WebSocket only: /echo, /ws/ROOM")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13");
+        return exchange.answer(reply);
+    }
+    http_side::serve(exchange, files);
+}
+
+/// The TLS handshake (with `--tls-cert`) and the request head, within one deadline
+/// (against slowloris); a head that cannot be read is answered here (408, 4xx).
+fn read_request(stream: &Stream, peer: SocketAddr, shared: &Shared) -> Option<Head> {
     // Frames and answers are small and latency matters: no Nagle delay.
     let _ = stream.set_nodelay(true);
-    // One deadline for the TLS handshake and the whole head (slowloris).
     let deadline = Instant::now() + shared.config.handshake_timeout;
     if let Err(e) = stream.handshake(deadline) {
-        return stream::log_failed_handshake("HTTP", peer, &e);
+        stream::log_failed_handshake("HTTP", peer, &e);
+        return None;
     }
-    let head = match head::read_head(stream, deadline) {
-        Ok(head) => head,
-        Err(HeadError::Gone(e)) => return log::debug!("{peer} left before its request: {e}"),
+    match head::read_head(stream, deadline) {
+        Ok(head) => Some(head),
+        Err(HeadError::Gone(e)) => {
+            log::debug!("{peer} left before its request: {e}");
+            None
+        }
         Err(HeadError::TimedOut) => {
             log::debug!("{peer} did not finish its request head in time");
-            return Reply::text(408, "request head not received in time").send(stream, false);
+            Reply::text(408, "request head not received in time").send(stream, false);
+            None
         }
         Err(HeadError::Refused(status, message)) => {
             // An access line, not a warning: access lines are rate-limited, so a
             // client sending garbage cannot flood the log.
             logging::access(format_args!("{peer} refused: {status} {message}"));
-            return Reply::text(status, &message).send(stream, false);
+            Reply::text(status, &message).send(stream, false);
+            None
         }
-    };
-    if wants_websocket(&head) {
-        ws::upgrade::upgrade(conn, head, peer, shared);
-    } else if serves == Serves::WebSocketsOnly {
-        let reply = Reply::text(426, "this port speaks WebSocket only: /echo, /ws/ROOM")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Version", "13");
-        Exchange {
-            head,
-            conn,
-            peer,
-            shared,
-        }
-        .answer(reply);
-    } else {
-        http_side::serve(
-            Exchange {
-                head,
-                conn,
-                peer,
-                shared,
-            },
-            files,
-        );
     }
 }
 

@@ -96,7 +96,6 @@ pub struct Checks<'a> {
 /// Origin (403), token (401).
 pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
     let header = |name: &str| head.header(name);
-
     if head.method != "GET" {
         return Err(Rejection::new(
             405,
@@ -106,27 +105,44 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
     if head.minor_version != 1 {
         return Err(Rejection::new(400, "a WebSocket handshake needs HTTP/1.1"));
     }
-    let (path, query) = (head.path(), head.query());
-    let route = match path {
-        "/echo" => Route::Echo,
-        _ => match room_in_path(path, "/ws/") {
-            Some(name) => Route::Room {
-                name: name.to_string(),
-                raw: query_flag(query, "raw"),
-                resume: Resume::from_query(query),
-            },
-            None => {
-                return Err(Rejection::new(
-                    404,
-                    format!("no WebSocket endpoint at {path}; try /echo or /ws/<room>"),
-                ));
-            }
-        },
-    };
+    let route = route(head.path(), head.query())?;
+    let key = check_upgrade(head)?;
+    check_access(head, checks)?;
+    Ok(Accepted {
+        route,
+        accept_key: derive_accept_key(key.as_bytes()),
+        leftover: head.leftover.clone(),
+        forwarded_for: crate::security::forwarded_client(header("X-Forwarded-For")),
+    })
+}
 
+/// Where a handshake for `path` goes: `/echo`, or `/ws/<room>` with its query's
+/// `raw`, `since` and `epoch`; 404 for anything else.
+fn route(path: &str, query: &str) -> Result<Route, Rejection> {
+    if path == "/echo" {
+        return Ok(Route::Echo);
+    }
+    match room_in_path(path, "/ws/") {
+        Some(name) => Ok(Route::Room {
+            name: name.to_string(),
+            raw: query_flag(query, "raw"),
+            resume: Resume::from_query(query),
+        }),
+        None => Err(Rejection::new(
+            404,
+            format!("no WebSocket endpoint at {path}; try /echo or /ws/<room>"),
+        )),
+    }
+}
+
+/// The headers that make a request an upgrade to WebSocket version 13 (426 without
+/// them), and its `Sec-WebSocket-Key` (400 if it is not 16 bytes of base64).
+fn check_upgrade(head: &Head) -> Result<&str, Rejection> {
+    let header = |name: &str| head.header(name);
     let upgrade = header("Upgrade").is_some_and(|v| has_token(v, "websocket"));
     let connection = header("Connection").is_some_and(|v| has_token(v, "upgrade"));
     if !upgrade || !connection {
+        let path = head.path();
         return Err(Rejection::new(
             426,
             format!(
@@ -136,18 +152,21 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
         ));
     }
     if header("Sec-WebSocket-Version").map(str::trim) != Some(WEBSOCKET_VERSION) {
-        return Err(Rejection::new(
-            426,
-            "unsupported Sec-WebSocket-Version; this server speaks version 13",
-        ));
+        let why = "unsupported Sec-WebSocket-Version; this server speaks version 13";
+        return Err(Rejection::new(426, why));
     }
     let key = header("Sec-WebSocket-Key").map(str::trim).unwrap_or("");
     if !is_valid_key(key) {
-        return Err(Rejection::new(
-            400,
-            "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)",
-        ));
+        let why = "missing or invalid Sec-WebSocket-Key (must be 16 bytes, base64)";
+        return Err(Rejection::new(400, why));
     }
+    Ok(key)
+}
+
+/// Who may connect: the Host (403, against DNS rebinding), the Origin (403), and the
+/// token (401; under `--auth first-message` it comes later, as the first message).
+fn check_access(head: &Head, checks: &Checks) -> Result<(), Rejection> {
+    let header = |name: &str| head.header(name);
     if !checks.policy.host_allowed(header("Host"), checks.peer) {
         return Err(Rejection::new(
             403,
@@ -163,17 +182,11 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
     let token = header("Authorization")
         .and_then(bearer_token)
         .map(str::to_string)
-        .or_else(|| query_param(query, "token"));
+        .or_else(|| query_param(head.query(), "token"));
     if !checks.token_in_first_message && !checks.policy.token_ok(token.as_deref()) {
         return Err(Rejection::new(401, "missing or wrong token"));
     }
-
-    Ok(Accepted {
-        route,
-        accept_key: derive_accept_key(key.as_bytes()),
-        leftover: head.leftover.clone(),
-        forwarded_for: crate::security::forwarded_client(header("X-Forwarded-For")),
-    })
+    Ok(())
 }
 
 /// The `101` answer that completes the handshake; after it, both sides speak frames.
