@@ -9,7 +9,8 @@ use tungstenite::Message;
 use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::WebSocketContext;
 
-use super::reader::{ReadEnd, ReadHalf};
+use super::read_half::ReadHalf;
+use super::reader::ReadEnd;
 use crate::hub::{ConnId, Outgoing};
 use crate::stream::Stream;
 

@@ -41,8 +41,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
 use super::close::{finish, linger};
-use super::reader::{InputLimits, READ_BUFFER_BYTES, ReadHalf, Routes, authenticate, read_loop};
-use super::writer::{Inbox, WRITE_BUFFER_BYTES, WriteHalf, write_loop};
+use super::read_half::{READ_BUFFER_BYTES, ReadHalf};
+use super::reader::{InputLimits, Routes, authenticate, read_loop};
+use super::write_half::WriteHalf;
+use super::writer::{Inbox, WRITE_BUFFER_BYTES, write_loop};
 use crate::budget::Budget;
 use crate::hub::{Backlog, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Outgoing, Subscriber};
 use crate::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};

@@ -17,7 +17,7 @@
 /// Frames with more payload than this are large: reading stops at their edges, and a
 /// message that had one gets a fresh context. (tungstenite's read buffer is this
 /// size, so smaller frames never grow it.)
-pub const LARGE_FRAME: u64 = crate::ws::reader::READ_BUFFER_BYTES as u64;
+pub const LARGE_FRAME: u64 = crate::ws::read_half::READ_BUFFER_BYTES as u64;
 
 /// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;

@@ -5,6 +5,8 @@ pub mod close;
 pub mod connection;
 pub mod edges;
 pub mod handshake;
+pub mod read_half;
 pub mod reader;
 pub mod upgrade;
+pub mod write_half;
 pub mod writer;

@@ -3,7 +3,6 @@
 //! time, pings on schedule, and gives every message one deadline however the peer
 //! paces its reading.
 
-use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,10 +15,9 @@ use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::{CloseFrame, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
+use super::write_half::{QUEUE_RESERVE, WriteHalf, before};
 use crate::hub::{CloseSignal, ConnId, Counters, Outgoing, QueueEnd, Queued};
-use crate::limit::WRITE_TIMEOUT;
 use crate::protocol::envelope;
-use crate::stream::Stream;
 
 /// The writer collects frames up to this size before a `write` system call; a
 /// `flush` after each batch sends whatever is left.
@@ -32,155 +30,8 @@ pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// fragments cost a tenth of the 64 KiB echo benchmark in system calls.)
 pub const FRAGMENT_BYTES: usize = 32 * 1024;
 
-/// On plain TCP a write blocked on a peer that does not read waits in system calls of
-/// at most this long, and looks between them whether a shutdown has brought its
-/// deadline forward: a writer stuck when the shutdown starts still gives up in time.
-/// (Only a stuck write wakes this way, so an idle connection costs nothing.)
-pub(super) const WRITE_SLICE: Duration = Duration::from_millis(500);
-
-/// At shutdown the writer sends what is queued until this long before the server's
-/// drain deadline, and drops whatever is still left then. The rest of the time is the
-/// close handshake's.
-pub(super) const QUEUE_RESERVE: Duration = Duration::from_millis(500);
-
-/// At shutdown the writer's close frame must be written by this long before the drain
-/// deadline. What is left is for the peer to answer it and for the reader to leave
-/// the hub, so that the connection has ended when the server stops waiting.
-pub(super) const CLOSE_FRAME_RESERVE: Duration = Duration::from_millis(250);
-
-/// Even past its deadline, the close frame gets one try this long (one system call
-/// that hardly waits): it is small, and a peer with room for it learns why the
-/// connection ends. A writer the CPU reached late still says goodbye.
-pub(super) const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
-
 /// Most queued items the writer handles before it flushes and checks its clock.
 pub(super) const MAX_BATCH: usize = 64;
-
-/// The writer's side of the socket: the only code in the server that writes frames.
-/// Every write ends by its deadline: [`WRITE_TIMEOUT`] from the start of the message
-/// it is part of ([`WriteHalf::begin`]), or earlier at shutdown (the step's share of
-/// the drain deadline the close signal carries).
-pub(super) struct WriteHalf {
-    /// The connection's socket, shared with the reader.
-    pub(super) stream: Arc<Stream>,
-    /// The server's close requests; at shutdown it carries the drain deadline.
-    pub(super) close: Arc<CloseSignal>,
-    /// The writer is at its close frame: at shutdown that step has a later deadline
-    /// than the queue's.
-    pub(super) closing: bool,
-    /// Whether a write that timed out may simply be tried again, so that it can wait
-    /// in slices ([`WRITE_SLICE`]): on plain TCP, where it has written nothing. Not on
-    /// TLS, whose session may already hold the bytes of a write that timed out (trying
-    /// again would send them twice): there one system call waits for all the time.
-    pub(super) waits_in_slices: bool,
-    /// The socket's write timeout as last set, so it is set only when it changes.
-    pub(super) timeout: Option<Duration>,
-    /// When the message (or control frame) being written began to be written.
-    pub(super) began: Instant,
-}
-
-impl WriteHalf {
-    pub(super) fn new(stream: Arc<Stream>, close: Arc<CloseSignal>) -> WriteHalf {
-        let waits_in_slices = match *stream {
-            Stream::Plain(_) => true,
-            #[cfg(feature = "tls")]
-            Stream::Tls(_) => false,
-        };
-        WriteHalf {
-            stream,
-            close,
-            closing: false,
-            waits_in_slices,
-            timeout: None,
-            began: Instant::now(),
-        }
-    }
-
-    /// A new message (or control frame) starts: every write for it, however many
-    /// system calls the peer's pace takes, must end within [`WRITE_TIMEOUT`] of now.
-    pub(super) fn begin(&mut self) {
-        self.began = Instant::now();
-    }
-
-    /// When a write that started at `started` must have ended.
-    pub(super) fn deadline(&self, started: Instant) -> Instant {
-        let own = self.began + WRITE_TIMEOUT;
-        match self.close.queued() {
-            Some(Queued::SendBy(drain)) if self.closing => {
-                let last_try = started + CLOSE_FRAME_LAST_TRY;
-                own.min(before(drain, CLOSE_FRAME_RESERVE).max(last_try))
-            }
-            Some(Queued::SendBy(drain)) => own.min(before(drain, QUEUE_RESERVE)),
-            _ => own,
-        }
-    }
-
-    /// Runs one write to the socket (`op`) until its deadline, which it looks up again
-    /// after each slice of waiting: a shutdown may have brought it forward meanwhile.
-    /// Past the deadline: `TimedOut` (and the writer writes nothing more).
-    pub(super) fn bounded<T>(
-        &mut self,
-        mut op: impl FnMut(&mut &Stream) -> io::Result<T>,
-    ) -> io::Result<T> {
-        let started = Instant::now();
-        let mut now = started;
-        loop {
-            let left = self.deadline(started).saturating_duration_since(now);
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the peer took no data before the write's deadline",
-                ));
-            }
-            let wait = if self.waits_in_slices {
-                left.min(WRITE_SLICE)
-            } else {
-                left
-            };
-            self.set_timeout(wait)?;
-            match op(&mut &*self.stream) {
-                Err(e) if self.waits_in_slices && is_timeout(&e) => now = Instant::now(),
-                result => return result,
-            }
-        }
-    }
-
-    pub(super) fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.timeout != Some(timeout) {
-            self.stream.set_write_timeout(Some(timeout))?;
-            self.timeout = Some(timeout);
-        }
-        Ok(())
-    }
-}
-
-impl Read for WriteHalf {
-    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
-        Ok(0) // the writer never reads; tungstenite's write path does not call this
-    }
-}
-
-impl Write for WriteHalf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bounded(|stream| stream.write(buf))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.bounded(|stream| stream.flush())
-    }
-}
-
-/// A blocking socket call that ran out of time (`EAGAIN` on Unix, which writes nothing).
-pub(super) fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// `reserve` before `deadline` (or `deadline` itself, so close to the clock's origin).
-pub(super) fn before(deadline: Instant, reserve: Duration) -> Instant {
-    deadline.checked_sub(reserve).unwrap_or(deadline)
-}
 
 /// What the writer does after handling one queued item.
 pub(super) enum Next {

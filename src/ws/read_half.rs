@@ -1,0 +1,130 @@
+//! The reader's side of the socket (`ReadHalf`): reads go to tungstenite, charged
+//! to the memory budget until their message is complete; writes go nowhere.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+
+use super::reader::{BUDGET_CLOSE_REASON, ReadEnd, classify};
+use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
+use crate::room::MESSAGE_OVERHEAD_BYTES;
+use crate::stream::Stream;
+use crate::ws::edges::FrameEdges;
+
+/// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
+/// allocated up front for every connection; 2 KiB keeps an idle connection under
+/// 32 KiB of memory in all (see BENCHMARKS.md). A large frame still gets a buffer of
+/// its own size, so big messages cost more system calls, not more copies.
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
+
+/// The reader's side of the socket. Reads come from the socket; writes go nowhere,
+/// because whatever tungstenite would write from inside `read()` (pong and close
+/// replies) is sent by the writer thread instead.
+///
+/// Every byte read is charged to the memory budget until its message is complete
+/// (a frame that is still arriving is memory too): then the message's bytes move to
+/// the `messages` category ([`ReadHalf::take_message`]) and the rest is given back.
+pub(super) struct ReadHalf {
+    pub(super) stream: Arc<Stream>,
+    /// Bytes read since the last complete message.
+    pub(super) reading: Reservation,
+    /// The budget could not take the bytes just read: the connection fails with 1013.
+    pub(super) short: bool,
+    /// Where the frames read so far begin and end (see `edges.rs`).
+    pub(super) edges: FrameEdges,
+    /// The settings a fresh context gets.
+    pub(super) config: WebSocketConfig,
+}
+
+impl ReadHalf {
+    /// The reader's side of `stream`, whose first bytes (`leftover`, sent right behind
+    /// the handshake) are already read; its charges go to `budget`.
+    pub(super) fn new(
+        stream: &Arc<Stream>,
+        budget: &Arc<Budget>,
+        config: WebSocketConfig,
+        leftover: &[u8],
+    ) -> ReadHalf {
+        let mut edges = FrameEdges::default();
+        edges.saw(leftover);
+        ReadHalf {
+            stream: Arc::clone(stream),
+            reading: budget.force(Category::Reading, 0),
+            short: false,
+            edges,
+            config,
+        }
+    }
+
+    /// A complete message of `bytes` arrived: its charge, now a message's.
+    pub(super) fn take_message(&mut self, bytes: usize) -> Reservation {
+        let charge = self
+            .reading
+            .split_into(Category::Messages, bytes + MESSAGE_OVERHEAD_BYTES);
+        self.reading.shrink_to(0);
+        charge
+    }
+
+    /// A control frame arrived (or a message was dropped): nothing is still arriving.
+    pub(super) fn message_done(&mut self) {
+        self.reading.shrink_to(0);
+    }
+}
+
+impl ReadHalf {
+    /// A data message of `bytes` is complete: its charge. A large message leaves
+    /// tungstenite holding a buffer of its size for good, so the connection gets a
+    /// fresh context now, which is safe: no byte of the next frame has been read
+    /// (see `edges.rs`).
+    pub(super) fn take_data(&mut self, ctx: &mut WebSocketContext, bytes: usize) -> Reservation {
+        if self.edges.at_edge_after_large() {
+            *ctx = WebSocketContext::new(Role::Server, Some(self.config));
+            self.edges.reset();
+        }
+        self.take_message(bytes)
+    }
+
+    /// How the connection ends after a read error: close 1013 if the memory budget
+    /// could not take what was read, else what the error means (`classify`).
+    pub(super) fn failed(&mut self, error: WsError) -> ReadEnd {
+        if !self.short {
+            return classify(error);
+        }
+        self.message_done();
+        ReadEnd::Fail(CloseFrame {
+            code: CloseCode::Again,
+            reason: BUDGET_CLOSE_REASON.into(),
+        })
+    }
+}
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // tungstenite asks for at most READ_BUFFER_BYTES at a time, so the bytes read
+        // before they are charged are few (part of the fixed cost per connection).
+        // After a large frame's header, never past a frame's edge.
+        let room = self.edges.limit(buf.len());
+        let n = (&*self.stream).read(&mut buf[..room])?;
+        self.edges.saw(&buf[..n]);
+        if !self.reading.grow_within(n, RECLAIM_WAIT) {
+            self.short = true;
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "memory budget exhausted",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl Write for ReadHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len()) // discarded on purpose: the writer owns the outgoing direction
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
