@@ -1,5 +1,5 @@
 //! The writer's side of the socket (`WriteHalf`): every write it makes ends by its
-//! deadline — [`WRITE_TIMEOUT`](crate::limit::WRITE_TIMEOUT) from the start of the message it is part of, or
+//! deadline — [`WRITE_TIMEOUT`] from the start of the message it is part of, or
 //! earlier at shutdown.
 
 use std::io::{self, Read, Write};
