@@ -20,6 +20,7 @@ use super::head::Head;
 use super::reply::Reply;
 use crate::budget::Category;
 use crate::context::Shared;
+use crate::hub::RoomStats;
 use crate::latency::Histogram;
 
 /// The content type Prometheus expects for its text format.
@@ -31,10 +32,20 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
         Ok(rooms) => rooms,
         Err(refusal) => return refusal,
     };
+    let mut out = Metrics::default();
+    connections(&mut out, shared);
+    room_figures(&mut out, &rooms);
+    messages(&mut out, shared);
+    memory(&mut out, shared);
+    process(&mut out, shared);
+    Reply::new(200, CONTENT_TYPE, out.text.into_bytes()).no_store()
+}
+
+/// Open connections by transport, the limit, requests in progress.
+fn connections(out: &mut Metrics, shared: &Shared) {
     let counters = &shared.counters;
     let (sse, polls) = (counters.sse_streams.get(), counters.polls_waiting.get());
     let open = shared.limit.open() as u64;
-    let mut out = Metrics::default();
     out.gauge_by(
         "threadcast_connections",
         "Open long-lived connections, by transport.",
@@ -55,6 +66,10 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
         "Requests whose head, body or answer is under way.",
         shared.in_progress.len() as u64,
     );
+}
+
+/// Rooms, their members and their histories (counted, never named).
+fn room_figures(out: &mut Metrics, rooms: &[RoomStats]) {
     out.gauge(
         "threadcast_rooms",
         "Rooms in memory (with members or history).",
@@ -75,6 +90,11 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
         "Bytes kept in all rooms' histories.",
         rooms.iter().map(|r| r.history_bytes as u64).sum(),
     );
+}
+
+/// Messages in and out, closes and refusals by reason, delivery latency.
+fn messages(out: &mut Metrics, shared: &Shared) {
+    let counters = &shared.counters;
     out.counter(
         "threadcast_messages_in_total",
         "Messages received from clients and publishers.",
@@ -110,6 +130,16 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
             ("memory_budget", shared.budget.refused()),
         ],
     );
+    out.histogram(
+        "threadcast_delivery_latency_seconds",
+        "From a publish being accepted to its frame written to a WebSocket member (live messages).",
+        &counters.delivery_latency,
+    );
+}
+
+/// The memory budget, what each category uses, the send queues, trimmed history.
+fn memory(out: &mut Metrics, shared: &Shared) {
+    let counters = &shared.counters;
     let budget = &shared.budget;
     out.gauge(
         "threadcast_memory_budget_bytes",
@@ -136,11 +166,10 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
         "Messages trimmed from room histories because the memory budget ran high.",
         counters.history_trimmed.load(Ordering::Relaxed),
     );
-    out.histogram(
-        "threadcast_delivery_latency_seconds",
-        "From a publish being accepted to its frame written to a WebSocket member (live messages).",
-        &counters.delivery_latency,
-    );
+}
+
+/// Threads, resident memory, uptime.
+fn process(out: &mut Metrics, shared: &Shared) {
     if let Some(status) = process_status() {
         out.gauge(
             "threadcast_threads",
@@ -158,7 +187,6 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
         "Seconds since the server started.",
         shared.started.elapsed().as_secs(),
     );
-    Reply::new(200, CONTENT_TYPE, out.text.into_bytes()).no_store()
 }
 
 /// The text being built.
