@@ -10,7 +10,7 @@ use super::body::{self, BodyError};
 use super::head::Head;
 use super::reply::{Reply, write_all_by};
 use super::{Exchange, browser};
-use crate::budget::Category;
+use crate::budget::{Category, Reservation};
 use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::hub::cluster::{LinkState, LinkStatus};
@@ -193,41 +193,9 @@ fn publish_reply(exchange: &Exchange) -> Reply {
     if cid.as_deref().is_some_and(|c| !envelope::is_client_id(c)) {
         return Reply::text(400, "client ids are 1-64 characters of A-Z a-z 0-9 _ -");
     }
-    let limit = shared.config.max_message_bytes;
-    let framing = match body::framing(head, limit) {
-        Ok(framing) => framing,
-        Err(e) => return body_error(&e),
-    };
-    let stream = exchange.conn.stream();
-    let deadline = Instant::now() + shared.config.request_timeout;
-    // A client that asked to wait for our go-ahead before sending a large body
-    // (`Expect: 100-continue`, as curl does) gets it now that the length is fine.
-    if head
-        .header("Expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-        && write_all_by(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err()
-    {
-        return Reply::text(400, "client went away");
-    }
-    // The body is charged to the memory budget as it arrives (503 if it cannot be),
-    // and its charge becomes the message's.
-    let mut reading = shared.budget.force(Category::Reading, 0);
-    let body = match body::read_body(
-        stream,
-        &head.leftover,
-        &framing,
-        limit,
-        deadline,
-        &mut reading,
-    ) {
-        Ok(body) => body,
-        Err(e) => return body_error(&e),
-    };
-    let charge = reading.split_into(Category::Messages, body.len() + MESSAGE_OVERHEAD_BYTES);
-    drop(reading);
-    let message = match String::from_utf8(body) {
-        Ok(text) => Message::text(text),
-        Err(e) => Message::binary(e.into_bytes()),
+    let (message, charge) = match read_message(exchange) {
+        Ok(read) => read,
+        Err(refusal) => return refusal,
     };
     shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
@@ -254,6 +222,37 @@ fn publish_reply(exchange: &Exchange) -> Reply {
         ),
         Err(_) => Reply::text(503, "hub did not answer"),
     }
+}
+
+/// The body of a publish, read within `--request-timeout` and charged to the memory
+/// budget as it arrives (503 if it cannot be): the message, text if it is UTF-8, with
+/// its charge. The answer to send instead when it cannot be read.
+fn read_message(exchange: &Exchange) -> Result<(Message, Reservation), Reply> {
+    let (head, shared) = (&exchange.head, exchange.shared);
+    let limit = shared.config.max_message_bytes;
+    let framing = body::framing(head, limit).map_err(|e| body_error(&e))?;
+    let stream = exchange.conn.stream();
+    let deadline = Instant::now() + shared.config.request_timeout;
+    // A client that asked to wait for our go-ahead before sending a large body
+    // (`Expect: 100-continue`, as curl does) gets it now that the length is fine.
+    if head
+        .header("Expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        && write_all_by(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err()
+    {
+        return Err(Reply::text(400, "client went away"));
+    }
+    let mut reading = shared.budget.force(Category::Reading, 0);
+    let leftover = &head.leftover;
+    let body = body::read_body(stream, leftover, &framing, limit, deadline, &mut reading)
+        .map_err(|e| body_error(&e))?;
+    // What was being read is now a message: its charge moves with it.
+    let charge = reading.split_into(Category::Messages, body.len() + MESSAGE_OVERHEAD_BYTES);
+    let message = match String::from_utf8(body) {
+        Ok(text) => Message::text(text),
+        Err(e) => Message::binary(e.into_bytes()),
+    };
+    Ok((message, charge))
 }
 
 fn body_error(e: &BodyError) -> Reply {
