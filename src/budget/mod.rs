@@ -15,7 +15,7 @@
 //! when it is dropped (with the buffer it pays for), so nothing can be forgotten.
 //!
 //! When the budget runs short the server degrades in this order (the hub does the
-//! first two, see `Hub::relieve` in `src/hub/mod.rs`): members that are far behind are closed as slow
+//! first two, see `Hub::relieve` in `src/hub/pressure.rs`): members that are far behind are closed as slow
 //! consumers (1008; they resume from history), the oldest messages across all room
 //! histories are trimmed (a client resuming from before them is told of the gap),
 //! and only then is new work refused: a publish gets 503 (HTTP) or close 1013 (a
