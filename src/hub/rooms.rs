@@ -14,9 +14,7 @@ use super::{
     ConnId, Counters, Hub, Joined, MAX_IDLE_ROOMS, Notice, Outgoing, PRESENCE_MAX_MEMBERS,
     Published, RoomStats, SLOW_CONSUMER_CODE, Subscriber,
 };
-use crate::budget::Category;
-
-use crate::budget::Reservation;
+use crate::budget::{Category, Reservation};
 use crate::hub::cluster::Outbound;
 use crate::room::{Duplicate, History, Resume, RoomMessage};
 
