@@ -34,9 +34,15 @@ impl Hub {
                 Err(_) => break,
             }
         }
-        // Answer whatever is still queued, so no connection waits on a closed hub.
+        // Answer whatever is still queued, so no connection waits on a closed hub: a
+        // join that came too late is asked to close (1001) like everyone else.
         for command in commands.try_iter() {
-            self.apply_leave(command, counters);
+            match command {
+                Command::Join { subscriber, .. } => {
+                    subscriber.request_close_after_queue(GOING_AWAY_CODE, deadline);
+                }
+                command => self.apply_leave(command, counters),
+            }
         }
     }
 

@@ -46,7 +46,9 @@ use super::reader::{InputLimits, Routes, authenticate, read_loop};
 use super::write_half::WriteHalf;
 use super::writer::{Inbox, WRITE_BUFFER_BYTES, write_loop};
 use crate::budget::Budget;
-use crate::hub::{Backlog, Command, ConnId, Counters, HUB_REPLY_TIMEOUT, Outgoing, Subscriber};
+use crate::hub::{
+    Backlog, Command, ConnId, Counters, GOING_AWAY_REASON, HUB_REPLY_TIMEOUT, Outgoing, Subscriber,
+};
 use crate::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::room::Resume;
 use crate::security::AccessPolicy;
@@ -210,6 +212,8 @@ fn admit(
         resume: Resume::Live,
     };
     if hub.send(waiting).is_err() {
+        // The server is stopping: this client is told so like everyone else.
+        going_away(&subscriber.tx, ctx, input);
         return false;
     }
     let timeouts = (settings.handshake_timeout, settings.pong_timeout);
@@ -253,7 +257,7 @@ impl Reader<'_> {
             resume,
         };
         if self.hub.send(join).is_err() {
-            return self.hub_gone(ctx, input);
+            return going_away(self.to_writer, ctx, input);
         }
         // Should this thread panic, the guard still takes the connection out of its
         // room; the writer then ends when its queue has no senders left.
@@ -305,22 +309,21 @@ impl Reader<'_> {
             let _ = left_rx.recv_timeout(HUB_REPLY_TIMEOUT);
         }
     }
+}
 
-    /// The hub is gone: the server is stopping, and this client's handshake finished
-    /// just as it began. It is told so like everyone else (1001), and its close reply
-    /// is read so the kernel does not reset our close frame away.
-    fn hub_gone(&self, ctx: &mut WebSocketContext, input: &mut ReadHalf) {
-        let away = CloseFrame {
-            code: CloseCode::Away,
-            reason: "server shutting down".into(),
-        };
-        if self
-            .to_writer
-            .send(Outgoing::Close(Box::new(Some(away))))
-            .is_ok()
-        {
-            linger(ctx, input);
-        }
+/// The hub is gone: the server is stopping, and this client's handshake finished just
+/// as it began. It is told so like everyone else (1001), and its close reply is read
+/// so the kernel does not reset our close frame away.
+fn going_away(to_writer: &Sender<Outgoing>, ctx: &mut WebSocketContext, input: &mut ReadHalf) {
+    let away = CloseFrame {
+        code: CloseCode::Away,
+        reason: GOING_AWAY_REASON.into(),
+    };
+    if to_writer
+        .send(Outgoing::Close(Box::new(Some(away))))
+        .is_ok()
+    {
+        linger(ctx, input);
     }
 }
 
