@@ -33,7 +33,11 @@ fn main() -> ExitCode {
     if let Err(e) = log_spec.install() {
         eprintln!("threadcast: cannot start logging: {e}");
     }
+    run(config)
+}
 
+/// Starts the server and serves until SIGINT or SIGTERM, then shuts it down.
+fn run(config: config::Config) -> ExitCode {
     // Memory the budget gives back must leave the process too (see budget/machine.rs).
     threadcast::budget::return_large_buffers_to_the_system();
     // One descriptor per connection: use all the operating system allows us.
@@ -58,14 +62,7 @@ fn main() -> ExitCode {
     };
     for signal in signals.forever() {
         if signal == SIGHUP {
-            // `systemctl reload`, or certbot's deploy hook after a renewal.
-            match server.reload_tls() {
-                Ok(true) => {}
-                Ok(false) => log::info!("received SIGHUP: nothing to reload (no --tls-cert)"),
-                Err(e) => {
-                    log::error!("received SIGHUP: {e}; still serving the previous certificate")
-                }
-            }
+            reload(&server);
             continue;
         }
         let name = if signal == SIGINT {
@@ -78,4 +75,13 @@ fn main() -> ExitCode {
     }
     server.shutdown();
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: `systemctl reload`, or certbot's deploy hook after a renewal.
+fn reload(server: &threadcast::ServerHandle) {
+    match server.reload_tls() {
+        Ok(true) => {}
+        Ok(false) => log::info!("received SIGHUP: nothing to reload (no --tls-cert)"),
+        Err(e) => log::error!("received SIGHUP: {e}; still serving the previous certificate"),
+    }
 }

@@ -63,21 +63,8 @@ impl Server {
         let (link, link_thread) = start_link(&config, &hub_tx)?;
         let counters = Arc::new(Counters::default());
         let max_connections = capacity::fit_max_connections(config.max_connections);
-        let (limit, budget_source) = match config.memory_limit {
-            Some(limit) => (limit, Source::Flag),
-            None => budget::machine_limit(),
-        };
-        let budget = Budget::new(limit);
-        let reclaim = hub_tx.clone();
-        budget.set_reclaimer(move || reclaim.try_send(Command::Reclaim).is_ok());
-        log::info!(
-            "memory budget {} ({budget_source}), beside a fixed {} for {max_connections} connections; \
-             each room's history up to {}, each connection's queue up to {}",
-            Size(limit),
-            Size(budget::fixed_overhead(max_connections)),
-            Size(config.history_bytes(limit)),
-            Size(config.send_queue_bytes(limit)),
-        );
+        let (budget, budget_source) = memory_budget(&config, max_connections, &hub_tx);
+        let limit = budget.limit();
         let shared = Arc::new(Shared {
             policy: Arc::new(AccessPolicy::new(&config)),
             limit: ConnectionLimit::new(max_connections),
@@ -119,16 +106,7 @@ impl Server {
                 &files,
             )?);
         }
-        let scheme = if shared.config.uses_tls() {
-            "https"
-        } else {
-            "http"
-        };
-        if shared.config.uses_tls() {
-            log::info!("TLS on every listener: https:// and wss://");
-        }
-        log::info!("listening http={http_addr} ws={ws_addr}");
-        log::info!("open {scheme}://{}/", browsable(http_addr));
+        announce(&shared);
 
         Ok(ServerHandle {
             shared,
@@ -139,6 +117,44 @@ impl Server {
             files,
         })
     }
+}
+
+/// The memory budget: `--memory-limit`, or the machine's default; the hub is asked to
+/// free memory when a reader finds it short. Logged with the limits derived from it.
+fn memory_budget(
+    config: &Config,
+    max_connections: usize,
+    hub: &Sender<Command>,
+) -> (Arc<Budget>, Source) {
+    let (limit, source) = match config.memory_limit {
+        Some(limit) => (limit, Source::Flag),
+        None => budget::machine_limit(),
+    };
+    let budget = Budget::new(limit);
+    let reclaim = hub.clone();
+    budget.set_reclaimer(move || reclaim.try_send(Command::Reclaim).is_ok());
+    log::info!(
+        "memory budget {} ({source}), beside a fixed {} for {max_connections} connections; \
+         each room's history up to {}, each connection's queue up to {}",
+        Size(limit),
+        Size(budget::fixed_overhead(max_connections)),
+        Size(config.history_bytes(limit)),
+        Size(config.send_queue_bytes(limit)),
+    );
+    (budget, source)
+}
+
+/// Says where the server listens (a script reads the `listening` line).
+fn announce(shared: &Shared) {
+    let (http_addr, ws_addr) = (shared.http_addr, shared.ws_addr);
+    let scheme = if shared.config.uses_tls() {
+        log::info!("TLS on every listener: https:// and wss://");
+        "https"
+    } else {
+        "http"
+    };
+    log::info!("listening http={http_addr} ws={ws_addr}");
+    log::info!("open {scheme}://{}/", browsable(http_addr));
 }
 
 /// The pool of WebSockets still waiting to authenticate (`--auth first-message`): an
