@@ -78,11 +78,6 @@ impl RoomMessage {
         }
     }
 
-    /// Whether the message is on the memory budget yet.
-    pub fn is_charged(&self) -> bool {
-        self.charge.get().is_some()
-    }
-
     /// Bytes this message costs in history.
     pub fn cost(&self) -> usize {
         self.framed.len() + self.cid.as_ref().map_or(0, String::len) + MESSAGE_OVERHEAD_BYTES
