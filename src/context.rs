@@ -16,7 +16,7 @@ use crate::budget::{Budget, Source};
 use crate::config::Config;
 use crate::hub::cluster::LinkStatus;
 use crate::hub::{CloseSignal, Command, ConnId, Counters, QueueEnd, Subscriber};
-use crate::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
+use crate::net::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 
@@ -59,7 +59,7 @@ pub struct Shared {
     pub link: Option<Arc<LinkStatus>>,
     /// The TLS settings of the listeners, when `--tls-cert` is given.
     #[cfg(feature = "tls")]
-    pub tls: Option<crate::tls::Certificates>,
+    pub tls: Option<crate::net::tls::Certificates>,
 }
 
 /// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub

@@ -17,7 +17,7 @@
 //!
 //! **Requests in progress** (head or body still arriving, answer being written) have a
 //! ceiling of their own, [`MAX_REQUESTS_IN_PROGRESS`]: past it the oldest is cut off
-//! (see [`crate::limit::RequestsInProgress`]). A client that opens sockets and trickles bytes can
+//! (see [`crate::net::limit::RequestsInProgress`]). A client that opens sockets and trickles bytes can
 //! therefore hold neither threads nor descriptors for long, nor lock anyone out.
 
 use std::io::{self, Write};
@@ -32,16 +32,16 @@ use crate::http::files::FileServer;
 use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
-use crate::limit::THREAD_STACK_BYTES;
-use crate::limit::{AddressSlot, RequestInProgress};
 use crate::logging;
-use crate::stream::{self, Stream};
+use crate::net::limit::THREAD_STACK_BYTES;
+use crate::net::limit::{AddressSlot, RequestInProgress};
+use crate::net::socket::{self, Socket};
 use crate::ws;
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-pub use crate::limit::MAX_REQUESTS_IN_PROGRESS;
+pub use crate::net::limit::MAX_REQUESTS_IN_PROGRESS;
 
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,14 +128,14 @@ fn refuse_over_limit(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
 
 /// Plain TCP, or a TLS session whose handshake the connection's own thread performs
 /// (never the accept loop: a slow client must not hold up the others).
-fn wrap(socket: TcpStream, shared: &Shared) -> io::Result<Stream> {
+fn wrap(socket: TcpStream, shared: &Shared) -> io::Result<Socket> {
     #[cfg(feature = "tls")]
     if let Some(certificates) = &shared.tls {
-        return crate::tls::TlsStream::new(socket, &certificates.current())
-            .map(|tls| Stream::Tls(Box::new(tls)));
+        return crate::net::tls::TlsSocket::new(socket, &certificates.current())
+            .map(|tls| Socket::Tls(Box::new(tls)));
     }
     let _ = shared;
-    Ok(Stream::Plain(socket))
+    Ok(Socket::Plain(socket))
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
@@ -176,12 +176,12 @@ fn handle(
 
 /// The TLS handshake (with `--tls-cert`) and the request head, within one deadline
 /// (against slowloris); a head that cannot be read is answered here (408, 4xx).
-fn read_request(stream: &Stream, peer: SocketAddr, shared: &Shared) -> Option<Head> {
+fn read_request(stream: &Socket, peer: SocketAddr, shared: &Shared) -> Option<Head> {
     // Frames and answers are small and latency matters: no Nagle delay.
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + shared.config.handshake_timeout;
     if let Err(e) = stream.handshake(deadline) {
-        stream::log_failed_handshake("HTTP", peer, &e);
+        socket::log_failed_handshake("HTTP", peer, &e);
         return None;
     }
     match head::read_head(stream, deadline) {

@@ -14,7 +14,7 @@
 //! format; see `docs/PROTOCOL.md`), [`http`], [`http::sse`] and [`http::poll`] (the HTTP side
 //! and the fallback transports), [`feed`] (live feeds). Optional features:
 //! [`hub::cluster`] and `redis_link` (several instances sharing rooms through Redis,
-//! `--features redis`), `tls` and [`stream`] (`--features tls`).
+//! `--features redis`), `tls` and [`net::socket`] (`--features tls`).
 //!
 //! ## Example
 //! Start a server on an ephemeral port, push a message into a room from Rust, stop it:
@@ -35,7 +35,6 @@
 #![warn(missing_docs)]
 
 pub mod budget;
-pub mod capacity;
 pub mod config;
 pub mod context;
 pub mod door;
@@ -43,17 +42,14 @@ pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod latency;
-pub mod limit;
 pub mod logging;
+pub mod net;
 pub mod protocol;
 #[cfg(feature = "redis")]
 pub mod redis_link;
 pub mod room;
 pub mod security;
 pub mod server;
-pub mod stream;
-#[cfg(feature = "tls")]
-pub mod tls;
 pub mod ws;
 
 pub use config::Config;

@@ -41,7 +41,7 @@ fn run(config: config::Config) -> ExitCode {
     // Memory the budget gives back must leave the process too (see budget/machine.rs).
     threadcast::budget::return_large_buffers_to_the_system();
     // One descriptor per connection: use all the operating system allows us.
-    if let Some(files) = threadcast::capacity::raise_fd_limit() {
+    if let Some(files) = threadcast::net::capacity::raise_fd_limit() {
         log::debug!("open files limit: {files}");
     }
     // Register the handlers before starting, so a signal that arrives during start-up

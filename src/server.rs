@@ -14,13 +14,13 @@ use crossbeam_channel::Sender;
 use tungstenite::Message;
 
 use crate::budget::{self, Budget, Category, Size, Source};
-use crate::capacity;
 use crate::config::Config;
 use crate::door::{self, MAX_REQUESTS_IN_PROGRESS, Serves};
 use crate::feed::Feeds;
 use crate::http::files::FileServer;
 use crate::hub::{self, Command, Counters, HUB_QUEUE, LinkEnd};
-use crate::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
+use crate::net::capacity;
+use crate::net::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
 use crate::protocol::url::is_room_name;
 use crate::room::HistoryLimits;
 use crate::security::AccessPolicy;
@@ -423,9 +423,9 @@ fn start_link(
 
 /// Reads the certificate and key named in the config, if any.
 #[cfg(feature = "tls")]
-fn load_tls(config: &Config) -> io::Result<Option<crate::tls::Certificates>> {
+fn load_tls(config: &Config) -> io::Result<Option<crate::net::tls::Certificates>> {
     match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::tls::Certificates::load(cert, key)?)),
+        (Some(cert), Some(key)) => Ok(Some(crate::net::tls::Certificates::load(cert, key)?)),
         (None, None) => Ok(None),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -482,15 +482,15 @@ fn silent_tls_clients_past_the_in_progress_cap_cut_off_the_oldest_and_others_are
     held.clear();
 }
 
-/// A server-side `TlsStream` and a verified client over a fresh loopback socket pair,
+/// A server-side `TlsSocket` and a verified client over a fresh loopback socket pair,
 /// with the handshake done.
-fn tls_pair() -> (threadcast::tls::TlsStream, Tls) {
+fn tls_pair() -> (threadcast::net::tls::TlsSocket, Tls) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let client = std::thread::spawn(move || tls_connect(addr));
     let (socket, _) = listener.accept().unwrap();
-    let config = threadcast::tls::load_server_config(&pki().cert, &pki().key).unwrap();
-    let server = threadcast::tls::TlsStream::new(socket, &config).unwrap();
+    let config = threadcast::net::tls::load_server_config(&pki().cert, &pki().key).unwrap();
+    let server = threadcast::net::tls::TlsSocket::new(socket, &config).unwrap();
     server
         .handshake(Instant::now() + TEST_TIMEOUT)
         .expect("server handshake");

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::{MIN_LIMIT, Size};
-use crate::capacity;
+use crate::net::capacity;
 
 /// Without `--memory-limit` and without a cgroup limit, the budget is this fraction
 /// of the machine's RAM.

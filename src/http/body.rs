@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::head::{Head, is_timeout};
 use crate::budget::{RECLAIM_WAIT, Reservation};
-use crate::stream::Stream;
+use crate::net::socket::Socket;
 
 /// Longest chunk-size line (`1a2b;ext=value\r\n`). A size fits in 16 hex digits;
 /// the rest is room for chunk extensions, which we ignore.
@@ -124,7 +124,7 @@ pub fn framing(head: &Head, limit: usize) -> Result<Framing, BodyError> {
 /// # Errors
 /// See [`BodyError`].
 pub fn read_body(
-    stream: &Stream,
+    stream: &Socket,
     leftover: &[u8],
     framing: &Framing,
     limit: usize,
@@ -189,7 +189,7 @@ fn read_chunked(input: &mut Input, limit: usize) -> Result<Vec<u8>, BodyError> {
 /// The socket with the bytes read but not yet used, the deadline, and the charge on
 /// the memory budget for both buffers (this one and the body being assembled).
 struct Input<'a> {
-    stream: &'a Stream,
+    stream: &'a Socket,
     buf: Vec<u8>,
     deadline: Instant,
     charge: &'a mut Reservation,
@@ -316,12 +316,12 @@ mod tests {
     }
 
     /// The server side of a loopback pair whose client already sent `bytes`.
-    fn sent(bytes: &[u8]) -> (Stream, std::net::TcpStream) {
+    fn sent(bytes: &[u8]) -> (Socket, std::net::TcpStream) {
         use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client.write_all(bytes).unwrap();
-        (Stream::Plain(listener.accept().unwrap().0), client)
+        (Socket::Plain(listener.accept().unwrap().0), client)
     }
 
     fn soon() -> Instant {

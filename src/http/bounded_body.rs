@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Category, Reservation};
 use crate::http::reply::write_all_by;
-use crate::stream::Stream;
+use crate::net::socket::Socket;
 
 /// Most body bytes a [`BoundedBody`] holds: once its buffer has this many it sends
 /// them on (one HTTP chunk). Large enough that a long replay costs few system calls
@@ -101,7 +101,7 @@ impl Patience {
 /// is kept and returned by [`BoundedBody::write`].
 #[derive(Debug)]
 pub struct BoundedBody<'a> {
-    stream: &'a Stream,
+    stream: &'a Socket,
     framing: Framing,
     patience: Patience,
     /// The response head (without framing and blank line), until it is sent.
@@ -122,7 +122,7 @@ pub struct BoundedBody<'a> {
 
 impl<'a> BoundedBody<'a> {
     /// A body for `stream`, behind `head` (see [`response_head`]).
-    pub fn new(stream: &'a Stream, head: String, framing: Framing, patience: Patience) -> Self {
+    pub fn new(stream: &'a Socket, head: String, framing: Framing, patience: Patience) -> Self {
         BoundedBody {
             stream,
             framing,
@@ -309,12 +309,12 @@ mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
-    /// A server-side [`Stream`] and the client's end of the same connection.
-    fn pair() -> (Stream, TcpStream) {
+    /// A server-side [`Socket`] and the client's end of the same connection.
+    fn pair() -> (Socket, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (Stream::Plain(server), client)
+        (Socket::Plain(server), client)
     }
 
     /// Writes `pieces` through a body with `framing` (and `HEAD` if `head_only`), then

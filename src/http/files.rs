@@ -28,8 +28,8 @@ use tiny_http::{Header, Response};
 
 use super::reply::write_all_by;
 use crate::http::static_files::{Lookup, StaticFiles};
-use crate::limit::THREAD_STACK_BYTES;
-use crate::stream::Stream;
+use crate::net::limit::THREAD_STACK_BYTES;
+use crate::net::socket::Socket;
 
 /// Bytes copied per read while relaying a file.
 const RELAY_CHUNK: usize = 16 * 1024;
@@ -75,7 +75,7 @@ impl FileServer {
     /// When tiny_http cannot be reached or the client goes away or is too slow.
     pub fn serve(
         &self,
-        client: &Stream,
+        client: &Socket,
         path: &str,
         head_only: bool,
         deadline: Instant,
@@ -231,7 +231,7 @@ fn nosniff() -> Header {
 
 /// Copies tiny_http's answer to the client until tiny_http closes, by `deadline`.
 /// Returns the answer's status code.
-fn relay(backend: &UnixStream, client: &Stream, deadline: Instant) -> io::Result<u16> {
+fn relay(backend: &UnixStream, client: &Socket, deadline: Instant) -> io::Result<u16> {
     let mut buf = vec![0u8; RELAY_CHUNK];
     let mut status = None;
     loop {
@@ -276,11 +276,11 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
-    /// A connected pair: the server side as a [`Stream`], and the client's socket.
-    fn pair() -> (Stream, TcpStream) {
+    /// A connected pair: the server side as a [`Socket`], and the client's socket.
+    fn pair() -> (Socket, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (Stream::Plain(listener.accept().unwrap().0), client)
+        (Socket::Plain(listener.accept().unwrap().0), client)
     }
 
     fn fetch(files: &FileServer, path: &str) -> String {

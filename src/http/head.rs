@@ -20,8 +20,8 @@
 use std::io::{self, Read};
 use std::time::Instant;
 
+use crate::net::socket::Socket;
 use crate::protocol::url::split_target;
-use crate::stream::Stream;
 
 /// Largest request head we read. Browsers send 1–2 KiB (cookies can make it more);
 /// anything bigger is refused with 431 before it can cost memory.
@@ -133,7 +133,7 @@ impl Head {
 /// # Errors
 /// See [`HeadError`]: the client left, the deadline passed, or the head is refused
 /// (too large: 431; malformed: 400; not HTTP/1.x: 505).
-pub fn read_head(stream: &Stream, deadline: Instant) -> Result<Head, HeadError> {
+pub fn read_head(stream: &Socket, deadline: Instant) -> Result<Head, HeadError> {
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut chunk = [0u8; READ_CHUNK];
     loop {

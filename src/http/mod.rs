@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::Shared;
-use crate::limit::RequestInProgress;
 use crate::logging;
+use crate::net::limit::RequestInProgress;
 use files::FileServer;
 use head::Head;
 use reply::Reply;

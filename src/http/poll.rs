@@ -26,12 +26,12 @@ use crate::http::endpoints::request_token;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
 use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
-use crate::limit::Slot;
+use crate::net::limit::Slot;
+use crate::net::socket::Socket;
 use crate::protocol::envelope::{self, format_epoch, write_message_json};
 use crate::protocol::json::JsonObject;
 use crate::protocol::url::room_in_path;
 use crate::room::{Resume, RoomMessage};
-use crate::stream::Stream;
 
 /// An SSE stream or long poll that may go ahead: its room, where to start, and the
 /// connection slot it holds.
@@ -179,7 +179,7 @@ fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
 /// JSON when it is full of control characters) in pieces of at most
 /// [`BODY_BOUND`](crate::http::bounded_body::BODY_BOUND) bytes, framed as `framing` says.
 fn send(
-    stream: &Stream,
+    stream: &Socket,
     answer: &Answer,
     cors: &[(&str, String)],
     framing: Framing,

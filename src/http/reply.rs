@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use crate::stream::Stream;
+use crate::net::socket::Socket;
 
 /// Longest we spend writing one answer to a client that reads slowly.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,7 +99,7 @@ impl Reply {
     }
 
     /// Writes the answer within [`ANSWER_TIMEOUT`] and closes the connection.
-    pub fn send(self, stream: &Stream, head_only: bool) {
+    pub fn send(self, stream: &Socket, head_only: bool) {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         match write_all_by(stream, &self.to_bytes(head_only), deadline) {
             Ok(()) => close_gently(stream),
@@ -113,7 +113,7 @@ impl Reply {
 ///
 /// # Errors
 /// `TimedOut` at the deadline, or the socket's error.
-pub fn write_all_by(stream: &Stream, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+pub fn write_all_by(stream: &Socket, bytes: &[u8], deadline: Instant) -> io::Result<()> {
     let mut rest = bytes;
     while !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -133,7 +133,7 @@ pub fn write_all_by(stream: &Stream, bytes: &[u8], deadline: Instant) -> io::Res
 
 /// Ends our side of the connection (the client sees the end of the answer), then
 /// discards what the client still sends for a moment before the socket is closed.
-pub fn close_gently(stream: &Stream) {
+pub fn close_gently(stream: &Socket) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + CLOSE_LINGER;
     let mut sink = [0u8; 4096];

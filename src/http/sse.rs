@@ -21,10 +21,10 @@ use crate::http::bounded_body::{BoundedBody, Framing, Patience, response_head};
 use crate::http::reply::{Reply, close_gently};
 use crate::http::{Exchange, browser};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
-use crate::limit::WRITE_TIMEOUT;
+use crate::net::limit::WRITE_TIMEOUT;
+use crate::net::socket::Socket;
 use crate::protocol::envelope;
 use crate::room::{Resume, RoomMessage};
-use crate::stream::Stream;
 
 /// A comment line this often keeps proxies and load balancers from closing a quiet
 /// stream (many close after 30–60 s of silence).
@@ -56,7 +56,7 @@ pub fn start(exchange: Exchange) {
 }
 
 /// Streams `room` to the client until it goes away or the server shuts down.
-fn serve(stream: &Stream, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
+fn serve(stream: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
     let Some(member) = shared.join(room, resume) else {
         Reply::text(503, "server shutting down").send(stream, false);
         return;

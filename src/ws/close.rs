@@ -12,7 +12,7 @@ use tungstenite::protocol::WebSocketContext;
 use super::read_half::ReadHalf;
 use super::reader::ReadEnd;
 use crate::hub::{ConnId, Outgoing};
-use crate::stream::Stream;
+use crate::net::socket::Socket;
 
 /// After we fail a connection we keep reading (and discarding) this long, so the
 /// peer can read our close frame before the socket closes. Closing a socket with
@@ -91,7 +91,7 @@ pub(super) fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
 /// close frame (`0x88`, `0x80 | n`, 4 mask bytes, n bytes), as a client answering our
 /// close sends. (tungstenite cannot help here: after a bad frame header it keeps
 /// failing on that same header.)
-pub(super) fn drain(stream: &Stream, deadline: Instant) {
+pub(super) fn drain(stream: &Socket, deadline: Instant) {
     let mut sink = [0u8; 1024];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * MAX_CLOSE_FRAME);
     while let Some(left) = deadline

@@ -18,7 +18,7 @@
 //! replies itself while the writer was halfway through a large message, the two
 //! frames' bytes would interleave on the wire and corrupt the stream. tungstenite's
 //! `read()` does exactly that (it writes replies from inside `read`), so we give each
-//! thread its own [`WebSocketContext`] over the same `Arc<Stream>` (a `TcpStream`, or
+//! thread its own [`WebSocketContext`] over the same `Arc<Socket>` (a `TcpStream`, or
 //! TLS over one with `--features tls`): the reader's
 //! context writes into a sink, and the reader instead *queues* each reply for the
 //! writer, which sends it between whole frames.
@@ -49,10 +49,10 @@ use crate::budget::Budget;
 use crate::hub::{
     Backlog, Command, ConnId, Counters, GOING_AWAY_REASON, HUB_REPLY_TIMEOUT, Outgoing, Subscriber,
 };
-use crate::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
+use crate::net::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
+use crate::net::socket::Socket;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
-use crate::stream::Stream;
 
 /// The per-connection settings taken from the server's `Config`.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ pub enum Destination {
 /// `leftover` holds bytes the client sent right after its handshake request.
 pub fn serve(
     id: ConnId,
-    stream: Stream,
+    stream: Socket,
     leftover: Vec<u8>,
     destination: Destination,
     hub: Sender<Command>,
@@ -141,7 +141,7 @@ pub fn serve(
 
 /// Socket timeouts do the timing, so no extra timer thread is needed: a read that
 /// sees nothing for `pong_timeout` fails, and so does a write stuck for WRITE_TIMEOUT.
-fn set_timeouts(id: ConnId, stream: &Stream, settings: &Settings) -> Option<()> {
+fn set_timeouts(id: ConnId, stream: &Socket, settings: &Settings) -> Option<()> {
     let set = stream
         .set_read_timeout(Some(settings.pong_timeout))
         .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
@@ -165,7 +165,7 @@ fn socket_config(settings: &Settings) -> WebSocketConfig {
 /// hub's handle on the connection (its queue to that writer) and the thread.
 fn start_writer(
     id: ConnId,
-    stream: &Arc<Stream>,
+    stream: &Arc<Socket>,
     counters: &Arc<Counters>,
     config: WebSocketConfig,
     settings: &Settings,

@@ -10,8 +10,8 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 
 use super::reader::{BUDGET_CLOSE_REASON, ReadEnd, classify};
 use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
+use crate::net::socket::Socket;
 use crate::room::MESSAGE_OVERHEAD_BYTES;
-use crate::stream::Stream;
 use crate::ws::edges::FrameEdges;
 
 /// Bytes read from the socket per `read` call. tungstenite's 128 KiB default is
@@ -28,7 +28,7 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// (a frame that is still arriving is memory too): then the message's bytes move to
 /// the `messages` category ([`ReadHalf::take_message`]) and the rest is given back.
 pub(super) struct ReadHalf {
-    pub(super) stream: Arc<Stream>,
+    pub(super) stream: Arc<Socket>,
     /// Bytes read since the last complete message.
     pub(super) reading: Reservation,
     /// The budget could not take the bytes just read: the connection fails with 1013.
@@ -43,7 +43,7 @@ impl ReadHalf {
     /// The reader's side of `stream`, whose first bytes (`leftover`, sent right behind
     /// the handshake) are already read; its charges go to `budget`.
     pub(super) fn new(
-        stream: &Arc<Stream>,
+        stream: &Arc<Socket>,
         budget: &Arc<Budget>,
         config: WebSocketConfig,
         leftover: &[u8],

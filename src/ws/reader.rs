@@ -18,7 +18,7 @@ use super::connection::Destination;
 use super::read_half::ReadHalf;
 use crate::budget::Reservation;
 use crate::hub::{Command, ConnId, Counters, Echo, Outgoing, SLOW_CONSUMER_REASON};
-use crate::limit::RateLimit;
+use crate::net::limit::RateLimit;
 use crate::protocol::envelope;
 use crate::security::AccessPolicy;
 

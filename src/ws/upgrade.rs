@@ -14,9 +14,9 @@ use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
-use crate::limit::{RequestInProgress, Slot, WRITE_TIMEOUT};
 use crate::logging;
-use crate::stream::Stream;
+use crate::net::limit::{RequestInProgress, Slot, WRITE_TIMEOUT};
+use crate::net::socket::Socket;
 
 /// Checks the upgrade request `head`, and on success runs the connection until it
 /// ends.
@@ -100,7 +100,7 @@ fn settings(shared: &Shared, first_message_auth: bool, unauthenticated: Option<S
 /// Runs the accepted connection, with an access line when it opens and one when it
 /// closes.
 fn run(
-    stream: Stream,
+    stream: Socket,
     accepted: Accepted,
     (head, peer): (&Head, SocketAddr),
     shared: &Shared,
@@ -137,7 +137,7 @@ fn run(
     ));
 }
 
-fn refuse(stream: &Stream, peer: SocketAddr, head: &Head, rejection: &Rejection) {
+fn refuse(stream: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection) {
     // One rate-limited access line (a client could otherwise flood the log).
     logging::access(format_args!(
         "{peer} \"{} {}\" {} {}",

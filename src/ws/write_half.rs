@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::hub::{CloseSignal, Queued};
-use crate::limit::WRITE_TIMEOUT;
-use crate::stream::Stream;
+use crate::net::limit::WRITE_TIMEOUT;
+use crate::net::socket::Socket;
 
 /// On plain TCP a write blocked on a peer that does not read waits in system calls of
 /// at most this long, and looks between them whether a shutdown has brought its
@@ -37,7 +37,7 @@ pub(super) const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
 /// the drain deadline the close signal carries).
 pub(super) struct WriteHalf {
     /// The connection's socket, shared with the reader.
-    pub(super) stream: Arc<Stream>,
+    pub(super) stream: Arc<Socket>,
     /// The server's close requests; at shutdown it carries the drain deadline.
     pub(super) close: Arc<CloseSignal>,
     /// The writer is at its close frame: at shutdown that step has a later deadline
@@ -55,11 +55,11 @@ pub(super) struct WriteHalf {
 }
 
 impl WriteHalf {
-    pub(super) fn new(stream: Arc<Stream>, close: Arc<CloseSignal>) -> WriteHalf {
+    pub(super) fn new(stream: Arc<Socket>, close: Arc<CloseSignal>) -> WriteHalf {
         let waits_in_slices = match *stream {
-            Stream::Plain(_) => true,
+            Socket::Plain(_) => true,
             #[cfg(feature = "tls")]
-            Stream::Tls(_) => false,
+            Socket::Tls(_) => false,
         };
         WriteHalf {
             stream,
@@ -95,7 +95,7 @@ impl WriteHalf {
     /// Past the deadline: `TimedOut` (and the writer writes nothing more).
     pub(super) fn bounded<T>(
         &mut self,
-        mut op: impl FnMut(&mut &Stream) -> io::Result<T>,
+        mut op: impl FnMut(&mut &Socket) -> io::Result<T>,
     ) -> io::Result<T> {
         let started = Instant::now();
         let mut now = started;

@@ -176,28 +176,28 @@ fn file_error(path: &Path, e: pem::Error) -> TlsError {
 }
 
 /// One TLS connection over a TCP socket. `Read` and `Write` are implemented for
-/// `&TlsStream`, so one thread may read while another writes (see the module docs).
-pub struct TlsStream {
+/// `&TlsSocket`, so one thread may read while another writes (see the module docs).
+pub struct TlsSocket {
     socket: TcpStream,
     session: Mutex<ServerConnection>,
 }
 
-impl fmt::Debug for TlsStream {
+impl fmt::Debug for TlsSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsStream")
+        f.debug_struct("TlsSocket")
             .field("socket", &self.socket)
             .finish_non_exhaustive()
     }
 }
 
-impl TlsStream {
+impl TlsSocket {
     /// Wraps a freshly accepted socket. No I/O yet: call [`handshake`](Self::handshake).
     ///
     /// # Errors
     /// When rustls cannot start a session with this configuration.
-    pub fn new(socket: TcpStream, config: &Arc<ServerConfig>) -> io::Result<TlsStream> {
+    pub fn new(socket: TcpStream, config: &Arc<ServerConfig>) -> io::Result<TlsSocket> {
         let session = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
-        Ok(TlsStream {
+        Ok(TlsSocket {
             socket,
             session: Mutex::new(session),
         })
@@ -263,7 +263,7 @@ impl TlsStream {
     }
 }
 
-impl Read for &TlsStream {
+impl Read for &TlsSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -299,7 +299,7 @@ impl Read for &TlsStream {
     }
 }
 
-impl Write for &TlsStream {
+impl Write for &TlsSocket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Encrypt and send under the lock: the records of one write go out whole,
         // never mixed with records sent by the other thread.

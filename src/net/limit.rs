@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::stream::Stream;
+use crate::net::socket::Socket;
 
 /// Most requests in progress at once (each holds a thread and a socket until its
 /// head, body and answer are done, all under deadlines). Far above what real clients
@@ -110,14 +110,14 @@ pub struct RequestsInProgress {
 struct Pending {
     next_id: u64,
     /// Oldest first.
-    sockets: VecDeque<(u64, Arc<Stream>)>,
+    sockets: VecDeque<(u64, Arc<Socket>)>,
 }
 
 /// One request in progress. Leaves the registry when finished or dropped.
 #[derive(Debug)]
 pub struct RequestInProgress {
     id: u64,
-    stream: Arc<Stream>,
+    stream: Arc<Socket>,
     owner: Arc<RequestsInProgress>,
 }
 
@@ -133,7 +133,7 @@ impl RequestsInProgress {
 
     /// Registers a freshly accepted socket, cutting off the oldest request if
     /// the registry is full.
-    pub fn admit(self: &Arc<Self>, stream: Stream) -> RequestInProgress {
+    pub fn admit(self: &Arc<Self>, stream: Socket) -> RequestInProgress {
         let stream = Arc::new(stream);
         let (id, oldest) = {
             let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -208,14 +208,14 @@ impl RequestsInProgress {
 
 impl RequestInProgress {
     /// The socket, for the TLS handshake, reading the request and answering it.
-    pub fn stream(&self) -> &Stream {
+    pub fn stream(&self) -> &Socket {
         &self.stream
     }
 
     /// The request became a long-lived connection (a WebSocket, an SSE stream, a
     /// waiting poll): it leaves the registry and hands back the socket, or `None` if
     /// it was cut off in the meantime (its socket is already shut down).
-    pub fn finish(self) -> Option<Stream> {
+    pub fn finish(self) -> Option<Socket> {
         let registered = self.owner.remove(self.id);
         let stream = Arc::clone(&self.stream);
         drop(self); // drops our other reference; `remove` again finds nothing
@@ -362,10 +362,10 @@ mod tests {
         assert!(limit.try_acquire().is_some());
     }
 
-    fn socket_pair() -> (Stream, TcpStream) {
+    fn socket_pair() -> (Socket, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (Stream::Plain(listener.accept().unwrap().0), client)
+        (Socket::Plain(listener.accept().unwrap().0), client)
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A connection's socket: plain TCP, or TLS on top of it (`--features tls`).
 //!
-//! Like `&TcpStream`, a `&Stream` implements `Read` and `Write`, so the reader thread
-//! and the writer thread of one connection share one `Arc<Stream>`. The plain case is
+//! Like `&TcpStream`, a `&Socket` implements `Read` and `Write`, so the reader thread
+//! and the writer thread of one connection share one `Arc<Socket>`. The plain case is
 //! a `TcpStream` and nothing more: no lock, no copy.
 
 use std::io::{self, Read, Write};
@@ -9,43 +9,43 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "tls")]
-use crate::tls::TlsStream;
+use crate::net::tls::TlsSocket;
 
 /// A connection's socket.
 #[derive(Debug)]
-pub enum Stream {
+pub enum Socket {
     /// Plain TCP (`ws://`).
     Plain(TcpStream),
     /// TLS over TCP (`wss://`). Boxed: a TLS session is about a kilobyte, and a plain
     /// connection should not pay for it.
     #[cfg(feature = "tls")]
-    Tls(Box<TlsStream>),
+    Tls(Box<TlsSocket>),
 }
 
-impl Stream {
+impl Socket {
     /// The TCP socket underneath (for timeouts and addresses).
     fn tcp(&self) -> &TcpStream {
         match self {
-            Stream::Plain(socket) => socket,
+            Socket::Plain(socket) => socket,
             #[cfg(feature = "tls")]
-            Stream::Tls(tls) => tls.socket(),
+            Socket::Tls(tls) => tls.socket(),
         }
     }
 
     /// Completes the TLS handshake before `deadline`; nothing to do on plain TCP.
     ///
     /// # Errors
-    /// From the TLS handshake (`tls::TlsStream::handshake`): `TimedOut` at the
+    /// From the TLS handshake (`tls::TlsSocket::handshake`): `TimedOut` at the
     /// deadline, `UnexpectedEof` when the client hangs up, `InvalidData` when it does not
     /// speak TLS we accept.
     pub fn handshake(&self, deadline: Instant) -> io::Result<()> {
         match self {
-            Stream::Plain(_) => {
+            Socket::Plain(_) => {
                 let _ = deadline;
                 Ok(())
             }
             #[cfg(feature = "tls")]
-            Stream::Tls(tls) => tls.handshake(deadline),
+            Socket::Tls(tls) => tls.handshake(deadline),
         }
     }
 
@@ -89,9 +89,9 @@ impl Stream {
     /// As [`TcpStream::shutdown`].
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
-            Stream::Plain(socket) => socket.shutdown(how),
+            Socket::Plain(socket) => socket.shutdown(how),
             #[cfg(feature = "tls")]
-            Stream::Tls(tls) => tls.shutdown(how),
+            Socket::Tls(tls) => tls.shutdown(how),
         }
     }
 }
@@ -108,30 +108,30 @@ pub fn log_failed_handshake(listener: &str, peer: SocketAddr, e: &io::Error) {
     }
 }
 
-impl Read for &Stream {
+impl Read for &Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(socket) => (&*socket).read(buf),
+            Socket::Plain(socket) => (&*socket).read(buf),
             #[cfg(feature = "tls")]
-            Stream::Tls(tls) => (&**tls).read(buf),
+            Socket::Tls(tls) => (&**tls).read(buf),
         }
     }
 }
 
-impl Write for &Stream {
+impl Write for &Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(socket) => (&*socket).write(buf),
+            Socket::Plain(socket) => (&*socket).write(buf),
             #[cfg(feature = "tls")]
-            Stream::Tls(tls) => (&**tls).write(buf),
+            Socket::Tls(tls) => (&**tls).write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Plain(socket) => (&*socket).flush(),
+            Socket::Plain(socket) => (&*socket).flush(),
             #[cfg(feature = "tls")]
-            Stream::Tls(tls) => (&**tls).flush(),
+            Socket::Tls(tls) => (&**tls).flush(),
         }
     }
 }
