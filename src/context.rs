@@ -1,6 +1,6 @@
 //! The state every transport needs, in one place below them: the configuration, the
 //! access policy, the hub's command channel, the counters, the limits and the memory
-//! budget ([`Shared`]), and how an HTTP client joins a room ([`Membership`]).
+//! budget ([`Shared`]), and how an HTTP client joins a room ([`HttpMember`]).
 //!
 //! `server.rs` builds it at start-up; the door, the WebSocket side, the HTTP side and
 //! the feeds read it. It imports nothing above it.
@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
 use crate::budget::{Budget, Source};
 use crate::config::Config;
 use crate::hub::cluster::LinkStatus;
-use crate::hub::{CloseSignal, Command, ConnId, Counters, QueueEnd, Subscriber};
+use crate::hub::{self, CloseSignal, Counters, Member, Membership, QueueEnd};
 use crate::net::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
 use crate::room::Resume;
 use crate::security::AccessPolicy;
@@ -28,8 +26,8 @@ pub struct Shared {
     pub config: Config,
     /// Origin and token rules.
     pub policy: Arc<AccessPolicy>,
-    /// Commands for the hub.
-    pub hub: Sender<Command>,
+    /// The way into the hub.
+    pub hub: hub::Handle,
     /// Message and disconnect counters.
     pub counters: Arc<Counters>,
     /// The memory budget (`--memory-limit`) every large buffer is charged to.
@@ -62,44 +60,34 @@ pub struct Shared {
     pub tls: Option<crate::net::tls::Certificates>,
 }
 
-/// An HTTP client's membership of a room (SSE stream or long poll): the queue the hub
-/// fills for it and the hub's close requests. Leaves the room when dropped.
-pub struct Membership<'a> {
-    /// The member's connection id.
-    pub id: ConnId,
+/// An HTTP client in a room (SSE stream or long poll): its place in the hub (left
+/// when dropped), the queue the hub fills for it and the hub's close requests.
+pub struct HttpMember {
+    /// Its place in the room.
+    pub membership: Membership,
     /// What the hub sends it.
     pub queue: QueueEnd,
     /// Where the hub asks it to close (shutdown, slow consumer).
     pub close: Arc<CloseSignal>,
-    room: String,
-    hub: &'a Sender<Command>,
 }
 
 impl Shared {
     /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
     /// has stopped (the server is shutting down).
-    pub fn join(&self, room: &str, resume: Resume) -> Option<Membership<'_>> {
+    pub fn join(&self, room: &str, resume: Resume) -> Option<HttpMember> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (subscriber, queue) = Subscriber::new(
+        let (member, queue) = Member::new(
             self.config.send_queue,
             self.send_queue_bytes(),
             false,
             &self.counters,
         );
-        let close = Arc::clone(&subscriber.close);
-        let join = Command::Join {
-            id,
-            room: Some(room.to_string()),
-            subscriber,
-            resume,
-        };
-        self.hub.send(join).ok()?;
-        Some(Membership {
-            id,
+        let close = Arc::clone(&member.close);
+        let membership = self.hub.join(id, Some(room.to_string()), member, resume)?;
+        Some(HttpMember {
+            membership,
             queue,
             close,
-            room: room.to_string(),
-            hub: &self.hub,
         })
     }
 }
@@ -117,16 +105,5 @@ impl Shared {
             self.budget.count_refusal();
             "server busy: its memory budget is nearly used up; try again later"
         })
-    }
-}
-
-impl Drop for Membership<'_> {
-    fn drop(&mut self) {
-        let room = Some(std::mem::take(&mut self.room));
-        let _ = self.hub.send(Command::Leave {
-            id: self.id,
-            room,
-            done: None,
-        });
     }
 }

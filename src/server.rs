@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use tungstenite::Message;
 
 use crate::budget::{self, Budget, Category, Size, Source};
@@ -18,14 +17,14 @@ use crate::config::Config;
 use crate::door::{self, MAX_REQUESTS_IN_PROGRESS, Serves};
 use crate::feed::Feeds;
 use crate::http::files::FileServer;
-use crate::hub::{self, Command, Counters, HUB_QUEUE, LinkEnd};
+use crate::hub::{self, Counters, LinkEnd};
 use crate::net::capacity;
 use crate::net::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
 use crate::protocol::url::is_room_name;
 use crate::room::HistoryLimits;
 use crate::security::AccessPolicy;
 
-pub use crate::context::{Membership, Shared};
+pub use crate::context::{HttpMember, Shared};
 pub use crate::hub::DRAIN_TIMEOUT;
 
 /// Entry point of the library: `Server::start(config)`.
@@ -59,7 +58,7 @@ impl Server {
         };
         let files = Arc::new(FileServer::start(&config.public_dir)?);
 
-        let (hub_tx, hub_rx) = crossbeam_channel::bounded(HUB_QUEUE);
+        let (hub_tx, hub_rx) = hub::channel();
         let (link, link_thread) = start_link(&config, &hub_tx)?;
         let counters = Arc::new(Counters::default());
         let max_connections = capacity::fit_max_connections(config.max_connections);
@@ -124,7 +123,7 @@ impl Server {
 fn memory_budget(
     config: &Config,
     max_connections: usize,
-    hub: &Sender<Command>,
+    hub: &hub::Handle,
 ) -> (Arc<Budget>, Source) {
     let (limit, source) = match config.memory_limit {
         Some(limit) => (limit, Source::Flag),
@@ -132,7 +131,7 @@ fn memory_budget(
     };
     let budget = Budget::new(limit);
     let reclaim = hub.clone();
-    budget.set_reclaimer(move || reclaim.try_send(Command::Reclaim).is_ok());
+    budget.set_reclaimer(move || reclaim.reclaim());
     log::info!(
         "memory budget {} ({source}), beside a fixed {} for {max_connections} connections; \
          each room's history up to {}, each connection's queue up to {}",
@@ -287,14 +286,10 @@ impl ServerHandle {
     /// Members of `room` right now (0 for a room that does not exist). Asks the hub,
     /// so a join that completed before this call is counted.
     pub fn members(&self, room: &str) -> usize {
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        if self.shared.hub.send(Command::Stats(reply_tx)).is_err() {
-            return 0;
-        }
-        reply_rx
-            .recv()
-            .ok()
-            .and_then(|rooms| rooms.into_iter().find(|r| r.name == room))
+        let rooms = self.shared.hub.stats().unwrap_or_default();
+        rooms
+            .into_iter()
+            .find(|r| r.name == room)
             .map_or(0, |r| r.members)
     }
 
@@ -315,25 +310,15 @@ impl ServerHandle {
             .budget
             .reserve_within(Category::Messages, cost, budget::RECLAIM_WAIT)
             .ok_or(PublishError::Busy)?;
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        let command = Command::Publish {
-            room: room.to_string(),
-            message,
-            cid: None,
-            from: None,
-            reply: Some(reply_tx),
-            charge,
-        };
-        self.shared
-            .hub
-            .send(command)
-            .map_err(|_| PublishError::Stopped)?;
         self.shared
             .counters
             .messages_in
             .fetch_add(1, Ordering::Relaxed);
-        reply_rx
-            .recv()
+        let published = self
+            .shared
+            .hub
+            .publish(room.to_string(), (message, charge), None);
+        published
             .map(|published| published.delivered)
             .map_err(|_| PublishError::Stopped)
     }
@@ -361,7 +346,7 @@ impl ServerHandle {
         self.shared.in_progress.cut_all();
         // The hub asks every member to close and answers their leaving until the
         // deadline; the feeds stop meanwhile.
-        let _ = self.shared.hub.send(Command::Shutdown(deadline));
+        self.shared.hub.shutdown(deadline);
         self.feeds.stop();
         if let Some(hub) = self.hub.take() {
             let _ = hub.join();
@@ -396,7 +381,7 @@ impl Drop for ServerHandle {
 #[cfg(feature = "redis")]
 fn start_link(
     config: &Config,
-    hub: &Sender<Command>,
+    hub: &hub::Handle,
 ) -> io::Result<(Option<LinkEnd>, Option<JoinHandle<()>>)> {
     let Some(url) = &config.redis_url else {
         return Ok((None, None));
@@ -410,7 +395,7 @@ fn start_link(
 #[cfg(not(feature = "redis"))]
 fn start_link(
     config: &Config,
-    _hub: &Sender<Command>,
+    _hub: &hub::Handle,
 ) -> io::Result<(Option<LinkEnd>, Option<JoinHandle<()>>)> {
     match config.redis_url {
         Some(_) => Err(io::Error::new(

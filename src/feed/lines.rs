@@ -8,7 +8,6 @@ use tungstenite::Message;
 
 use super::Publisher;
 use crate::budget::{Category, RECLAIM_WAIT};
-use crate::hub::Command;
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 
 /// Longest line a feed may send; longer lines are cut (memory stays bounded).
@@ -44,15 +43,10 @@ pub(super) fn publish_lines(input: impl Read, room: &str, hub: &Publisher) {
             );
             continue;
         };
-        let publish = Command::Publish {
-            room: room.to_string(),
-            message,
-            cid: None,
-            from: None,
-            reply: None,
-            charge,
-        };
-        if hub.commands.send(publish).is_err() {
+        if !hub
+            .hub
+            .post(room.to_string(), (message, charge), None, None)
+        {
             return; // the hub has stopped
         }
     }

@@ -20,7 +20,7 @@ use tungstenite::Message;
 use crate::budget::{Budget, Category};
 use crate::config::{DEMO_FEED_ROOM, Feed, FeedSource};
 use crate::context::Shared;
-use crate::hub::Command;
+use crate::hub;
 use crate::room::now_millis;
 
 mod lines;
@@ -75,7 +75,7 @@ impl Feeds {
         };
         for Feed { room, source } in &shared.config.feeds {
             let hub = Publisher {
-                commands: shared.hub.clone(),
+                hub: shared.hub.clone(),
                 budget: Arc::clone(&shared.budget),
             };
             let room = room.clone();
@@ -190,7 +190,7 @@ fn stopping(stop: &Receiver<()>) -> bool {
 /// Where a feed's lines go: the hub, with each line charged to the memory budget.
 #[derive(Clone, Debug)]
 struct Publisher {
-    commands: Sender<Command>,
+    hub: hub::Handle,
     budget: Arc<Budget>,
 }
 
@@ -208,15 +208,8 @@ fn demo(shared: &Shared, stop: &Receiver<()>) {
             shared.started.elapsed().as_secs(),
         );
         let charge = shared.budget.force(Category::Messages, line.len());
-        let publish = Command::Publish {
-            room: DEMO_FEED_ROOM.into(),
-            message: Message::text(line),
-            cid: None,
-            from: None,
-            reply: None,
-            charge,
-        };
-        if shared.hub.send(publish).is_err() {
+        let message = (Message::text(line), charge);
+        if !shared.hub.post(DEMO_FEED_ROOM.into(), message, None, None) {
             return;
         }
     }

@@ -14,7 +14,7 @@ use crate::budget::{Category, Reservation};
 use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::hub::cluster::{LinkState, LinkStatus};
-use crate::hub::{Command, HUB_REPLY_TIMEOUT, RoomStats};
+use crate::hub::{RoomStats, Unanswered};
 use crate::protocol::envelope;
 use crate::protocol::json::JsonObject;
 use crate::protocol::url::{query_param, room_in_path};
@@ -161,13 +161,15 @@ pub fn operator_figures(head: &Head, shared: &Shared) -> Result<Vec<RoomStats>, 
     if !shared.policy.token_ok(request_token(head).as_deref()) {
         return Err(Reply::text(401, "missing or wrong token"));
     }
-    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    if shared.hub.send(Command::Stats(reply_tx)).is_err() {
-        return Err(Reply::text(503, "server shutting down"));
+    shared.hub.stats().map_err(unanswered)
+}
+
+/// The 503 for a hub that gave no answer.
+fn unanswered(why: Unanswered) -> Reply {
+    match why {
+        Unanswered::Stopped => Reply::text(503, "server shutting down"),
+        Unanswered::TimedOut => Reply::text(503, "hub did not answer"),
     }
-    reply_rx
-        .recv_timeout(HUB_REPLY_TIMEOUT)
-        .map_err(|_| Reply::text(503, "hub did not answer"))
 }
 
 /// `POST /publish/<room>`: the body becomes one message (text if it is valid UTF-8,
@@ -198,19 +200,7 @@ fn publish_reply(exchange: &Exchange) -> Reply {
         Err(refusal) => return refusal,
     };
     shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    let command = Command::Publish {
-        room: room.to_string(),
-        message,
-        cid,
-        from: None,
-        reply: Some(reply_tx),
-        charge,
-    };
-    if shared.hub.send(command).is_err() {
-        return Reply::text(503, "server shutting down");
-    }
-    match reply_rx.recv_timeout(HUB_REPLY_TIMEOUT) {
+    match shared.hub.publish(room.to_string(), (message, charge), cid) {
         Ok(published) => Reply::json(
             202,
             JsonObject::new()
@@ -220,7 +210,7 @@ fn publish_reply(exchange: &Exchange) -> Reply {
                 .bool("duplicate", published.duplicate)
                 .finish(),
         ),
-        Err(_) => Reply::text(503, "hub did not answer"),
+        Err(why) => unanswered(why),
     }
 }
 

@@ -61,7 +61,7 @@ fn serve(stream: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(
         Reply::text(503, "server shutting down").send(stream, false);
         return;
     };
-    let id = member.id;
+    let id = member.membership.id();
     let _gauge = shared.counters.sse_streams.enter();
     log::debug!("SSE stream {id} opened for room '{room}'");
 

@@ -7,7 +7,7 @@
 //!
 //! 1. A local publish goes from the hub to the link ([`ToLink::Publish`]).
 //! 2. The store numbers it, keeps it, and broadcasts it to every instance, this one
-//!    included; each hub delivers it to its own members ([`crate::hub::Command::Remote`]).
+//!    included; each hub delivers it to its own members ([`FromLink::Remote`]).
 //!    Every instance therefore delivers the same messages in the same order with the
 //!    same ids, and a client can resume on any instance.
 //! 3. When the link is down, the hub's rooms carry on alone under a fresh epoch, and
@@ -31,11 +31,35 @@ pub enum ToLink {
     /// Number, keep and broadcast this message for every instance.
     Publish(Box<Outbound>),
     /// Answer with the room's epoch and recent history
-    /// ([`crate::hub::Command::Loaded`]).
+    /// ([`FromLink::Loaded`]).
     Load {
         /// The room.
         room: String,
     },
+}
+
+/// What the link tells the hub (inside [`crate::hub::Command::Link`]).
+#[derive(Debug)]
+pub enum FromLink {
+    /// The link is down: deliver this message here, numbered by this instance.
+    PublishHere(Box<Outbound>),
+    /// The link's store numbered a message published here: tell its publisher.
+    Stored(Box<Outbound>, Published),
+    /// A room message from the link (published on any instance).
+    Remote(Box<Arrival>),
+    /// The link's copy of a room: its epoch and its newest messages, oldest first.
+    Loaded {
+        /// The room.
+        room: String,
+        /// The room's shared epoch.
+        epoch: u64,
+        /// Its history.
+        messages: Vec<Arrival>,
+    },
+    /// The link is connected and subscribed: share the rooms.
+    Up,
+    /// The link is lost: every room carries on alone.
+    Down,
 }
 
 /// A message published on this instance, on its way to the link.

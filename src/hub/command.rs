@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tungstenite::Message;
 
-use super::{ConnId, Subscriber};
+use super::{ConnId, Member};
 use crate::budget::Reservation;
-use crate::hub::cluster::{Arrival, LinkStatus, Outbound, ToLink};
+use crate::hub::cluster::{FromLink, LinkStatus, ToLink};
 use crate::room::Resume;
 
 /// Longest anyone waits for the hub to answer a request (stats, publish, leave).
@@ -55,7 +55,7 @@ pub enum Command {
         /// The room it joins, if any.
         room: Option<String>,
         /// How to reach it.
-        subscriber: Subscriber,
+        member: Member,
         /// Where it wants to start in the room's history.
         resume: Resume,
     },
@@ -86,25 +86,9 @@ pub enum Command {
     },
     /// The memory budget runs short: free what can be freed (`Hub::relieve`).
     Reclaim,
-    /// The link is down: deliver this message here, numbered by this instance.
-    PublishHere(Box<Outbound>),
-    /// The link's store numbered a message published here: tell its publisher.
-    Stored(Box<Outbound>, Published),
-    /// A room message from the link (published on any instance).
-    Remote(Box<Arrival>),
-    /// The link's copy of a room: its epoch and its newest messages, oldest first.
-    Loaded {
-        /// The room.
-        room: String,
-        /// The room's shared epoch.
-        epoch: u64,
-        /// Its history.
-        messages: Vec<Arrival>,
-    },
-    /// The link is connected and subscribed: share the rooms.
-    LinkUp,
-    /// The link is lost: every room carries on alone.
-    LinkDown,
+    /// Something from the link to other instances (Redis): only a server sharing
+    /// its rooms sends these, and `sharing.rs` handles them all.
+    Link(FromLink),
     /// Report every room, sorted by name.
     Stats(Sender<Vec<RoomStats>>),
     /// Ask every connection to close with 1001 once it has sent what is queued to it,

@@ -1,4 +1,4 @@
-//! The hub's handle on one connection ([`Subscriber`]): its queue, its backlog in
+//! The hub's handle on one connection ([`Member`]): its queue, its backlog in
 //! bytes, and the flag the server uses to close it from outside ([`CloseSignal`]),
 //! with the close codes that go with it.
 
@@ -88,7 +88,7 @@ impl CloseSignal {
 /// The hub's handle on one connection: the queue to its writer, its close flag, and
 /// whether it wants payloads only (raw) or the envelope and control notices.
 #[derive(Clone, Debug)]
-pub struct Subscriber {
+pub struct Member {
     /// The connection's bounded outgoing queue.
     pub tx: Sender<Outgoing>,
     /// The bytes waiting in that queue, and how many may.
@@ -102,20 +102,20 @@ pub struct Subscriber {
     pub raw: bool,
 }
 
-impl Subscriber {
-    /// A subscriber with a fresh queue of `capacity` items and `bytes` bytes (its
+impl Member {
+    /// A member with a fresh queue of `capacity` items and `bytes` bytes (its
     /// backlog counted into `counters.queued_bytes`); returns the receiving end too.
     pub fn new(
         capacity: usize,
         bytes: usize,
         raw: bool,
         counters: &Counters,
-    ) -> (Subscriber, QueueEnd) {
+    ) -> (Member, QueueEnd) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let backlog = Arc::new(Backlog::new(bytes, Arc::clone(&counters.queued_bytes)));
         let end = QueueEnd::new(rx, Arc::clone(&backlog));
         (
-            Subscriber {
+            Member {
                 tx,
                 backlog,
                 unsent: end.clone(),

@@ -23,7 +23,7 @@
 //!
 //! With a link to other instances (Redis, see [`crate::hub::cluster`]) the hub numbers
 //! nothing itself while the link is up: publishes go out to the link, and messages
-//! come back numbered ([`Command::Remote`]), from this instance and every other. That
+//! come back numbered ([`Command::Link`]), from this instance and every other. That
 //! part of the hub has a file of its own, `src/hub/sharing.rs`.
 
 use std::collections::HashMap;
@@ -44,6 +44,8 @@ mod command;
 
 mod counters;
 
+mod handle;
+
 mod member;
 
 mod outgoing;
@@ -58,9 +60,10 @@ mod sharing;
 
 pub use command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, LinkEnd, Published, RoomStats};
 pub use counters::{Counters, Gauge, GaugeGuard};
+pub use handle::{Handle, Membership, Unanswered, channel};
 pub use member::{
-    CloseSignal, GOING_AWAY_CODE, GOING_AWAY_REASON, Queued, SLOW_CONSUMER_CODE,
-    SLOW_CONSUMER_REASON, Subscriber,
+    CloseSignal, GOING_AWAY_CODE, GOING_AWAY_REASON, Member, Queued, SLOW_CONSUMER_CODE,
+    SLOW_CONSUMER_REASON,
 };
 pub use outgoing::{ConnId, Echo, Joined, Notice, Outgoing};
 pub use pressure::BEHIND_FRACTION;
@@ -99,7 +102,7 @@ pub fn spawn(
 struct Hub {
     rooms: HashMap<String, Room>,
     /// Connections in no room (echo); the hub knows them only to close them at shutdown.
-    loners: HashMap<ConnId, Subscriber>,
+    loners: HashMap<ConnId, Member>,
     limits: HistoryLimits,
     /// Counts commands; a cheap clock for "least recently used".
     clock: u64,
@@ -146,11 +149,11 @@ impl Hub {
             Command::Join {
                 id,
                 room: Some(name),
-                subscriber,
+                member,
                 resume,
-            } => self.join(name, id, subscriber, &resume, counters),
+            } => self.join(name, id, member, &resume, counters),
             // Connections in no room (echo): known only to be closed at shutdown.
-            Command::Join { id, subscriber, .. } => drop(self.loners.insert(id, subscriber)),
+            Command::Join { id, member, .. } => drop(self.loners.insert(id, member)),
             command @ Command::Leave { .. } => self.apply_leave(command, counters),
             Command::Publish {
                 room,
@@ -167,13 +170,8 @@ impl Hub {
                     None => self.publish_here(outbound, counters),
                 }
             }
-            // Everything else the link to other instances sends: `sharing.rs`.
-            link @ (Command::PublishHere(_)
-            | Command::Stored(..)
-            | Command::Remote(_)
-            | Command::Loaded { .. }
-            | Command::LinkUp
-            | Command::LinkDown) => self.apply_link(link, counters),
+            // Everything the link to other instances sends: `sharing.rs`.
+            Command::Link(event) => self.apply_link(event, counters),
             Command::Stats(reply) => drop(reply.send(self.stats())),
             Command::Reclaim => self.relieve(counters),
             Command::Shutdown(_) => {}
@@ -226,7 +224,7 @@ mod tests {
         let mut hub = Hub::new(limits, None, Arc::clone(&budget));
         let counters = Counters::default();
         // A member that never reads, allowed 8000 bytes: far behind past 4000.
-        let (behind, _never_read) = Subscriber::new(100, 8_000, true, &counters);
+        let (behind, _never_read) = Member::new(100, 8_000, true, &counters);
         hub.join("busy".into(), 1, behind.clone(), &Resume::Live, &counters);
         let publish = |hub: &mut Hub, room: &str, n: usize| {
             let charge = budget.try_reserve(Category::Messages, n).unwrap();
@@ -257,9 +255,9 @@ mod tests {
         let budget = Budget::new(64 << 20);
         let mut hub = Hub::new(limits, None, Arc::clone(&budget));
         let counters = Counters::default();
-        let (member, queue) = Subscriber::new(4, 1 << 20, true, &counters);
+        let (member, queue) = Member::new(4, 1 << 20, true, &counters);
         hub.join("r".into(), 1, member.clone(), &Resume::Live, &counters);
-        let (loner, _loner_queue) = Subscriber::new(4, 1 << 20, true, &counters);
+        let (loner, _loner_queue) = Member::new(4, 1 << 20, true, &counters);
         hub.loners.insert(2, loner.clone());
         let owed = (Message::text("owed"), budget.force(Category::Messages, 4));
         hub.publish("r".into(), owed, None, None, &counters);

@@ -11,8 +11,8 @@ use tungstenite::Message;
 
 use super::sharing::{Sharing, WaitingJoin};
 use super::{
-    ConnId, Counters, Hub, Joined, MAX_IDLE_ROOMS, Notice, Outgoing, PRESENCE_MAX_MEMBERS,
-    Published, RoomStats, SLOW_CONSUMER_CODE, Subscriber,
+    ConnId, Counters, Hub, Joined, MAX_IDLE_ROOMS, Member, Notice, Outgoing, PRESENCE_MAX_MEMBERS,
+    Published, RoomStats, SLOW_CONSUMER_CODE,
 };
 use crate::budget::{Category, Reservation};
 use crate::hub::cluster::Outbound;
@@ -20,7 +20,7 @@ use crate::room::{Duplicate, History, Resume, RoomMessage};
 
 /// A room: its members and its history.
 pub(super) struct Room {
-    pub(super) members: HashMap<ConnId, Subscriber>,
+    pub(super) members: HashMap<ConnId, Member>,
     pub(super) history: History,
     /// The hub's clock when the room was last used, to find the least recently used.
     pub(super) last_used: u64,
@@ -74,7 +74,7 @@ pub(super) fn acknowledge(
 /// Offers one item to a member without blocking. A queue full in items or in bytes
 /// makes it a slow consumer: it is asked to close with 1008. Returns whether the
 /// member stays.
-pub(super) fn offer(id: ConnId, member: &Subscriber, item: Outgoing, counters: &Counters) -> bool {
+pub(super) fn offer(id: ConnId, member: &Member, item: Outgoing, counters: &Counters) -> bool {
     let bytes = item.bytes();
     if !member.backlog.add(bytes) {
         slow_consumer(id, member, counters, "send queue bytes full");
@@ -96,7 +96,7 @@ pub(super) fn offer(id: ConnId, member: &Subscriber, item: Outgoing, counters: &
 }
 
 /// Closes a member that fell too far behind with 1008, dropping what is queued to it.
-pub(super) fn slow_consumer(id: ConnId, member: &Subscriber, counters: &Counters, why: &str) {
+pub(super) fn slow_consumer(id: ConnId, member: &Member, counters: &Counters, why: &str) {
     log::warn!("connection {id} is a slow consumer ({why}); closing it with 1008");
     counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
     member.request_close(SLOW_CONSUMER_CODE);
@@ -123,7 +123,7 @@ impl Hub {
         &mut self,
         name: String,
         id: ConnId,
-        subscriber: Subscriber,
+        member: Member,
         resume: &Resume,
         counters: &Counters,
     ) {
@@ -132,7 +132,7 @@ impl Hub {
         // A shared room's history comes from the link: the join waits for it.
         let waiting = WaitingJoin {
             id,
-            subscriber,
+            member,
             resume: resume.clone(),
         };
         match &mut room.sharing {
@@ -149,18 +149,14 @@ impl Hub {
     }
 
     pub(super) fn join_now(&mut self, name: String, join: WaitingJoin, counters: &Counters) {
-        let WaitingJoin {
-            id,
-            subscriber,
-            resume,
-        } = join;
+        let WaitingJoin { id, member, resume } = join;
         let room = self.room(name.clone());
-        room.members.insert(id, subscriber.clone());
-        if !subscriber.raw {
+        room.members.insert(id, member.clone());
+        if !member.raw {
             let plan = room.history.catch_up(&resume, room.members.len());
             if !offer(
                 id,
-                &subscriber,
+                &member,
                 Outgoing::Joined(Box::new(Joined {
                     room: name.clone(),
                     plan,

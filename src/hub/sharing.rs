@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    Command, ConnId, Counters, Hub, Joined, LinkEnd, Outgoing, Published, Subscriber, acknowledge,
-    offer,
+    ConnId, Counters, Hub, Joined, LinkEnd, Member, Outgoing, Published, acknowledge, offer,
 };
-use crate::hub::cluster::{Arrival, Outbound, ToLink};
+use crate::hub::cluster::{Arrival, FromLink, Outbound, ToLink};
 use crate::room::{self, History, Resume};
 
 /// How a room relates to the link.
@@ -29,7 +28,7 @@ pub(super) enum Sharing {
     /// This instance numbers the room's messages (no link, or the link is down).
     #[default]
     Alone,
-    /// Waiting for the link's copy of the room ([`super::Command::Loaded`]). Joins wait with
+    /// Waiting for the link's copy of the room ([`FromLink::Loaded`]). Joins wait with
     /// it, and messages arriving meanwhile are kept to be merged with the copy.
     Loading {
         /// Arrivals while the copy is on its way, merged with it.
@@ -45,7 +44,7 @@ pub(super) enum Sharing {
 #[derive(Debug)]
 pub(super) struct WaitingJoin {
     pub(super) id: ConnId,
-    pub(super) subscriber: Subscriber,
+    pub(super) member: Member,
     pub(super) resume: Resume,
 }
 
@@ -192,19 +191,18 @@ impl Hub {
 
     /// What the link to other instances tells the hub (every command but the ones a
     /// single instance needs too).
-    pub(super) fn apply_link(&mut self, command: Command, counters: &Counters) {
-        match command {
-            Command::PublishHere(outbound) => self.publish_here(*outbound, counters),
-            Command::Stored(outbound, outcome) => self.stored(*outbound, outcome, counters),
-            Command::Remote(arrival) => self.arrive(*arrival, counters),
-            Command::Loaded {
+    pub(super) fn apply_link(&mut self, event: FromLink, counters: &Counters) {
+        match event {
+            FromLink::PublishHere(outbound) => self.publish_here(*outbound, counters),
+            FromLink::Stored(outbound, outcome) => self.stored(*outbound, outcome, counters),
+            FromLink::Remote(arrival) => self.arrive(*arrival, counters),
+            FromLink::Loaded {
                 room,
                 epoch,
                 messages,
             } => self.loaded(room, epoch, messages, counters),
-            Command::LinkUp => self.link_up(counters),
-            Command::LinkDown => self.link_down(counters),
-            _ => {}
+            FromLink::Up => self.link_up(counters),
+            FromLink::Down => self.link_down(counters),
         }
     }
 
@@ -349,11 +347,11 @@ mod tests {
 
         fn join(&self, id: ConnId, resume: Resume) -> QueueEnd {
             let counters = Counters::default();
-            let (subscriber, queue) = Subscriber::new(64, 1 << 20, false, &counters);
+            let (member, queue) = Member::new(64, 1 << 20, false, &counters);
             self.send(Command::Join {
                 id,
                 room: Some("r".into()),
-                subscriber,
+                member,
                 resume,
             });
             queue
@@ -368,14 +366,14 @@ mod tests {
 
         /// A live member of room "r", shared, whose history holds ids 1..=last.
         fn member_of_shared_room(&self, last: u64) -> QueueEnd {
-            self.send(Command::LinkUp);
+            self.send(Command::Link(FromLink::Up));
             let member = self.join(1, Resume::Live);
             self.expect_load();
-            self.send(Command::Loaded {
+            self.send(Command::Link(FromLink::Loaded {
                 room: "r".into(),
                 epoch: EPOCH,
                 messages: (1..=last).map(|id| arrival(id, EPOCH, false)).collect(),
-            });
+            }));
             member
         }
 
@@ -430,7 +428,7 @@ mod tests {
     #[test]
     fn a_join_waits_for_the_shared_history_and_the_overlap_is_delivered_once() {
         let rig = Rig::new();
-        rig.send(Command::LinkUp);
+        rig.send(Command::Link(FromLink::Up));
         let member = rig.join(
             1,
             Resume::Since {
@@ -440,17 +438,25 @@ mod tests {
         );
         rig.expect_load();
         // Broadcast while the load is in flight: 3 is also in the loaded copy, 4 is not.
-        rig.send(Command::Remote(Box::new(arrival(3, EPOCH, false))));
-        rig.send(Command::Remote(Box::new(arrival(4, EPOCH, false))));
+        rig.send(Command::Link(FromLink::Remote(Box::new(arrival(
+            3, EPOCH, false,
+        )))));
+        rig.send(Command::Link(FromLink::Remote(Box::new(arrival(
+            4, EPOCH, false,
+        )))));
         rig.settle();
         assert!(received(&member).is_empty(), "nothing before the history");
-        rig.send(Command::Loaded {
+        rig.send(Command::Link(FromLink::Loaded {
             room: "r".into(),
             epoch: EPOCH,
             messages: (1..=3).map(|id| arrival(id, EPOCH, false)).collect(),
-        });
-        rig.send(Command::Remote(Box::new(arrival(4, EPOCH, false)))); // a late copy
-        rig.send(Command::Remote(Box::new(arrival(5, EPOCH, false))));
+        }));
+        rig.send(Command::Link(FromLink::Remote(Box::new(arrival(
+            4, EPOCH, false,
+        ))))); // a late copy
+        rig.send(Command::Link(FromLink::Remote(Box::new(arrival(
+            5, EPOCH, false,
+        )))));
         rig.settle();
         assert_eq!(
             received(&member),
@@ -477,7 +483,9 @@ mod tests {
         }
         rig.settle();
         assert_eq!(received(&member), vec![(EPOCH, vec![])], "only the welcome");
-        rig.send(Command::Remote(Box::new(arrival(1, EPOCH, false))));
+        rig.send(Command::Link(FromLink::Remote(Box::new(arrival(
+            1, EPOCH, false,
+        )))));
         rig.settle();
         assert_eq!(received(&member), vec![(0, vec![1])]);
     }
@@ -489,9 +497,9 @@ mod tests {
         rig.settle();
         let _ = received(&member);
 
-        rig.send(Command::LinkDown);
+        rig.send(Command::Link(FromLink::Down));
         // The link sends a publish back to be delivered here, under an epoch of its own.
-        rig.send(Command::PublishHere(Box::new(Outbound {
+        rig.send(Command::Link(FromLink::PublishHere(Box::new(Outbound {
             room: "r".into(),
             message: Message::text("alone"),
             cid: None,
@@ -500,7 +508,7 @@ mod tests {
             ts: 0,
             late: false,
             charge: None,
-        })));
+        }))));
         rig.settle();
         let alone: Vec<_> = member.try_iter().collect();
         let [Outgoing::Room(m)] = &alone[..] else {
@@ -509,10 +517,10 @@ mod tests {
         assert_eq!(m.id, 3, "ids go on after the shared ones");
         assert_ne!(m.epoch, EPOCH, "but not as the shared sequence's");
 
-        rig.send(Command::LinkUp);
+        rig.send(Command::Link(FromLink::Up));
         rig.expect_load();
         // Meanwhile: 3 = our "alone" message forwarded late, 4 = another instance's.
-        rig.send(Command::Loaded {
+        rig.send(Command::Link(FromLink::Loaded {
             room: "r".into(),
             epoch: EPOCH,
             messages: vec![
@@ -521,7 +529,7 @@ mod tests {
                 arrival(3, EPOCH, true),
                 arrival(4, EPOCH, false),
             ],
-        });
+        }));
         rig.settle();
         assert_eq!(received(&member), vec![(EPOCH, vec![4])]);
     }

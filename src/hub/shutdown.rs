@@ -22,9 +22,9 @@ impl Hub {
     ) {
         while !self.loners.is_empty() || self.rooms.values().any(|r| !r.members.is_empty()) {
             match commands.recv_deadline(deadline) {
-                Ok(Command::Join { id, subscriber, .. }) => {
-                    subscriber.request_close_after_queue(GOING_AWAY_CODE, deadline);
-                    self.loners.insert(id, subscriber);
+                Ok(Command::Join { id, member, .. }) => {
+                    member.request_close_after_queue(GOING_AWAY_CODE, deadline);
+                    self.loners.insert(id, member);
                 }
                 Ok(command @ Command::Leave { .. }) => self.apply_leave(command, counters),
                 Ok(Command::Stats(reply)) => {
@@ -38,8 +38,8 @@ impl Hub {
         // join that came too late is asked to close (1001) like everyone else.
         for command in commands.try_iter() {
             match command {
-                Command::Join { subscriber, .. } => {
-                    subscriber.request_close_after_queue(GOING_AWAY_CODE, deadline);
+                Command::Join { member, .. } => {
+                    member.request_close_after_queue(GOING_AWAY_CODE, deadline);
                 }
                 command => self.apply_leave(command, counters),
             }
@@ -70,7 +70,7 @@ impl Hub {
         for room in self.rooms.values_mut() {
             if let Sharing::Loading { waiting, .. } = std::mem::take(&mut room.sharing) {
                 for w in waiting {
-                    room.members.insert(w.id, w.subscriber);
+                    room.members.insert(w.id, w.member);
                 }
             }
         }

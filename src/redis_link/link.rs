@@ -13,8 +13,8 @@ use redis::{Script, Value};
 
 use super::subscriber::{self, Subscription};
 use super::wire::{self, RoomKeys};
-use crate::hub::cluster::{Arrival, LinkState, LinkStatus, Outbound, ToLink};
-use crate::hub::{Command, Published};
+use crate::hub::cluster::{Arrival, FromLink, LinkState, LinkStatus, Outbound, ToLink};
+use crate::hub::{self, Published};
 use crate::protocol::envelope::{format_epoch, parse_epoch};
 use crate::room;
 
@@ -43,7 +43,7 @@ pub struct Settings {
     /// This instance's name on the wire.
     pub origin: u64,
     /// The hub.
-    pub hub: Sender<Command>,
+    pub hub: hub::Handle,
     /// Figures for `/stats`.
     pub status: Arc<LinkStatus>,
 }
@@ -169,7 +169,7 @@ impl Link {
             "Redis link up ({}): rooms are shared with every instance",
             self.settings.client.get_connection_info().addr()
         );
-        let _ = self.settings.hub.send(Command::LinkUp);
+        let _ = self.settings.hub.link(FromLink::Up);
         Ok(())
     }
 
@@ -215,7 +215,7 @@ impl Link {
             log::warn!(
                 "Redis link down: {error}; rooms carry on on this instance alone, reconnecting"
             );
-            let _ = self.settings.hub.send(Command::LinkDown);
+            let _ = self.settings.hub.link(FromLink::Down);
         } else if status.error().is_empty() {
             log::warn!("cannot reach Redis: {error}; rooms are local until it answers");
         } else {
@@ -240,8 +240,8 @@ impl Link {
         if self.connection.is_some() {
             match self.store(&outbound) {
                 Ok(outcome) => {
-                    let stored = Command::Stored(Box::new(outbound), outcome);
-                    let _ = self.settings.hub.send(stored);
+                    let stored = FromLink::Stored(Box::new(outbound), outcome);
+                    let _ = self.settings.hub.link(stored);
                     return;
                 }
                 Err(e) if e.is_io_error() || e.is_connection_dropped() => {
@@ -259,7 +259,7 @@ impl Link {
         let _ = self
             .settings
             .hub
-            .send(Command::PublishHere(Box::new(outbound)));
+            .link(FromLink::PublishHere(Box::new(outbound)));
     }
 
     fn keep_for_later(&mut self, outbound: &Outbound) {
@@ -340,7 +340,7 @@ impl Link {
         match answer {
             Ok(value) => match parse_history(room, value, self.settings.origin) {
                 Ok((epoch, messages)) => {
-                    let _ = self.settings.hub.send(Command::Loaded {
+                    let _ = self.settings.hub.link(FromLink::Loaded {
                         room: room.to_string(),
                         epoch,
                         messages,

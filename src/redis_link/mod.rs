@@ -35,10 +35,8 @@ use std::io;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::Sender;
-
 use crate::hub::cluster::{LinkStatus, ToLink};
-use crate::hub::{Command, HUB_QUEUE, LinkEnd};
+use crate::hub::{self, HUB_QUEUE, LinkEnd};
 use crate::room;
 
 /// Starts the link thread for the Redis at `url`. It connects in the background (the
@@ -50,7 +48,7 @@ pub fn start(
     url: &str,
     queue: usize,
     history: usize,
-    hub: Sender<Command>,
+    hub: hub::Handle,
 ) -> io::Result<(LinkEnd, JoinHandle<()>)> {
     let client = redis::Client::open(url)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::wire;
-use crate::hub::Command;
+use crate::hub::{self, cluster::FromLink};
 
 /// How often a quiet subscriber wakes to see whether the link has moved on to a new
 /// connection (then this one ends).
@@ -25,7 +25,7 @@ pub struct Subscription {
     /// The link's current generation.
     pub current: Arc<AtomicU64>,
     /// Where room messages go.
-    pub hub: Sender<Command>,
+    pub hub: hub::Handle,
     /// Told this subscription's generation if its connection fails.
     pub lost: Sender<u64>,
     /// This instance's origin, to recognise its own late messages.
@@ -70,7 +70,7 @@ fn run(mut s: Subscription, ready: &Sender<redis::RedisResult<()>>) {
         };
         match wire::decode(room, message.get_payload_bytes(), s.origin) {
             Ok(arrival) => {
-                if s.hub.send(Command::Remote(Box::new(arrival))).is_err() {
+                if !s.hub.link(FromLink::Remote(Box::new(arrival))) {
                     return; // the hub has stopped
                 }
             }

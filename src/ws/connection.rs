@@ -46,9 +46,7 @@ use super::reader::{InputLimits, Routes, authenticate, read_loop};
 use super::write_half::WriteHalf;
 use super::writer::{Inbox, WRITE_BUFFER_BYTES, write_loop};
 use crate::budget::Budget;
-use crate::hub::{
-    Backlog, Command, ConnId, Counters, GOING_AWAY_REASON, HUB_REPLY_TIMEOUT, Outgoing, Subscriber,
-};
+use crate::hub::{self, Backlog, ConnId, Counters, GOING_AWAY_REASON, Member, Outgoing};
 use crate::net::limit::{RateLimit, Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::net::socket::Socket;
 use crate::room::Resume;
@@ -106,7 +104,7 @@ pub fn serve(
     stream: Socket,
     leftover: Vec<u8>,
     destination: Destination,
-    hub: Sender<Command>,
+    hub: hub::Handle,
     counters: Arc<Counters>,
     mut settings: Settings,
 ) -> Option<u16> {
@@ -114,14 +112,14 @@ pub fn serve(
     set_timeouts(id, &stream, &settings)?;
     let config = socket_config(&settings);
     let raw = !matches!(destination, Destination::Room { raw: false, .. });
-    let (subscriber, writer) = start_writer(id, &stream, &counters, config, &settings, raw)?;
+    let (member, writer) = start_writer(id, &stream, &counters, config, &settings, raw)?;
 
     let mut input = ReadHalf::new(&stream, &settings.budget, config, &leftover);
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
-    let tx = subscriber.tx.clone();
-    let admitted = admit(id, &mut ctx, &mut input, &subscriber, &hub, &settings);
+    let tx = member.tx.clone();
+    let admitted = admit(id, &mut ctx, &mut input, &member, &hub, &settings);
     drop(settings.unauthenticated.take()); // authenticated (or leaving): not waiting any more
-    // A client refused at authentication never joins: dropping its `subscriber` (and
+    // A client refused at authentication never joins: dropping its `member` (and
     // with it the writer's queue sender) ends the writer at once, freeing the slot.
     if admitted {
         let (to_writer, counters) = (&tx, &counters);
@@ -131,9 +129,9 @@ pub fn serve(
             to_writer,
             counters,
         };
-        connection.member(subscriber, &destination, &settings, (&mut ctx, &mut input));
+        connection.join_and_read(member, &destination, &settings, (&mut ctx, &mut input));
     } else {
-        drop(subscriber);
+        drop(member);
     }
     drop(tx);
     writer.join().ok().flatten()
@@ -170,10 +168,10 @@ fn start_writer(
     config: WebSocketConfig,
     settings: &Settings,
     raw: bool,
-) -> Option<(Subscriber, thread::JoinHandle<Option<u16>>)> {
+) -> Option<(Member, thread::JoinHandle<Option<u16>>)> {
     let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
-    let (subscriber, queue) = Subscriber::new(send_queue, send_bytes, raw, counters);
-    let inbox = Inbox::new(queue, &subscriber.close);
+    let (member, queue) = Member::new(send_queue, send_bytes, raw, counters);
+    let inbox = Inbox::new(queue, &member.close);
     let out = WriteHalf::new(Arc::clone(stream), Arc::clone(&inbox.close));
     // The writer never reads: its context needs no read buffer.
     let ctx = WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)));
@@ -184,7 +182,7 @@ fn start_writer(
         .stack_size(THREAD_STACK_BYTES)
         .spawn(move || write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw));
     match started {
-        Ok(handle) => Some((subscriber, handle)),
+        Ok(handle) => Some((member, handle)),
         Err(e) => {
             log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
             None
@@ -198,39 +196,28 @@ fn admit(
     id: ConnId,
     ctx: &mut WebSocketContext,
     input: &mut ReadHalf,
-    subscriber: &Subscriber,
-    hub: &Sender<Command>,
+    member: &Member,
+    hub: &hub::Handle,
     settings: &Settings,
 ) -> bool {
     let Some(policy) = &settings.first_message_auth else {
         return true;
     };
-    let waiting = Command::Join {
-        id,
-        room: None,
-        subscriber: subscriber.clone(),
-        resume: Resume::Live,
-    };
-    if hub.send(waiting).is_err() {
+    let Some(waiting) = hub.join(id, None, member.clone(), Resume::Live) else {
         // The server is stopping: this client is told so like everyone else.
-        going_away(&subscriber.tx, ctx, input);
+        going_away(&member.tx, ctx, input);
         return false;
-    }
-    let timeouts = (settings.handshake_timeout, settings.pong_timeout);
-    let admitted = authenticate(id, ctx, input, policy, &subscriber.tx, timeouts);
-    let leave = Command::Leave {
-        id,
-        room: None,
-        done: None,
     };
-    let _ = hub.send(leave);
+    let timeouts = (settings.handshake_timeout, settings.pong_timeout);
+    let admitted = authenticate(id, ctx, input, policy, &member.tx, timeouts);
+    drop(waiting); // out of the hub's loners: joining for real comes next
     admitted
 }
 
 /// The reader's side of one connection: who it is and where it sends things.
 struct Reader<'a> {
     id: ConnId,
-    hub: &'a Sender<Command>,
+    hub: &'a hub::Handle,
     to_writer: &'a Sender<Outgoing>,
     counters: &'a Counters,
 }
@@ -238,9 +225,9 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Joins the room (or the hub's loners, for echo), reads until the connection
     /// ends, leaves, and tells the writer how it ends.
-    fn member(
+    fn join_and_read(
         &self,
-        subscriber: Subscriber,
+        member: Member,
         destination: &Destination,
         settings: &Settings,
         (ctx, input): (&mut WebSocketContext, &mut ReadHalf),
@@ -249,29 +236,21 @@ impl Reader<'_> {
             Destination::Room { name, resume, .. } => (Some(name.clone()), resume.clone()),
             Destination::Echo => (None, Resume::Live),
         };
-        let backlog = Arc::clone(&subscriber.backlog);
-        let join = Command::Join {
-            id: self.id,
-            room: room.clone(),
-            subscriber,
-            resume,
-        };
-        if self.hub.send(join).is_err() {
+        let backlog = Arc::clone(&member.backlog);
+        // The membership leaves the room when dropped, so should this thread panic
+        // the connection still leaves; the writer then ends when its queue has no
+        // senders left.
+        let Some(membership) = self.hub.join(self.id, room, member, resume) else {
             return going_away(self.to_writer, ctx, input);
-        }
-        // Should this thread panic, the guard still takes the connection out of its
-        // room; the writer then ends when its queue has no senders left.
-        let _leave_on_panic = LeaveOnPanic {
-            id: self.id,
-            room: room.clone(),
-            hub: self.hub,
         };
         let end = read_loop(
             ctx,
             input,
             &mut self.routes(destination, settings, &backlog),
         );
-        self.leave_and_wait(room);
+        // Every message published before we left is in the writer's queue by now, so
+        // the close frame queued next cannot overtake one the peer is owed.
+        membership.leave_and_wait();
         finish(self.id, end, self.to_writer, ctx, input);
     }
 
@@ -294,21 +273,6 @@ impl Reader<'_> {
             },
         }
     }
-
-    /// Leaves the room and waits until the hub confirms. Every message published
-    /// before that moment is then already in our writer's queue, so the close frame
-    /// queued next cannot overtake a message the peer is owed.
-    fn leave_and_wait(&self, room: Option<String>) {
-        let (left_tx, left_rx) = crossbeam_channel::bounded(1);
-        let leave = Command::Leave {
-            id: self.id,
-            room,
-            done: Some(left_tx),
-        };
-        if self.hub.send(leave).is_ok() {
-            let _ = left_rx.recv_timeout(HUB_REPLY_TIMEOUT);
-        }
-    }
 }
 
 /// The hub is gone: the server is stopping, and this client's handshake finished just
@@ -324,25 +288,5 @@ fn going_away(to_writer: &Sender<Outgoing>, ctx: &mut WebSocketContext, input: &
         .is_ok()
     {
         linger(ctx, input);
-    }
-}
-
-/// Sends `Leave` for a reader thread that is unwinding from a panic.
-struct LeaveOnPanic<'a> {
-    id: ConnId,
-    room: Option<String>,
-    hub: &'a Sender<Command>,
-}
-
-impl Drop for LeaveOnPanic<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            let room = self.room.take();
-            let _ = self.hub.send(Command::Leave {
-                id: self.id,
-                room,
-                done: None,
-            });
-        }
     }
 }

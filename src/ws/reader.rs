@@ -17,7 +17,7 @@ use super::close::linger;
 use super::connection::Destination;
 use super::read_half::ReadHalf;
 use crate::budget::Reservation;
-use crate::hub::{Command, ConnId, Counters, Echo, Outgoing, SLOW_CONSUMER_REASON};
+use crate::hub::{self, ConnId, Counters, Echo, Outgoing, SLOW_CONSUMER_REASON};
 use crate::net::limit::RateLimit;
 use crate::protocol::envelope;
 use crate::security::AccessPolicy;
@@ -121,7 +121,7 @@ pub(super) struct Routes<'a> {
     /// The connection's own writer (pongs, echoes, the close frame).
     pub(super) to_writer: &'a Sender<Outgoing>,
     /// The hub (publishes).
-    pub(super) hub: &'a Sender<Command>,
+    pub(super) hub: &'a hub::Handle,
     /// The message rate, the counters, the echo backlog.
     pub(super) limits: InputLimits<'a>,
 }
@@ -217,15 +217,7 @@ impl Routes<'_> {
         } else {
             envelope::split_client_id(message)
         };
-        let publish = Command::Publish {
-            room,
-            message,
-            cid,
-            from: Some(self.id),
-            reply: None,
-            charge,
-        };
-        Ok(self.hub.send(publish).is_ok())
+        Ok(self.hub.post(room, (message, charge), cid, Some(self.id)))
     }
 
     /// Answers a control frame. RFC 6455 §5.5.2: a ping gets a pong with the same
