@@ -55,7 +55,7 @@ MESSAGE_PATH = [
     ("room.rs", "new"),
     ("protocol/envelope.rs", "frame_room_message"),
     ("hub/rooms.rs", "broadcast"),
-    ("hub/rooms.rs", "offer"),
+    ("hub/offer.rs", "offer"),
     ("ws/writer.rs", "write_loop"),
     ("ws/writer.rs", "write_batch"),
     ("ws/writer.rs", "write_one"),

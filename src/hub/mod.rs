@@ -39,24 +39,19 @@ use crate::hub::cluster::Outbound;
 use crate::room::HistoryLimits;
 
 pub mod cluster;
-
 mod command;
-
 mod counters;
-
 mod handle;
-
+mod joining;
+mod loading;
 mod member;
-
+mod offer;
 mod outgoing;
-
 mod pressure;
-mod rooms;
-mod shutdown;
-
 mod queue;
-
+mod rooms;
 mod sharing;
+mod shutdown;
 
 pub use command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, LinkEnd, Published, RoomStats};
 pub use counters::{Counters, Gauge, GaugeGuard};
@@ -65,10 +60,11 @@ pub use member::{
     CloseSignal, GOING_AWAY_CODE, GOING_AWAY_REASON, Member, Queued, SLOW_CONSUMER_CODE,
     SLOW_CONSUMER_REASON,
 };
+use offer::{acknowledge, offer, slow_consumer};
 pub use outgoing::{ConnId, Echo, Joined, Notice, Outgoing};
 pub use pressure::BEHIND_FRACTION;
 pub use queue::{Backlog, QueueEnd};
-use rooms::{Room, acknowledge, offer, slow_consumer};
+use rooms::Room;
 use sharing::forward;
 
 /// Rooms with no members that keep their history for returning clients; past this

@@ -12,13 +12,10 @@
 //! - the link coming back reloads every room with members, who get what they missed as
 //!   one catch-up, minus what this instance delivered itself meanwhile.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{
-    ConnId, Counters, Hub, Joined, LinkEnd, Member, Outgoing, Published, acknowledge, offer,
-};
+use super::{ConnId, Counters, Hub, LinkEnd, Member, Published, acknowledge};
 use crate::hub::cluster::{Arrival, FromLink, Outbound, ToLink};
 use crate::room::{self, History, Resume};
 
@@ -49,20 +46,6 @@ pub(super) struct WaitingJoin {
 }
 
 impl Hub {
-    /// Asks the link for a room's history. If it cannot take the request, the room
-    /// carries on alone for now (the next join or arrival asks again).
-    pub(super) fn request_load(&mut self, name: String, counters: &Counters) {
-        let asked = self.link.as_ref().is_some_and(|link| {
-            link.tx
-                .try_send(ToLink::Load { room: name.clone() })
-                .is_ok()
-        });
-        if !asked {
-            log::warn!("cannot ask the link for room '{name}'; it carries on alone for now");
-            self.settle_alone(&name, counters);
-        }
-    }
-
     /// Ends a room's wait for the link: it goes on alone, under an epoch of its own
     /// (ids this instance gives must not pass for the shared sequence's), and the
     /// joins that waited are served from what it has.
@@ -114,79 +97,6 @@ impl Hub {
                 self.deliver(&name, arrival, counters);
             }
         }
-    }
-
-    /// The link's copy of a room we asked for: it becomes the room's history, members
-    /// get what they have not seen, and the joins that waited are served.
-    pub(super) fn loaded(
-        &mut self,
-        name: String,
-        epoch: u64,
-        messages: Vec<Arrival>,
-        counters: &Counters,
-    ) {
-        let limits = self.limits;
-        let Some(room) = self.rooms.get_mut(&name) else {
-            return;
-        };
-        let Sharing::Loading { early, waiting } = std::mem::take(&mut room.sharing) else {
-            return; // an answer we no longer wait for (the link went down meanwhile)
-        };
-        room.sharing = Sharing::Shared;
-        room.history = History::with_epoch(epoch, limits);
-        let mut delivered_here = HashSet::new();
-        let mut arrivals: Vec<Arrival> = messages.into_iter().chain(early).collect();
-        arrivals.sort_by_key(|a| a.message.id);
-        for arrival in arrivals.into_iter().filter(|a| a.message.epoch == epoch) {
-            if arrival.delivered_here {
-                delivered_here.insert(arrival.message.id);
-            }
-            // Numbered by the shared store already: charged whether or not it fits,
-            // then the budget is relieved below.
-            arrival
-                .message
-                .charge(self.budget.force(crate::budget::Category::Messages, 0));
-            room.history.insert(arrival.message);
-        }
-        // Members who stayed through an outage saw the shared sequence up to `served`
-        // (and what this instance published meanwhile); the rest is news to them. They
-        // get it the way a resuming client does: one catch-up, whatever its length.
-        let (seen, epoch_changed) = match room.served {
-            Some((served_epoch, id)) if served_epoch == epoch => (id, false),
-            _ => (0, true),
-        };
-        room.served = Some((epoch, room.history.last_id()));
-        let members = room.members.len();
-        let history = &room.history;
-        room.members.retain(|id, member| {
-            let mut plan = history.catch_up(
-                &Resume::Since {
-                    id: seen,
-                    epoch: Some(epoch),
-                },
-                members,
-            );
-            plan.epoch_changed = epoch_changed;
-            plan.replay.retain(|m| !delivered_here.contains(&m.id));
-            if member.raw {
-                return plan
-                    .replay
-                    .into_iter()
-                    .all(|m| offer(*id, member, Outgoing::Room(m), counters));
-            }
-            if !epoch_changed && plan.replay.is_empty() && plan.gap.is_none() {
-                return true; // nothing they missed
-            }
-            let joined = Joined {
-                room: name.clone(),
-                plan,
-            };
-            offer(*id, member, Outgoing::Joined(Box::new(joined)), counters)
-        });
-        for join in waiting {
-            self.join_now(name.clone(), join, counters);
-        }
-        self.relieve(counters);
     }
 
     /// What the link to other instances tells the hub (every command but the ones a
@@ -308,7 +218,7 @@ mod tests {
     use tungstenite::Message;
 
     use crate::hub::cluster::LinkStatus;
-    use crate::hub::{Command, HUB_QUEUE, QueueEnd, spawn};
+    use crate::hub::{Command, HUB_QUEUE, Outgoing, QueueEnd, spawn};
     use crate::room::{HistoryLimits, RoomMessage};
 
     const EPOCH: u64 = 0x5eed;
