@@ -1,149 +1,13 @@
-//! One room's memory: the id sequence, the epoch, the bounded history, and the client
-//! ids it has seen. Pure bookkeeping with no threads or sockets, so every rule about
-//! ids, gaps and duplicates is tested here directly.
-//!
-//! Only the hub thread owns rooms; nothing here is shared or locked.
+//! A room's history: ids counting up from one under an epoch, the newest messages
+//! within the room's limits (count and bytes), and the client ids they carried, so a
+//! resent message is recognised as a duplicate.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use tungstenite::Message;
 
-use crate::budget::Reservation;
-use crate::protocol::envelope;
-use crate::protocol::url::query_param;
-
-/// Bookkeeping cost of one stored message besides its bytes (the struct, the queue
-/// slot, the client-id entry), counted against the byte cap so that a flood of empty
-/// messages is bounded too.
-pub const MESSAGE_OVERHEAD_BYTES: usize = 128;
-
-/// A message as broadcast into a room: its id and the two forms members receive.
-/// Built once per publish and shared (`Arc`) by every member and the history.
-#[derive(Debug)]
-pub struct RoomMessage {
-    /// Position in the room's sequence, from 1.
-    pub id: u64,
-    /// The room's epoch when it was published.
-    pub epoch: u64,
-    /// When the server accepted it, milliseconds since 1970 (UTC).
-    pub ts: u64,
-    /// When this server built it (for the delivery-latency histogram; a monotonic
-    /// clock, unlike `ts`).
-    pub accepted: std::time::Instant,
-    /// The publisher's own id for it, if it gave one.
-    pub cid: Option<String>,
-    /// Header line + `\n` + payload: what enveloped WebSocket members receive.
-    pub framed: Message,
-    /// The payload exactly as published (shares `framed`'s buffer): what raw members get.
-    pub raw: Message,
-    /// Its bytes on the memory budget, given back when the last holder (history, a
-    /// send queue) drops it. Set once, by the hub.
-    charge: OnceLock<Reservation>,
-}
-
-impl RoomMessage {
-    /// Frames `payload` as message `id` of `epoch`: both forms built once, here.
-    pub fn new(id: u64, epoch: u64, ts: u64, cid: Option<String>, payload: Message) -> Self {
-        let (framed, raw) = envelope::frame_room_message(id, epoch, ts, cid.as_deref(), payload);
-        RoomMessage {
-            id,
-            epoch,
-            ts,
-            accepted: std::time::Instant::now(),
-            cid,
-            framed,
-            raw,
-            charge: OnceLock::new(),
-        }
-    }
-
-    /// Puts this message on the memory budget with `charge` (what its reader charged,
-    /// settled to [`RoomMessage::cost`]). A message charged already keeps its charge.
-    pub fn charge(&self, mut charge: Reservation) {
-        if self.charge.get().is_none() {
-            charge.settle(self.cost());
-            let _ = self.charge.set(charge);
-        }
-    }
-
-    /// The fields its header, JSON and SSE event id are made of.
-    pub fn header(&self) -> envelope::Header<'_> {
-        envelope::Header {
-            id: self.id,
-            epoch: self.epoch,
-            ts: self.ts,
-            cid: self.cid.as_deref(),
-        }
-    }
-
-    /// Bytes this message costs in history.
-    pub fn cost(&self) -> usize {
-        self.framed.len() + self.cid.as_ref().map_or(0, String::len) + MESSAGE_OVERHEAD_BYTES
-    }
-}
-
-/// Where a joining client wants to start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Resume {
-    /// Only messages published from now on.
-    #[default]
-    Live,
-    /// Everything after `id`, if `epoch` (when given) is still the room's epoch.
-    Since {
-        /// Last id the client has.
-        id: u64,
-        /// The epoch that id belongs to.
-        epoch: Option<u64>,
-    },
-}
-
-impl Resume {
-    /// `since=<id>` (and optionally `epoch=<epoch>`) from a query string; anything
-    /// unreadable, an id past `u64::MAX` included, means "live only". Any id that can
-    /// be read is passed on as it is: one beyond the room's newest, `u64::MAX` too, is
-    /// the live edge ([`History::catch_up`]).
-    pub fn from_query(query: &str) -> Resume {
-        match query_param(query, "since").and_then(|s| s.parse().ok()) {
-            Some(id) => Resume::Since {
-                id,
-                epoch: query_param(query, "epoch").and_then(|e| envelope::parse_epoch(&e)),
-            },
-            None => Resume::Live,
-        }
-    }
-}
-
-/// What a joining client must be told before live messages: built atomically with
-/// the join, so nothing published in between can be missed or doubled.
-#[derive(Debug, Default)]
-pub struct CatchUp {
-    /// The room's epoch.
-    pub epoch: u64,
-    /// Newest id in the room (0 when nothing was ever published).
-    pub last_id: u64,
-    /// Members after this join.
-    pub members: usize,
-    /// The client resumed with another epoch: its ids no longer apply.
-    pub epoch_changed: bool,
-    /// Ids `(from, to)` the client missed that are no longer in history.
-    pub gap: Option<(u64, u64)>,
-    /// Messages to replay, oldest first.
-    pub replay: Vec<Arc<RoomMessage>>,
-}
-
-impl CatchUp {
-    /// What the welcome control frame says.
-    pub fn welcome(&self) -> envelope::Welcome {
-        envelope::Welcome {
-            epoch: self.epoch,
-            last_id: self.last_id,
-            members: self.members,
-            epoch_changed: self.epoch_changed,
-        }
-    }
-}
+use super::{CatchUp, Resume, RoomMessage, now_millis};
 
 /// Limits on one room's history.
 #[derive(Clone, Copy, Debug)]
@@ -349,16 +213,10 @@ pub fn new_epoch() -> u64 {
     }
 }
 
-/// Milliseconds since 1970 (UTC).
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::MESSAGE_OVERHEAD_BYTES;
 
     const ROOMY: HistoryLimits = HistoryLimits {
         messages: 1000,
