@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::budget::{Budget, Source};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::hub::cluster::LinkStatus;
 use crate::hub::{self, CloseSignal, Counters, Member, Membership, QueueEnd};
@@ -32,8 +32,6 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// The memory budget (`--memory-limit`) every large buffer is charged to.
     pub budget: Arc<Budget>,
-    /// Where the budget's size came from.
-    pub budget_source: Source,
     /// Open connections against `--max-connections`.
     pub limit: Arc<ConnectionLimit>,
     /// `--auth first-message`: sockets that have not shown their token yet.

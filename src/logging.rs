@@ -15,7 +15,7 @@ use log::LevelFilter;
 use simple_logger::SimpleLogger;
 
 /// Log level when neither `--log-level` nor `RUST_LOG` says otherwise (see
-/// [`LogSpec`] for the grammar of both).
+/// [`LogSpec`](crate::config::LogSpec) for the grammar of both).
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
 
 /// This crate's own log targets start with its name (`threadcast::hub`, …); a bare

@@ -38,10 +38,9 @@ fn main() -> ExitCode {
 
 /// Starts the server and serves until SIGINT or SIGTERM, then shuts it down.
 fn run(config: config::Config) -> ExitCode {
-    // Memory the budget gives back must leave the process too (see budget/machine.rs).
-    threadcast::budget::return_large_buffers_to_the_system();
-    // One descriptor per connection: use all the operating system allows us.
-    if let Some(files) = threadcast::net::capacity::raise_fd_limit() {
+    // Memory the budget gives back must leave the process too, and each connection
+    // needs a descriptor: use all the operating system allows us.
+    if let Some(files) = threadcast::prepare_process() {
         log::debug!("open files limit: {files}");
     }
     // Register the handlers before starting, so a signal that arrives during start-up

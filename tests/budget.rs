@@ -11,8 +11,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
+use threadcast::Category;
 use threadcast::ServerHandle;
-use threadcast::budget::Category;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 

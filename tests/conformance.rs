@@ -730,7 +730,7 @@ mod close {
             assert!(read_frame(&mut peer.stream).is_none(), "nothing after the close frame");
             peer.expect_server_side_finished();
             assert!(
-                started.elapsed() < threadcast::ws::close::CLOSE_LINGER,
+                started.elapsed() < threadcast::internals::CLOSE_LINGER,
                 "the server waited for the linger timeout instead of our close reply"
             );
         }

@@ -680,9 +680,9 @@ fn long_lived_http_requests_count_against_max_connections() {
 #[test]
 fn a_feed_command_is_broadcast_line_by_line_and_restarted_when_it_exits() {
     let server = start_with(|c| {
-        c.feeds = vec![threadcast::config::Feed {
+        c.feeds = vec![threadcast::Feed {
             room: "clock".into(),
-            source: threadcast::config::FeedSource::Command("echo tick; echo tock".into()),
+            source: threadcast::FeedSource::Command("echo tick; echo tock".into()),
         }];
     });
     // The command exits after two lines; the restarted command prints them again.

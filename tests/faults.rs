@@ -354,7 +354,7 @@ mod shutdown {
             "every connection finished within the drain deadline"
         );
         assert!(
-            took < threadcast::server::DRAIN_TIMEOUT + Duration::from_secs(2),
+            took < threadcast::DRAIN_TIMEOUT + Duration::from_secs(2),
             "shutdown took {took:?}"
         );
     }

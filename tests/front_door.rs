@@ -590,7 +590,7 @@ mod shutdown {
         served_promptly(addr);
 
         server.signal("TERM");
-        let limit = threadcast::server::DRAIN_TIMEOUT + Duration::from_secs(2);
+        let limit = threadcast::DRAIN_TIMEOUT + Duration::from_secs(2);
         let (status, took) = wait_for_exit(&mut server.child, limit);
         if status.is_none() {
             let _ = server.child.kill();
@@ -1083,7 +1083,7 @@ mod per_address {
 /// Attack 13: WebSockets that never show their token (`--auth first-message`).
 mod first_message_pool {
     use super::*;
-    use threadcast::config::AuthMode;
+    use threadcast::AuthMode;
 
     const TOKEN: &str = "first-message-token";
     const MAX_CONNECTIONS: usize = 64;
@@ -1098,7 +1098,7 @@ mod first_message_pool {
             c.handshake_timeout = Duration::from_secs(30);
         });
         let addr = server.http_addr();
-        let pool = threadcast::server::unauthenticated_pool(MAX_CONNECTIONS);
+        let pool = threadcast::internals::unauthenticated_pool(MAX_CONNECTIONS);
         assert_eq!(pool, 16);
 
         // The attacker fills all but one place of the pool.
@@ -1202,7 +1202,7 @@ mod first_message_pool {
         while waiting.read().is_ok() {}
         assert!(stopper.join().unwrap(), "every connection closed in time");
         assert!(
-            started.elapsed() < threadcast::server::DRAIN_TIMEOUT,
+            started.elapsed() < threadcast::DRAIN_TIMEOUT,
             "the drain waited {:?}",
             started.elapsed()
         );

@@ -16,15 +16,15 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
-use threadcast::http::head::Head;
-use threadcast::http::static_files::{Lookup, StaticFiles};
-use threadcast::protocol::url::{
+use threadcast::internals::Head;
+use threadcast::internals::handshake::{self, Checks, Route};
+use threadcast::internals::url::{
     is_room_name, percent_decode, query_flag, query_param, room_in_path, split_target,
 };
-use threadcast::security::{
+use threadcast::internals::{
     AccessPolicy, bearer_token, host_without_port, is_loopback_name, normalize_host,
 };
-use threadcast::ws::handshake::{self, Checks, Route};
+use threadcast::internals::{Lookup, StaticFiles};
 
 /// Cases per property: cheap ones run many, the file-system one fewer. No regression
 /// files are written into the source tree.
@@ -228,7 +228,7 @@ mod handshake_checks {
             for c in &codings { text.push_str(&format!("Transfer-Encoding: {c}\r\n")); }
             text.push_str("\r\n");
             if let Ok(Some(head)) = Head::parse(text.as_bytes()) {
-                if let Ok(threadcast::http::body::Framing::Length(n)) = threadcast::http::body::framing(&head, 1000) {
+                if let Ok(threadcast::internals::Framing::Length(n)) = threadcast::internals::framing(&head, 1000) {
                     prop_assert!(n <= 1000);
                 }
             }

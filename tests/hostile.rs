@@ -110,7 +110,7 @@ mod handshake {
     fn oversized_headers_are_refused_with_431() {
         let server = start();
         let addr = server.ws_addr();
-        let cap = threadcast::http::head::MAX_HEAD_BYTES;
+        let cap = threadcast::internals::MAX_HEAD_BYTES;
         let big = format!("X-Padding: {}\r\n", "a".repeat(cap));
         assert_eq!(
             status_for(addr, upgrade_request("/echo", &big)),
@@ -151,7 +151,7 @@ mod handshake {
     #[test]
     fn a_request_just_under_the_cap_is_accepted() {
         let server = start();
-        let cap = threadcast::http::head::MAX_HEAD_BYTES;
+        let cap = threadcast::internals::MAX_HEAD_BYTES;
         let base = upgrade_request("/echo", "").len();
         let padding = format!("X-Padding: {}\r\n", "a".repeat(cap - base - 200));
         assert_eq!(
@@ -348,7 +348,7 @@ mod slowloris {
         });
         still_serves(&server);
         let before = thread_count();
-        let cap = threadcast::door::MAX_REQUESTS_IN_PROGRESS;
+        let cap = threadcast::internals::MAX_REQUESTS_IN_PROGRESS;
         let flood: Vec<TcpStream> = (0..cap + 256)
             .map(|_| TcpStream::connect(server.ws_addr()).expect("connect"))
             .collect();

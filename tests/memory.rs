@@ -38,7 +38,7 @@ const LIMIT_BYTES: u64 = 256 << 20;
 const MOST_CONNECTIONS: usize = 410;
 /// What the server may use besides its budget with that many connections open
 /// (README, "Capacity and memory": `budget::fixed_overhead`).
-const FIXED_OVERHEAD_BYTES: u64 = threadcast::budget::fixed_overhead(MOST_CONNECTIONS) as u64;
+const FIXED_OVERHEAD_BYTES: u64 = threadcast::internals::fixed_overhead(MOST_CONNECTIONS) as u64;
 
 /// 1 MiB, the largest message the default `--max-message-bytes` lets through: the
 /// attacks send messages of (about) this size.
@@ -1141,7 +1141,7 @@ fn idle_clients_that_each_once_sent_a_mebibyte() {
     });
     // Every echo has been read: what the server holds now is what idle connections
     // cost it (the allocator may take a moment to give freed memory back).
-    let idle_bound = threadcast::budget::fixed_overhead(CLIENTS) as u64;
+    let idle_bound = threadcast::internals::fixed_overhead(CLIENTS) as u64;
     let pid = server.server.child.id();
     let settled = Instant::now() + Duration::from_secs(5);
     let mut rss = rss_bytes(pid).unwrap_or(0);

@@ -258,10 +258,10 @@ fn an_instance_started_without_redis_serves_alone_reports_drops_and_catches_up()
 fn a_feed_on_one_instance_is_shared_like_any_publish() {
     let redis = Redis::start();
     let with_feed = instance(&redis.url(), |c| {
-        c.feeds.push(threadcast::config::Feed {
+        c.feeds.push(threadcast::Feed {
             room: "news".into(),
             // One line, then silence (the feed would be restarted if it exited).
-            source: threadcast::config::FeedSource::Command("echo extra; sleep 60".into()),
+            source: threadcast::FeedSource::Command("echo extra; sleep 60".into()),
         });
     });
     let other = instance(&redis.url(), |_| {});

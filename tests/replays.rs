@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::frames::{Frame, epoch_of, join, next_frame};
 use common::*;
-use threadcast::protocol::json;
+use threadcast::internals::json;
 
 /// Bytes of one heavy payload: control characters, each escaped to six bytes in JSON.
 const PAYLOAD_BYTES: usize = 16 * 1024;
@@ -400,7 +400,7 @@ fn an_sse_stream_replays_a_large_history_in_bounded_chunks_then_goes_live() {
     let mut events = Events::open(server.http_addr(), "/events/heavy?since=0", "");
     let epoch = expect_heavy_replay(&mut events, &payloads);
     assert!(
-        events.largest_chunk() <= threadcast::http::bounded_body::BODY_BOUND,
+        events.largest_chunk() <= threadcast::internals::BODY_BOUND,
         "a chunk of {} bytes",
         events.largest_chunk()
     );

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use threadcast::DRAIN_TIMEOUT;
 use threadcast::ServerHandle;
-use threadcast::server::DRAIN_TIMEOUT;
 use tungstenite::Message;
 
 /// Messages published while the member is not reading.

@@ -457,7 +457,7 @@ fn the_dns_rebinding_guard_applies_over_https_too() {
 
 #[test]
 fn silent_tls_clients_past_the_in_progress_cap_cut_off_the_oldest_and_others_are_served() {
-    use threadcast::door::MAX_REQUESTS_IN_PROGRESS;
+    use threadcast::internals::MAX_REQUESTS_IN_PROGRESS;
     // Long enough that the silent clients below would hold their places for the whole
     // test; they all come from 127.0.0.1, so the per-address limit is raised.
     let server = start_tls(|c| {
@@ -484,13 +484,13 @@ fn silent_tls_clients_past_the_in_progress_cap_cut_off_the_oldest_and_others_are
 
 /// A server-side `TlsSocket` and a verified client over a fresh loopback socket pair,
 /// with the handshake done.
-fn tls_pair() -> (threadcast::net::tls::TlsSocket, Tls) {
+fn tls_pair() -> (threadcast::internals::TlsSocket, Tls) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let client = std::thread::spawn(move || tls_connect(addr));
     let (socket, _) = listener.accept().unwrap();
-    let config = threadcast::net::tls::load_server_config(&pki().cert, &pki().key).unwrap();
-    let server = threadcast::net::tls::TlsSocket::new(socket, &config).unwrap();
+    let config = threadcast::internals::load_server_config(&pki().cert, &pki().key).unwrap();
+    let server = threadcast::internals::TlsSocket::new(socket, &config).unwrap();
     server
         .handshake(Instant::now() + TEST_TIMEOUT)
         .expect("server handshake");

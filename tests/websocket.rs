@@ -426,7 +426,7 @@ fn shutdown_sends_1001_to_every_client() {
 
 mod first_message_auth {
     use super::*;
-    use threadcast::config::AuthMode;
+    use threadcast::AuthMode;
 
     fn server() -> threadcast::ServerHandle {
         start_with(|c| {

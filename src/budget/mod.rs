@@ -33,10 +33,7 @@ mod machine;
 mod reservation;
 mod size;
 
-pub use machine::{
-    BASE_OVERHEAD, CGROUP_FRACTION, FALLBACK_LIMIT, MMAP_THRESHOLD, PER_CONNECTION_OVERHEAD,
-    RAM_FRACTION, Source, fixed_overhead, machine_limit, return_large_buffers_to_the_system,
-};
+pub use machine::{Source, fixed_overhead, machine_limit, return_large_buffers_to_the_system};
 pub use reservation::Reservation;
 pub use size::{Size, parse_size};
 
@@ -177,13 +174,13 @@ impl Budget {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Whether more than [`HIGH_WATER`] of the budget is used: the hub should free
+    /// Whether more than `HIGH_WATER` of the budget is used: the hub should free
     /// memory, and new connections are refused.
     pub fn is_high(&self) -> bool {
         self.used() > self.limit / HIGH_WATER.1 * HIGH_WATER.0
     }
 
-    /// How many bytes must be freed to be back at [`LOW_WATER`] (0 when below it).
+    /// How many bytes must be freed to be back at `LOW_WATER` (0 when below it).
     pub fn excess(&self) -> usize {
         self.used()
             .saturating_sub(self.limit / LOW_WATER.1 * LOW_WATER.0)

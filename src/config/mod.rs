@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::logging::LogSpec;
+pub use crate::logging::LogSpec;
 
 mod help;
 mod parse;
@@ -156,7 +156,7 @@ pub struct Config {
     /// the memory budget (see [`Config::send_queue_bytes`]).
     pub send_queue_bytes: Option<usize>,
     /// The memory budget (`--memory-limit`); `None`: derived from the machine
-    /// (see [`crate::budget::machine_limit`]).
+    /// (see `budget::machine_limit`).
     pub memory_limit: Option<usize>,
     /// Messages kept per room for resuming clients. Default 1000.
     pub history: usize,

@@ -27,7 +27,6 @@ mod lines;
 mod process;
 
 use lines::publish_lines;
-pub use lines::{MAX_LINE_BYTES, MAX_STDERR_LINE_BYTES};
 use process::{GroupSlot, lock, run_once, signal_group};
 
 /// First wait before restarting a command that exited.

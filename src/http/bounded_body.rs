@@ -14,7 +14,7 @@ use crate::budget::{Budget, Category, Reservation};
 use crate::http::reply::write_all_by;
 use crate::net::socket::Socket;
 
-/// Most body bytes a [`BoundedBody`] holds: once its buffer has this many it sends
+/// Most body bytes a `BoundedBody` holds: once its buffer has this many it sends
 /// them on (one HTTP chunk). Large enough that a long replay costs few system calls
 /// and TLS records, small enough that thousands of connections replaying at once
 /// cost little memory.

@@ -88,6 +88,7 @@ pub enum Command {
     Reclaim,
     /// Something from the link to other instances (Redis): only a server sharing
     /// its rooms sends these, and `sharing.rs` handles them all.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Link(FromLink),
     /// Report every room, sorted by name.
     Stats(Sender<Vec<RoomStats>>),

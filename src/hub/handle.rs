@@ -128,6 +128,7 @@ impl Handle {
 
     /// Passes on what the link to other instances (Redis) has to say; `false` when
     /// the hub has stopped.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub fn link(&self, event: FromLink) -> bool {
         self.send(Command::Link(event))
     }

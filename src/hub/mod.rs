@@ -53,8 +53,10 @@ mod rooms;
 mod sharing;
 mod shutdown;
 
-pub use command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, LinkEnd, Published, RoomStats};
-pub use counters::{Counters, Gauge, GaugeGuard};
+#[cfg(feature = "redis")]
+pub use command::HUB_QUEUE;
+pub use command::{Command, LinkEnd, Published, RoomStats};
+pub use counters::Counters;
 pub use handle::{Handle, Membership, Unanswered, channel};
 pub use member::{
     CloseSignal, GOING_AWAY_CODE, GOING_AWAY_REASON, Member, Queued, SLOW_CONSUMER_CODE,
@@ -62,7 +64,6 @@ pub use member::{
 };
 use offer::{acknowledge, offer, slow_consumer};
 pub use outgoing::{ConnId, Echo, Joined, Notice, Outgoing};
-pub use pressure::BEHIND_FRACTION;
 pub use queue::{Backlog, QueueEnd};
 use rooms::Room;
 use sharing::forward;

@@ -218,7 +218,8 @@ mod tests {
     use tungstenite::Message;
 
     use crate::hub::cluster::LinkStatus;
-    use crate::hub::{Command, HUB_QUEUE, Outgoing, QueueEnd, spawn};
+    use crate::hub::command::HUB_QUEUE;
+    use crate::hub::{Command, Outgoing, QueueEnd, spawn};
     use crate::room::{HistoryLimits, RoomMessage};
 
     const EPOCH: u64 = 0x5eed;

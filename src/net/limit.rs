@@ -172,6 +172,7 @@ impl RequestsInProgress {
     }
 
     /// Whether no request is in progress.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -283,6 +284,7 @@ impl PerAddress {
     }
 
     /// Connections open from `ip` right now.
+    #[cfg(test)]
     pub fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(&ip.to_canonical()).copied().unwrap_or(0)

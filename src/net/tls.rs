@@ -87,7 +87,7 @@ impl From<TlsError> for io::Error {
 /// provider. Checks that the key belongs to the certificate.
 ///
 /// # Errors
-/// A [`TlsError`] naming the file and what is wrong with it.
+/// A `TlsError` naming the file and what is wrong with it.
 pub fn load_server_config(
     cert_path: &Path,
     key_path: &Path,

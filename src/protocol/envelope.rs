@@ -218,14 +218,15 @@ pub fn members_json(count: usize) -> String {
 
 /// A message as one JSON object (SSE events and long-poll answers): the header
 /// fields plus `data`, a JSON string for text and base64 for binary (`type` says which).
-/// Built in memory: for tests and small messages; replays use [`write_message_json`].
+/// Built in memory, for the tests; replays use [`write_message_json`].
+#[cfg(test)]
 pub fn message_json(header: Header, payload: &Message) -> String {
     let mut json = String::new();
     write_message_json(&mut json, header, payload).expect("a String takes any text");
     json
 }
 
-/// Writes [`message_json`]'s text to `out` piece by piece, so that a large payload is
+/// Writes a room message's JSON form to `out` piece by piece, so that a large payload is
 /// never held escaped in memory as a whole (see the module's notes on size).
 ///
 /// # Errors

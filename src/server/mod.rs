@@ -26,7 +26,7 @@ mod listeners;
 mod running;
 mod setup;
 
-pub use crate::context::{HttpMember, Shared};
+pub use crate::context::Shared;
 pub use crate::hub::DRAIN_TIMEOUT;
 use listeners::Listeners;
 pub use running::{PublishError, ServerHandle};
@@ -94,7 +94,7 @@ fn shared_state(
     link: Option<&LinkEnd>,
 ) -> Shared {
     let max_connections = capacity::fit_max_connections(config.max_connections);
-    let (budget, budget_source) = memory_budget(&config, max_connections, &hub);
+    let budget = memory_budget(&config, max_connections, &hub);
     Shared {
         policy: Arc::new(AccessPolicy::new(&config)),
         limit: ConnectionLimit::new(max_connections),
@@ -105,7 +105,6 @@ fn shared_state(
         hub,
         counters: Arc::new(Counters::default()),
         budget,
-        budget_source,
         stopping: AtomicBool::new(false),
         http_addr: listeners.http_addr,
         ws_addr: listeners.ws_addr,

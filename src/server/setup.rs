@@ -18,7 +18,7 @@ pub(super) fn memory_budget(
     config: &Config,
     max_connections: usize,
     hub: &hub::Handle,
-) -> (Arc<Budget>, Source) {
+) -> Arc<Budget> {
     let (limit, source) = match config.memory_limit {
         Some(limit) => (limit, Source::Flag),
         None => budget::machine_limit(),
@@ -34,7 +34,7 @@ pub(super) fn memory_budget(
         Size(config.history_bytes(limit)),
         Size(config.send_queue_bytes(limit)),
     );
-    (budget, source)
+    budget
 }
 
 /// Says where the server listens (a script reads the `listening` line).

@@ -13,7 +13,7 @@
 //! The accept value is `base64(sha1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))`:
 //! it proves to the client that the server really speaks WebSocket (a plain HTTP
 //! server or cache would never produce it). The door has already read the request
-//! head ([`crate::http::head`]) rather than letting tungstenite do it, because a
+//! head (`http/head.rs`) rather than letting tungstenite do it, because a
 //! client may send its first frame right behind the request; those bytes are handed
 //! to the reader instead of being lost.
 
