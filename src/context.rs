@@ -14,7 +14,9 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::hub::cluster::LinkStatus;
 use crate::hub::{self, CloseSignal, Counters, Member, Membership, QueueEnd};
-use crate::net::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
+use crate::net::limit::ConnectionLimit;
+use crate::net::per_address::PerAddress;
+use crate::net::requests::RequestsInProgress;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 

@@ -34,14 +34,15 @@ use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
 use crate::logging;
 use crate::net::limit::THREAD_STACK_BYTES;
-use crate::net::limit::{AddressSlot, RequestInProgress};
+use crate::net::per_address::AddressSlot;
+use crate::net::requests::RequestInProgress;
 use crate::net::socket::{self, Socket};
 use crate::ws;
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-pub use crate::net::limit::MAX_REQUESTS_IN_PROGRESS;
+pub use crate::net::requests::MAX_REQUESTS_IN_PROGRESS;
 
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use crate::context::Shared;
 use crate::logging;
-use crate::net::limit::RequestInProgress;
+use crate::net::requests::RequestInProgress;
 use files::FileServer;
 use head::Head;
 use reply::Reply;

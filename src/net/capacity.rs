@@ -26,7 +26,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::net::limit::MAX_REQUESTS_IN_PROGRESS;
+use crate::net::requests::MAX_REQUESTS_IN_PROGRESS;
 
 /// Threads a request in progress may take: its own, the file answer's thread, and
 /// tiny_http's thread for the internal connection.

@@ -1,10 +1,13 @@
 //! The network layer under both transports: a connection's socket (plain TCP or
-//! TLS), the limits on connections and requests, what the machine lets a
+//! TLS), the limits on connections, requests, addresses and message rates, what the machine lets a
 //! thread-per-connection server hold, and TLS loading. It knows nothing of rooms,
 //! WebSocket frames or HTTP routes.
 
 pub mod capacity;
 pub mod limit;
+pub mod per_address;
+pub mod rate;
+pub mod requests;
 pub mod socket;
 #[cfg(feature = "tls")]
 pub mod tls;

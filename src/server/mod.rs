@@ -18,7 +18,9 @@ use crate::feed::Feeds;
 use crate::http::files::FileServer;
 use crate::hub::{self, Counters, LinkEnd};
 use crate::net::capacity;
-use crate::net::limit::{ConnectionLimit, PerAddress, RequestsInProgress};
+use crate::net::limit::ConnectionLimit;
+use crate::net::per_address::PerAddress;
+use crate::net::requests::RequestsInProgress;
 use crate::room::HistoryLimits;
 use crate::security::AccessPolicy;
 

@@ -18,7 +18,7 @@ use super::connection::Destination;
 use super::read_half::ReadHalf;
 use crate::budget::Reservation;
 use crate::hub::{self, ConnId, Counters, Echo, Outgoing, SLOW_CONSUMER_REASON};
-use crate::net::limit::RateLimit;
+use crate::net::rate::RateLimit;
 use crate::protocol::envelope;
 use crate::security::AccessPolicy;
 

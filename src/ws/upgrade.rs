@@ -15,7 +15,8 @@ use crate::context::Shared;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
 use crate::logging;
-use crate::net::limit::{RequestInProgress, Slot, WRITE_TIMEOUT};
+use crate::net::limit::{Slot, WRITE_TIMEOUT};
+use crate::net::requests::RequestInProgress;
 use crate::net::socket::Socket;
 
 /// Checks the upgrade request `head`, and on success runs the connection until it
