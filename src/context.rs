@@ -57,7 +57,7 @@ pub struct Shared {
     pub link: Option<Arc<LinkStatus>>,
     /// The TLS settings of the listeners, when `--tls-cert` is given.
     #[cfg(feature = "tls")]
-    pub tls: Option<crate::net::tls::Certificates>,
+    pub tls: Option<crate::net::certificates::Certificates>,
 }
 
 /// An HTTP client in a room (SSE stream or long poll): its place in the hub (left

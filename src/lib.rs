@@ -86,7 +86,9 @@ pub mod internals {
     pub use crate::http::head::{Head, MAX_HEAD_BYTES};
     pub use crate::http::static_files::{Lookup, StaticFiles};
     #[cfg(feature = "tls")]
-    pub use crate::net::tls::{TlsSocket, load_server_config};
+    pub use crate::net::certificates::load_server_config;
+    #[cfg(feature = "tls")]
+    pub use crate::net::tls::TlsSocket;
     pub use crate::protocol::{json, url};
     pub use crate::security::{
         AccessPolicy, bearer_token, host_without_port, is_loopback_name, normalize_host,

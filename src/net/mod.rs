@@ -4,6 +4,8 @@
 //! WebSocket frames or HTTP routes.
 
 pub mod capacity;
+#[cfg(feature = "tls")]
+pub mod certificates;
 pub mod limit;
 pub mod per_address;
 pub mod rate;

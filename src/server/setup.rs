@@ -88,9 +88,13 @@ pub(super) fn start_link(
 
 /// Reads the certificate and key named in the config, if any.
 #[cfg(feature = "tls")]
-pub(super) fn load_tls(config: &Config) -> io::Result<Option<crate::net::tls::Certificates>> {
+pub(super) fn load_tls(
+    config: &Config,
+) -> io::Result<Option<crate::net::certificates::Certificates>> {
     match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::net::tls::Certificates::load(cert, key)?)),
+        (Some(cert), Some(key)) => Ok(Some(crate::net::certificates::Certificates::load(
+            cert, key,
+        )?)),
         (None, None) => Ok(None),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
