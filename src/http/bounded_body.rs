@@ -8,10 +8,10 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, Category, Reservation};
 use crate::http::reply::write_all_by;
+use crate::http::response_head::{Patience, ResponseFraming};
 use crate::net::socket::Socket;
 
 /// Most body bytes a `BoundedBody` holds: once its buffer has this many it sends
@@ -29,80 +29,18 @@ const CHUNK_HEADER_ROOM: usize = 16 + 2;
 /// without growing. After a large batch it shrinks back to this.
 const IDLE_BUFFER_BYTES: usize = 4 * 1024;
 
-/// The head of a `200` answer written with a [`BoundedBody`]: the status line, the
-/// `fixed` header lines (each ending in CRLF), `nosniff`, the `extra` headers (CORS),
-/// and `Connection: close`; the body adds its framing header and the blank line.
-pub fn response_head(fixed: &str, extra: &[(&str, String)]) -> String {
-    let mut head = format!("HTTP/1.1 200 OK\r\n{fixed}X-Content-Type-Options: nosniff\r\n");
-    for (name, value) in extra {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("Connection: close\r\n");
-    head
-}
-
-/// How the client learns where a body written by a [`BoundedBody`] ends, once it is
-/// too long to announce its length up front.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// `Transfer-Encoding: chunked` (HTTP/1.1): each piece as one chunk, the end as a
-    /// zero-length chunk.
-    Chunked,
-    /// HTTP/1.0 knows no chunks: the bytes as they are, and the body ends with the
-    /// connection (which we close after every answer anyway).
-    UntilClose,
-}
-
-impl Framing {
-    /// The framing an HTTP/1.`minor_version` client understands.
-    pub fn for_version(minor_version: u8) -> Framing {
-        if minor_version >= 1 {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    }
-
-    /// The header line that says so (none for a body that ends with the connection).
-    fn header(self) -> &'static str {
-        match self {
-            Framing::Chunked => "Transfer-Encoding: chunked\r\n",
-            Framing::UntilClose => "",
-        }
-    }
-}
-
-/// How long a [`BoundedBody`] may take to write.
-#[derive(Clone, Copy, Debug)]
-pub enum Patience {
-    /// Each write within this long: a stream lasts as long as its client keeps reading.
-    EachWrite(Duration),
-    /// Everything by this instant: an answer has a deadline.
-    Until(Instant),
-}
-
-impl Patience {
-    /// When the write starting now must be done.
-    fn deadline(self) -> Instant {
-        match self {
-            Patience::EachWrite(timeout) => Instant::now() + timeout,
-            Patience::Until(deadline) => deadline,
-        }
-    }
-}
-
 /// A response body written as it is produced, holding at most [`BODY_BOUND`] bytes of
 /// it: text goes into a buffer, and whenever the buffer is full it is sent on.
 ///
 /// The response head is held back until the first bytes of the body must go: an
 /// answer that ends before that (most do) goes out whole, with a `Content-Length`,
-/// exactly as [`Reply`](crate::http::reply::Reply) would send it; a longer one gets its [`Framing`]. It is a
+/// exactly as [`Reply`](crate::http::reply::Reply) would send it; a longer one gets its [`ResponseFraming`]. It is a
 /// [`fmt::Write`], so JSON and events are formatted straight into it; a failed write
 /// is kept and returned by [`BoundedBody::write`].
 #[derive(Debug)]
 pub struct BoundedBody<'a> {
     stream: &'a Socket,
-    framing: Framing,
+    framing: ResponseFraming,
     patience: Patience,
     /// The response head (without framing and blank line), until it is sent.
     held_head: Option<String>,
@@ -122,7 +60,12 @@ pub struct BoundedBody<'a> {
 
 impl<'a> BoundedBody<'a> {
     /// A body for `stream`, behind `head` (see [`response_head`]).
-    pub fn new(stream: &'a Socket, head: String, framing: Framing, patience: Patience) -> Self {
+    pub fn new(
+        stream: &'a Socket,
+        head: String,
+        framing: ResponseFraming,
+        patience: Patience,
+    ) -> Self {
         BoundedBody {
             stream,
             framing,
@@ -196,7 +139,7 @@ impl<'a> BoundedBody<'a> {
 
     /// Sends the rest and ends the body: the whole answer with its `Content-Length` if
     /// the head was still held back, else the last chunk and the zero-length one
-    /// ([`Framing::Chunked`]) or nothing more ([`Framing::UntilClose`]).
+    /// ([`ResponseFraming::Chunked`]) or nothing more ([`ResponseFraming::UntilClose`]).
     ///
     /// # Errors
     /// As [`BoundedBody::write`].
@@ -206,8 +149,8 @@ impl<'a> BoundedBody<'a> {
         }
         self.flush()?;
         match self.framing {
-            Framing::Chunked => self.send(b"0\r\n\r\n"),
-            Framing::UntilClose => Ok(()),
+            ResponseFraming::Chunked => self.send(b"0\r\n\r\n"),
+            ResponseFraming::UntilClose => Ok(()),
         }
     }
 
@@ -244,8 +187,8 @@ impl<'a> BoundedBody<'a> {
         }
         if buffered > 0 {
             let start = match self.framing {
-                Framing::Chunked => self.frame_chunk(),
-                Framing::UntilClose => CHUNK_HEADER_ROOM,
+                ResponseFraming::Chunked => self.frame_chunk(),
+                ResponseFraming::UntilClose => CHUNK_HEADER_ROOM,
             };
             self.send(&self.buffer[start..])?;
             self.sent += buffered;
@@ -308,6 +251,7 @@ mod tests {
     use std::fmt::Write as _;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
 
     /// A server-side [`Socket`] and the client's end of the same connection.
     fn pair() -> (Socket, TcpStream) {
@@ -319,7 +263,7 @@ mod tests {
 
     /// Writes `pieces` through a body with `framing` (and `HEAD` if `head_only`), then
     /// returns everything the client received.
-    fn written(framing: Framing, head_only: bool, pieces: &[&str]) -> String {
+    fn written(framing: ResponseFraming, head_only: bool, pieces: &[&str]) -> String {
         let (stream, mut client) = pair();
         let reader = std::thread::spawn(move || {
             let mut all = String::new();
@@ -363,14 +307,14 @@ mod tests {
 
     #[test]
     fn a_short_body_goes_out_whole_with_its_length() {
-        for framing in [Framing::Chunked, Framing::UntilClose] {
+        for framing in [ResponseFraming::Chunked, ResponseFraming::UntilClose] {
             assert_eq!(
                 written(framing, false, &["{\"a\":", "1}"]),
                 "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
             );
         }
         assert_eq!(
-            written(Framing::Chunked, true, &["{\"a\":", "1}"]),
+            written(ResponseFraming::Chunked, true, &["{\"a\":", "1}"]),
             "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"
         );
     }
@@ -379,7 +323,7 @@ mod tests {
     fn a_long_body_is_sent_in_chunks_of_at_most_the_bound() {
         // 300 KiB, with two-byte characters so that some cuts fall inside one.
         let text = "é".repeat(150 * 1024);
-        let all = written(Framing::Chunked, false, &["x", &text, "y"]);
+        let all = written(ResponseFraming::Chunked, false, &["x", &text, "y"]);
         let (head, body) = all.split_once("\r\n\r\n").unwrap();
         assert_eq!(head, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked");
         let chunks = chunks(body);
@@ -391,10 +335,10 @@ mod tests {
     #[test]
     fn http_1_0_gets_the_bytes_as_they_are_until_the_connection_ends() {
         let text = "z".repeat(3 * BODY_BOUND + 1);
-        let all = written(Framing::UntilClose, false, &[&text]);
+        let all = written(ResponseFraming::UntilClose, false, &[&text]);
         assert_eq!(all, format!("HTTP/1.1 200 OK\r\n\r\n{text}"));
         assert_eq!(
-            written(Framing::Chunked, true, &[&text]),
+            written(ResponseFraming::Chunked, true, &[&text]),
             format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len())
         );
     }

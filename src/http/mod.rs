@@ -24,6 +24,7 @@ pub mod head;
 pub mod metrics;
 pub mod poll;
 pub mod reply;
+pub mod response_head;
 pub mod sse;
 pub mod static_files;
 

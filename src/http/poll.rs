@@ -21,9 +21,10 @@ use std::time::Instant;
 
 use crate::budget::Budget;
 use crate::context::Shared;
-use crate::http::bounded_body::{BoundedBody, Framing, Patience, response_head};
+use crate::http::bounded_body::BoundedBody;
 use crate::http::endpoints::request_token;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
+use crate::http::response_head::{Patience, ResponseFraming, response_head};
 use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
 use crate::net::limit::Slot;
@@ -102,7 +103,7 @@ pub fn start(exchange: Exchange) {
     let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
     exchange.log(200);
     let head_only = exchange.head.is_head();
-    let framing = Framing::for_version(exchange.head.minor_version);
+    let framing = ResponseFraming::for_version(exchange.head.minor_version);
     // A waiting poll is long-lived: it leaves the registry of requests in progress,
     // whose ceiling cuts off the oldest.
     let Some(stream) = exchange.conn.finish() else {
@@ -182,7 +183,7 @@ fn send(
     stream: &Socket,
     answer: &Answer,
     cors: &[(&str, String)],
-    framing: Framing,
+    framing: ResponseFraming,
     head_only: bool,
     budget: &Arc<Budget>,
 ) -> io::Result<()> {

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::context::Shared;
-use crate::http::bounded_body::{BoundedBody, Framing, Patience, response_head};
+use crate::http::bounded_body::BoundedBody;
 use crate::http::reply::{Reply, close_gently};
+use crate::http::response_head::{Patience, ResponseFraming, response_head};
 use crate::http::{Exchange, browser};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
 use crate::net::limit::WRITE_TIMEOUT;
@@ -75,7 +76,7 @@ fn serve(stream: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(
     let mut body = BoundedBody::new(
         stream,
         head,
-        Framing::Chunked,
+        ResponseFraming::Chunked,
         Patience::EachWrite(WRITE_TIMEOUT),
     )
     .charged_to(&shared.budget);
