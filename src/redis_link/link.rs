@@ -9,14 +9,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
-use redis::{Script, Value};
+use redis::Script;
 
 use super::subscriber::{self, Subscription};
-use super::wire::{self, RoomKeys};
-use crate::hub::cluster::{Arrival, FromLink, LinkState, LinkStatus, Outbound, ToLink};
-use crate::hub::{self, Published};
-use crate::protocol::envelope::{format_epoch, parse_epoch};
-use crate::room;
+use crate::hub::cluster::{FromLink, LinkState, LinkStatus, Outbound, ToLink};
+use crate::hub::{self};
 
 /// Longest wait for Redis to accept a connection, or to answer a command.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,14 +23,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long a client id is remembered for de-duplication across instances.
-pub const CLIENT_ID_LIFETIME_SECS: u64 = 3600;
 
 const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
 const LOAD_SCRIPT: &str = include_str!("load.lua");
 
 /// What the link needs to know.
-pub struct Settings {
+pub struct LinkSettings {
     /// The Redis client (parsed URL).
     pub client: redis::Client,
     /// Messages kept while Redis is unreachable.
@@ -49,7 +44,7 @@ pub struct Settings {
 }
 
 /// Runs the link until the hub drops its end of `requests`.
-pub fn run(settings: Settings, requests: &Receiver<ToLink>) {
+pub fn run(settings: LinkSettings, requests: &Receiver<ToLink>) {
     let (lost_tx, lost_rx) = crossbeam_channel::unbounded();
     let mut link = Link {
         settings,
@@ -73,20 +68,20 @@ pub fn run(settings: Settings, requests: &Receiver<ToLink>) {
     }
 }
 
-struct Link {
-    settings: Settings,
+pub(super) struct Link {
+    pub(super) settings: LinkSettings,
     /// The command connection while the link is up.
-    connection: Option<redis::Connection>,
+    pub(super) connection: Option<redis::Connection>,
     /// Published while Redis was unreachable, oldest first; already delivered here.
-    outbox: VecDeque<Outbound>,
+    pub(super) outbox: VecDeque<Outbound>,
     /// Bumped for each new subscription; an old subscriber sees it and ends.
-    generation: Arc<AtomicU64>,
-    lost_tx: Sender<u64>,
-    publish: Script,
-    load: Script,
-    backoff: Duration,
-    dropped_in_outage: u64,
-    subscriber: Option<thread::JoinHandle<()>>,
+    pub(super) generation: Arc<AtomicU64>,
+    pub(super) lost_tx: Sender<u64>,
+    pub(super) publish: Script,
+    pub(super) load: Script,
+    pub(super) backoff: Duration,
+    pub(super) dropped_in_outage: u64,
+    pub(super) subscriber: Option<thread::JoinHandle<()>>,
 }
 
 impl Link {
@@ -209,7 +204,7 @@ impl Link {
     }
 
     /// Redis is unreachable: the hub's rooms carry on alone until it is back.
-    fn went_down(&mut self, error: &String) {
+    pub(super) fn went_down(&mut self, error: &String) {
         let status = &self.settings.status;
         if status.state() == LinkState::Up {
             log::warn!(
@@ -233,165 +228,4 @@ impl Link {
             ToLink::Load { room } => self.load(&room),
         }
     }
-
-    /// Up: Redis numbers and broadcasts the message, and the hub tells the publisher.
-    /// Down: the hub delivers it here at once, and a copy waits for Redis.
-    fn publish(&mut self, outbound: Outbound) {
-        if self.connection.is_some() {
-            match self.store(&outbound) {
-                Ok(outcome) => {
-                    let stored = FromLink::Stored(Box::new(outbound), outcome);
-                    let _ = self.settings.hub.link(stored);
-                    return;
-                }
-                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
-                    self.went_down(&e.to_string());
-                }
-                Err(e) => {
-                    // Redis answered but refused (out of memory, …): nothing went out.
-                    log::error!("Redis refused a message for room '{}': {e}", outbound.room);
-                    self.settings.status.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-        self.keep_for_later(&outbound);
-        let _ = self
-            .settings
-            .hub
-            .link(FromLink::PublishHere(Box::new(outbound)));
-    }
-
-    fn keep_for_later(&mut self, outbound: &Outbound) {
-        let status = &self.settings.status;
-        if self.outbox.len() >= self.settings.queue {
-            status.dropped.fetch_add(1, Ordering::Relaxed);
-            if self.dropped_in_outage == 0 {
-                log::warn!(
-                    "--redis-queue is full ({} messages): further messages are delivered on this instance only until Redis is back",
-                    self.settings.queue
-                );
-            }
-            self.dropped_in_outage += 1;
-            return;
-        }
-        self.outbox.push_back(Outbound {
-            room: outbound.room.clone(),
-            message: outbound.message.clone(),
-            cid: outbound.cid.clone(),
-            from: None,
-            reply: None,
-            ts: outbound.ts,
-            late: true,
-            charge: None,
-        });
-        self.show_queue();
-    }
-
-    /// `/stats`' `queued`: what the outbox holds now.
-    fn show_queue(&self) {
-        let queued = self.outbox.len() as u64;
-        self.settings.status.queued.store(queued, Ordering::Relaxed);
-    }
-
-    /// One round trip: the publish script numbers, keeps and broadcasts the message.
-    fn store(&mut self, outbound: &Outbound) -> redis::RedisResult<Published> {
-        let connection = self.connection.as_mut().ok_or_else(not_connected)?;
-        let keys = RoomKeys::new(&outbound.room);
-        let cid = outbound.cid.as_deref().unwrap_or("");
-        let (epoch, id, duplicate): (String, u64, u8) = self
-            .publish
-            .key(&keys.epoch)
-            .key(&keys.seq)
-            .key(&keys.log)
-            .key(&keys.channel)
-            .key(keys.client_id(cid))
-            .arg(format_epoch(room::new_epoch()))
-            .arg(outbound.ts)
-            .arg(wire::kind(&outbound.message))
-            .arg(wire::format_origin(self.settings.origin))
-            .arg(u8::from(outbound.late))
-            .arg(cid)
-            .arg(outbound.message.clone().into_data().as_ref())
-            .arg(self.settings.history)
-            .arg(CLIENT_ID_LIFETIME_SECS)
-            .invoke(connection)?;
-        Ok(Published {
-            delivered: 0,
-            id,
-            epoch: parse_epoch(&epoch).unwrap_or_default(),
-            duplicate: duplicate == 1,
-        })
-    }
-
-    /// Reads a room's epoch and history and hands them to the hub.
-    fn load(&mut self, room: &str) {
-        let Some(connection) = self.connection.as_mut() else {
-            return; // the hub learns the link is down and stops waiting
-        };
-        let keys = RoomKeys::new(room);
-        let answer: redis::RedisResult<Value> = self
-            .load
-            .key(&keys.epoch)
-            .key(&keys.log)
-            .arg(format_epoch(room::new_epoch()))
-            .arg(self.settings.history)
-            .invoke(connection);
-        match answer {
-            Ok(value) => match parse_history(room, value, self.settings.origin) {
-                Ok((epoch, messages)) => {
-                    let _ = self.settings.hub.link(FromLink::Loaded {
-                        room: room.to_string(),
-                        epoch,
-                        messages,
-                    });
-                }
-                Err(e) => {
-                    log::error!("cannot read room '{room}' from Redis: {e}");
-                    self.went_down(&e);
-                }
-            },
-            Err(e) => self.went_down(&e.to_string()),
-        }
-    }
-}
-
-fn not_connected() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::NotConnected))
-}
-
-/// `[epoch, [[stream id, ["m", message]], …]]`, newest first, into the room's epoch
-/// and its messages oldest first.
-fn parse_history(room: &str, value: Value, me: u64) -> Result<(u64, Vec<Arrival>), String> {
-    let Value::Array(mut parts) = value else {
-        return Err("the load script answered with no array".into());
-    };
-    let (Some(Value::Array(entries)), Some(Value::BulkString(epoch))) = (parts.pop(), parts.pop())
-    else {
-        return Err("the load script's answer has the wrong shape".into());
-    };
-    let epoch = std::str::from_utf8(&epoch)
-        .ok()
-        .and_then(parse_epoch)
-        .ok_or("the room's epoch in Redis is not 16 hex digits")?;
-    let mut messages = Vec::with_capacity(entries.len());
-    for entry in entries.into_iter().rev() {
-        let Value::Array(mut entry) = entry else {
-            continue;
-        };
-        let Some(Value::Array(fields)) = entry.pop() else {
-            continue;
-        };
-        if let [Value::BulkString(name), Value::BulkString(bytes)] = &fields[..] {
-            if name == b"m" {
-                match wire::decode(room, bytes, me) {
-                    Ok(arrival) => messages.push(arrival),
-                    Err(e) => {
-                        log::warn!("skipped a malformed message in room '{room}' history: {e}")
-                    }
-                }
-            }
-        }
-    }
-    Ok((epoch, messages))
 }

@@ -28,6 +28,7 @@
 //! connections and two threads per instance whatever the number of rooms.
 
 pub mod link;
+mod store;
 pub mod subscriber;
 pub mod wire;
 
@@ -54,7 +55,7 @@ pub fn start(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
     let status = Arc::new(LinkStatus::default());
     let (tx, rx) = crossbeam_channel::bounded::<ToLink>(HUB_QUEUE);
-    let settings = link::Settings {
+    let settings = link::LinkSettings {
         client,
         queue,
         history,
