@@ -4,11 +4,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use super::defaults::{REDIS_ENV, TOKEN_ENV};
 use super::values::{
     parse_addr, parse_bytes, parse_count, parse_feed, parse_log_spec, parse_memory_limit,
     parse_origin, parse_redis_url, parse_token, parse_ws_url, tls_file,
 };
-use super::{AuthMode, Config, Invocation, REDIS_ENV, TOKEN_ENV, UsageError, parse_duration};
+use super::{AuthMode, Config, Invocation, UsageError, parse_duration};
 use crate::logging::LogSpec;
 
 /// Parses the command line (without the program name), as the operating system gives

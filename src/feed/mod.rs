@@ -18,7 +18,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use tungstenite::Message;
 
 use crate::budget::{Budget, Category};
-use crate::config::{DEMO_FEED_ROOM, Feed, FeedSource};
+use crate::config::defaults::DEMO_FEED_ROOM;
+use crate::config::{Feed, FeedSource};
 use crate::context::Shared;
 use crate::hub;
 use crate::room::now_millis;
