@@ -12,8 +12,20 @@ use super::defaults::{
     SEND_QUEUE_SHARE, TOKEN_ENV,
 };
 
-/// The `--help` text. Every flag with its default.
+/// The `--help` text. Every flag with its default, section by section.
 pub fn help() -> String {
+    [
+        usage_and_access(),
+        connection_limits(),
+        timing_and_queues(),
+        features_and_logging(),
+        value_formats(),
+    ]
+    .concat()
+}
+
+/// `--help`: what the server listens on and who may use it.
+fn usage_and_access() -> String {
     format!(
         "threadcast {version} - a small real-time web server (WebSocket rooms, no async runtime)
 
@@ -44,7 +56,18 @@ FLAGS:
                            (or env {token_env}). An empty token is refused, as it
                            would turn authentication off: leave both unset for
                            no token                              [default: none]
-  --max-connections N      WebSockets + SSE streams + waiting polls before 503; lowered
+",
+        version = env!("CARGO_PKG_VERSION"),
+        http = DEFAULT_HTTP_ADDR,
+        public = DEFAULT_PUBLIC_DIR,
+        token_env = TOKEN_ENV,
+    )
+}
+
+/// `--help`: limits on connections, messages and memory.
+fn connection_limits() -> String {
+    format!(
+        "  --max-connections N      WebSockets + SSE streams + waiting polls before 503; lowered
                            at start-up to what the machine's limits allow [default: {max_conn}]
   --max-connections-per-ip N
                            connections one client address may hold (not applied
@@ -61,7 +84,18 @@ FLAGS:
                            connections get 503 (see README, Capacity and memory)
                            [default: half the cgroup's memory.max, else a quarter
                            of the RAM]
-  --ping-interval DUR      ping every peer this often            [default: {ping}]
+",
+        per_ip = DEFAULT_MAX_CONNECTIONS_PER_IP,
+        rate = DEFAULT_MAX_MESSAGES_PER_SECOND,
+        max_conn = DEFAULT_MAX_CONNECTIONS,
+        max_msg = crate::budget::Size(DEFAULT_MAX_MESSAGE_BYTES),
+    )
+}
+
+/// `--help`: timing, send queues and history.
+fn timing_and_queues() -> String {
+    format!(
+        "  --ping-interval DUR      ping every peer this often            [default: {ping}]
   --pong-timeout DUR       drop a peer silent this long          [default: {pong}]
   --handshake-timeout DUR  deadline for a request head (and TLS handshake), and for
                            the token under --auth first-message  [default: {hs}]
@@ -76,7 +110,25 @@ FLAGS:
   --history-bytes SIZE     bytes each room's history may hold
                            [default: {history_bytes}, at most 1/{history_share} of the budget]
   --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
-  --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
+",
+        ping = format_duration(DEFAULT_PING_INTERVAL),
+        pong = format_duration(DEFAULT_PONG_TIMEOUT),
+        hs = format_duration(DEFAULT_HANDSHAKE_TIMEOUT),
+        request = format_duration(DEFAULT_REQUEST_TIMEOUT),
+        queue = DEFAULT_SEND_QUEUE,
+        history = DEFAULT_HISTORY,
+        history_bytes = crate::budget::Size(DEFAULT_HISTORY_BYTES),
+        history_share = HISTORY_SHARE,
+        queue_share = SEND_QUEUE_SHARE,
+        queue_cap = crate::budget::Size(MAX_DEFAULT_SEND_QUEUE_BYTES),
+        poll = format_duration(DEFAULT_POLL_TIMEOUT),
+    )
+}
+
+/// `--help`: feeds, TLS, proxies, Redis and logging.
+fn features_and_logging() -> String {
+    format!(
+        "  --feed ROOM=COMMAND      broadcast each line COMMAND prints (via sh -c) into ROOM,
                            restarting it when it exits; ROOM=- reads standard input
                            (repeatable)
   --tls-cert FILE          serve every listener over TLS (https://, wss://) with this
@@ -108,36 +160,23 @@ FLAGS:
   -h, --help               print this help
   -V, --version            print the version
 
-ADDR is IP:PORT (127.0.0.1:8080, [::1]:8080) or NAME:PORT (localhost:8080); a name
-is resolved once at start-up, and its first IPv4 address is used if it has one.
-DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
-SIZE is a number of bytes (65536), or with a unit: 64KiB, 256MiB, 1GiB (K, M, G too;
-all powers of 1024).
 ",
-        version = env!("CARGO_PKG_VERSION"),
-        http = DEFAULT_HTTP_ADDR,
-        per_ip = DEFAULT_MAX_CONNECTIONS_PER_IP,
-        rate = DEFAULT_MAX_MESSAGES_PER_SECOND,
-        public = DEFAULT_PUBLIC_DIR,
-        token_env = TOKEN_ENV,
-        max_conn = DEFAULT_MAX_CONNECTIONS,
-        max_msg = crate::budget::Size(DEFAULT_MAX_MESSAGE_BYTES),
-        ping = format_duration(DEFAULT_PING_INTERVAL),
-        pong = format_duration(DEFAULT_PONG_TIMEOUT),
-        hs = format_duration(DEFAULT_HANDSHAKE_TIMEOUT),
-        request = format_duration(DEFAULT_REQUEST_TIMEOUT),
-        queue = DEFAULT_SEND_QUEUE,
-        history = DEFAULT_HISTORY,
-        history_bytes = crate::budget::Size(DEFAULT_HISTORY_BYTES),
-        history_share = HISTORY_SHARE,
-        queue_share = SEND_QUEUE_SHARE,
-        queue_cap = crate::budget::Size(MAX_DEFAULT_SEND_QUEUE_BYTES),
-        poll = format_duration(DEFAULT_POLL_TIMEOUT),
         demo = DEMO_FEED_ROOM,
         redis_queue = DEFAULT_REDIS_QUEUE,
         redis_env = REDIS_ENV,
         access = crate::logging::ACCESS_LINES_PER_SECOND,
     )
+}
+
+/// `--help`: how ADDR, DUR and SIZE are written.
+fn value_formats() -> String {
+    "ADDR is IP:PORT (127.0.0.1:8080, [::1]:8080) or NAME:PORT (localhost:8080); a name
+is resolved once at start-up, and its first IPv4 address is used if it has one.
+DUR is a number of seconds (20), or with a unit: 500ms, 20s, 2m.
+SIZE is a number of bytes (65536), or with a unit: 64KiB, 256MiB, 1GiB (K, M, G too;
+all powers of 1024).
+"
+    .to_string()
 }
 
 pub(super) fn format_duration(d: Duration) -> String {
