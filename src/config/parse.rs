@@ -44,54 +44,8 @@ where
         match flag.as_str() {
             "-h" | "--help" => return Ok(Invocation::Help),
             "-V" | "--version" => return Ok(Invocation::Version),
-            "--http" => config.http_addr = parse_addr(&flag, &value()?)?,
-            "--ws" => config.ws_addr = Some(parse_addr(&flag, &value()?)?),
-            "--public" => config.public_dir = PathBuf::from(value()?),
-            "--public-ws-url" => config.public_ws_url = Some(parse_ws_url(&value()?)?),
-            "--allow-origin" => config.allowed_origins.push(parse_origin(&value()?)?),
-            "--allow-host" => config.allowed_hosts.push(value()?),
-            "--token" => config.token = Some(parse_token(&flag, value()?)?),
-            "--max-connections" => config.max_connections = parse_count(&flag, &value()?)?,
-            "--max-connections-per-ip" => {
-                config.max_connections_per_ip = parse_count(&flag, &value()?)?
-            }
-            "--max-messages-per-second" => {
-                config.max_messages_per_second =
-                    u32::try_from(parse_count(&flag, &value()?)?).unwrap_or(u32::MAX)
-            }
-            "--max-message-bytes" => config.max_message_bytes = parse_bytes(&flag, &value()?)?,
-            "--memory-limit" => config.memory_limit = Some(parse_memory_limit(&value()?)?),
-            "--send-queue-bytes" => {
-                config.send_queue_bytes = Some(parse_bytes(&flag, &value()?)?);
-            }
-            "--ping-interval" => config.ping_interval = parse_duration(&flag, &value()?)?,
-            "--pong-timeout" => config.pong_timeout = parse_duration(&flag, &value()?)?,
-            "--handshake-timeout" => config.handshake_timeout = parse_duration(&flag, &value()?)?,
-            "--request-timeout" => config.request_timeout = parse_duration(&flag, &value()?)?,
-            "--send-queue" => config.send_queue = parse_count(&flag, &value()?)?,
-            "--history" => config.history = parse_count(&flag, &value()?)?,
-            "--history-bytes" => config.history_bytes = Some(parse_bytes(&flag, &value()?)?),
-            "--poll-timeout" => config.poll_timeout = parse_duration(&flag, &value()?)?,
-            "--feed" => config.feeds.push(parse_feed(&value()?)?),
-            "--no-demo-feed" => config.demo_feed = false,
-            "--trust-proxy" => config.trust_proxy = true,
-            "--redis" => config.redis_url = Some(parse_redis_url(&value()?)?),
-            "--redis-queue" => config.redis_queue = parse_count(&flag, &value()?)?,
-            "--tls-cert" => config.tls_cert = Some(tls_file(&flag, value()?)?),
-            "--tls-key" => config.tls_key = Some(tls_file(&flag, value()?)?),
-            "--auth" => {
-                config.auth = match value()?.as_str() {
-                    "handshake" => AuthMode::Handshake,
-                    "first-message" => AuthMode::FirstMessage,
-                    other => {
-                        return Err(UsageError(format!(
-                            "--auth: '{other}' is not handshake or first-message"
-                        )));
-                    }
-                }
-            }
             "--log-level" => log_spec = Some(parse_log_spec(&flag, &value()?)?),
-            _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
+            _ => set(&mut config, &flag, &arg, &mut value)?,
         }
     }
     if config.token.is_none() {
@@ -106,6 +60,65 @@ where
     };
     config.validate()?;
     Ok(Invocation::Run(Box::new(config), log_spec))
+}
+
+/// Sets the one setting `flag` names (`arg` is the argument as given); `value` takes
+/// the flag's value from the command line.
+fn set(
+    config: &mut Config,
+    flag: &str,
+    arg: &str,
+    value: &mut dyn FnMut() -> Result<String, UsageError>,
+) -> Result<(), UsageError> {
+    match flag {
+        "--http" => config.http_addr = parse_addr(flag, &value()?)?,
+        "--ws" => config.ws_addr = Some(parse_addr(flag, &value()?)?),
+        "--public" => config.public_dir = PathBuf::from(value()?),
+        "--public-ws-url" => config.public_ws_url = Some(parse_ws_url(&value()?)?),
+        "--allow-origin" => config.allowed_origins.push(parse_origin(&value()?)?),
+        "--allow-host" => config.allowed_hosts.push(value()?),
+        "--token" => config.token = Some(parse_token(flag, value()?)?),
+        "--max-connections" => config.max_connections = parse_count(flag, &value()?)?,
+        "--max-connections-per-ip" => config.max_connections_per_ip = parse_count(flag, &value()?)?,
+        "--max-messages-per-second" => {
+            config.max_messages_per_second =
+                u32::try_from(parse_count(flag, &value()?)?).unwrap_or(u32::MAX)
+        }
+        "--max-message-bytes" => config.max_message_bytes = parse_bytes(flag, &value()?)?,
+        "--memory-limit" => config.memory_limit = Some(parse_memory_limit(&value()?)?),
+        "--send-queue-bytes" => {
+            config.send_queue_bytes = Some(parse_bytes(flag, &value()?)?);
+        }
+        "--ping-interval" => config.ping_interval = parse_duration(flag, &value()?)?,
+        "--pong-timeout" => config.pong_timeout = parse_duration(flag, &value()?)?,
+        "--handshake-timeout" => config.handshake_timeout = parse_duration(flag, &value()?)?,
+        "--request-timeout" => config.request_timeout = parse_duration(flag, &value()?)?,
+        "--send-queue" => config.send_queue = parse_count(flag, &value()?)?,
+        "--history" => config.history = parse_count(flag, &value()?)?,
+        "--history-bytes" => config.history_bytes = Some(parse_bytes(flag, &value()?)?),
+        "--poll-timeout" => config.poll_timeout = parse_duration(flag, &value()?)?,
+        "--feed" => config.feeds.push(parse_feed(&value()?)?),
+        "--no-demo-feed" => config.demo_feed = false,
+        "--trust-proxy" => config.trust_proxy = true,
+        "--redis" => config.redis_url = Some(parse_redis_url(&value()?)?),
+        "--redis-queue" => config.redis_queue = parse_count(flag, &value()?)?,
+        "--tls-cert" => config.tls_cert = Some(tls_file(flag, value()?)?),
+        "--tls-key" => config.tls_key = Some(tls_file(flag, value()?)?),
+        "--auth" => config.auth = parse_auth(&value()?)?,
+        _ => return Err(UsageError(format!("unknown flag '{arg}'"))),
+    }
+    Ok(())
+}
+
+/// `--auth`'s value: where WebSocket clients give the token.
+fn parse_auth(mode: &str) -> Result<AuthMode, UsageError> {
+    match mode {
+        "handshake" => Ok(AuthMode::Handshake),
+        "first-message" => Ok(AuthMode::FirstMessage),
+        other => Err(UsageError(format!(
+            "--auth: '{other}' is not handshake or first-message"
+        ))),
+    }
 }
 
 /// The arguments as text. One that is not UTF-8 is named by its position, counted
