@@ -9,6 +9,7 @@
 //! - The demo feed (on unless `--no-demo-feed`) puts a line every second into
 //!   `ticker`: the time and a few live figures, so the page shows a stream out of the box.
 
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -65,7 +66,7 @@ pub struct Feeds {
 impl Feeds {
     /// Starts every configured feed, and the demo feed if enabled.
     pub fn start(shared: &Arc<Shared>) -> Feeds {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
         let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
         let mut feeds = Feeds {
             stop: Some(stop_tx),
@@ -78,54 +79,55 @@ impl Feeds {
                 hub: shared.hub.clone(),
                 budget: Arc::clone(&shared.budget),
             };
-            let room = room.clone();
             match source {
-                FeedSource::Stdin => {
-                    let spawned = thread::Builder::new()
-                        .name("feed-stdin".into())
-                        .spawn(move || publish_lines(std::io::stdin().lock(), &room, &hub));
-                    if let Err(e) = spawned {
-                        log::error!("cannot start the stdin feed: {e}");
-                    }
-                }
+                FeedSource::Stdin => start_stdin(room.clone(), hub),
                 FeedSource::Command(command) => {
-                    let slot = Arc::new(Mutex::new(None));
-                    feeds.groups.push(Arc::clone(&slot));
-                    let (command, stop, finished) =
-                        (command.clone(), stop_rx.clone(), finished_tx.clone());
-                    // This thread starts every run of the command and must outlive
-                    // each: a run's shell is killed when the thread that forked it ends
-                    // (see `die_with_server`).
-                    let thread =
-                        thread::Builder::new()
-                            .name(format!("feed-{room}"))
-                            .spawn(move || {
-                                supervise(&command, &room, &hub, &slot, &stop);
-                                drop(finished);
-                            });
-                    feeds.threads.extend(
-                        thread
-                            .map_err(|e| log::error!("cannot start feed: {e}"))
-                            .ok(),
-                    );
+                    let ends = (stop.clone(), finished_tx.clone());
+                    feeds.start_command(command.clone(), room.clone(), hub, ends);
                 }
             }
         }
         if shared.config.demo_feed {
-            let (shared, stop, finished) = (Arc::clone(shared), stop_rx, finished_tx);
+            let shared = Arc::clone(shared);
             let thread = thread::Builder::new()
                 .name("feed-demo".into())
                 .spawn(move || {
                     demo(&shared, &stop);
-                    drop(finished);
+                    drop(finished_tx);
                 });
-            feeds.threads.extend(
-                thread
-                    .map_err(|e| log::error!("cannot start the demo feed: {e}"))
-                    .ok(),
-            );
+            feeds.keep(thread, "the demo feed");
         }
         feeds
+    }
+
+    /// Starts the thread that runs `command` again and again, publishing its lines into
+    /// `room`. It holds `stop` to hear of shutdown, and `finished` until it ends.
+    fn start_command(
+        &mut self,
+        command: String,
+        room: String,
+        hub: Publisher,
+        (stop, finished): (Receiver<()>, Sender<()>),
+    ) {
+        let slot = Arc::new(Mutex::new(None));
+        self.groups.push(Arc::clone(&slot));
+        // This thread starts every run of the command and must outlive each: a run's
+        // shell is killed when the thread that forked it ends (see `die_with_server`).
+        let thread = thread::Builder::new()
+            .name(format!("feed-{room}"))
+            .spawn(move || {
+                supervise(&command, &room, &hub, &slot, &stop);
+                drop(finished);
+            });
+        self.keep(thread, "feed");
+    }
+
+    /// Keeps a started feed thread to wait for at shutdown; logs one that did not start.
+    fn keep(&mut self, thread: io::Result<JoinHandle<()>>, what: &str) {
+        match thread {
+            Ok(thread) => self.threads.push(thread),
+            Err(e) => log::error!("cannot start {what}: {e}"),
+        }
     }
 
     /// Stops every feed: wakes waiting threads, stops running commands, and waits
@@ -179,6 +181,17 @@ fn supervise(command: &str, room: &str, hub: &Publisher, slot: &GroupSlot, stop:
             return;
         }
         backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// Publishes standard input's lines into `room` (`--feed ROOM=-`). Not waited for at
+/// shutdown: a read from standard input cannot be interrupted.
+fn start_stdin(room: String, hub: Publisher) {
+    let spawned = thread::Builder::new()
+        .name("feed-stdin".into())
+        .spawn(move || publish_lines(std::io::stdin().lock(), &room, &hub));
+    if let Err(e) = spawned {
+        log::error!("cannot start the stdin feed: {e}");
     }
 }
 
