@@ -41,10 +41,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
 use super::close::{finish, linger};
+use super::inbox::Inbox;
 use super::read_half::{READ_BUFFER_BYTES, ReadHalf};
 use super::reader::{InputLimits, Routes, authenticate, read_loop};
 use super::write_half::WriteHalf;
-use super::writer::{Inbox, WRITE_BUFFER_BYTES, write_loop};
+use super::writer::{WRITE_BUFFER_BYTES, write_loop};
 use crate::budget::Budget;
 use crate::hub::{self, Backlog, ConnId, Counters, GOING_AWAY_REASON, Member, Outgoing};
 use crate::net::limit::{Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};

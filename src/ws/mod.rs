@@ -5,6 +5,7 @@ pub mod close;
 pub mod connection;
 pub mod edges;
 pub mod handshake;
+pub mod inbox;
 pub mod read_half;
 pub mod reader;
 pub mod upgrade;

@@ -4,19 +4,18 @@
 //! paces its reading.
 
 use std::net::Shutdown;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use tungstenite::error::Error as WsError;
+use tungstenite::protocol::WebSocketContext;
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
-use tungstenite::protocol::{CloseFrame, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
-use super::write_half::{QUEUE_RESERVE, WriteHalf, before};
-use crate::hub::{CloseSignal, ConnId, Counters, Outgoing, QueueEnd, Queued};
+use super::inbox::{Inbox, Next, Work};
+use super::write_half::WriteHalf;
+use crate::hub::{ConnId, Counters, Outgoing, Queued};
 use crate::protocol::envelope;
 
 /// The writer collects frames up to this size before a `write` system call; a
@@ -32,77 +31,6 @@ pub const FRAGMENT_BYTES: usize = 32 * 1024;
 
 /// Most queued items the writer handles before it flushes and checks its clock.
 pub(super) const MAX_BATCH: usize = 64;
-
-/// What the writer does after handling one queued item.
-pub(super) enum Next {
-    Continue,
-    /// Send this close frame, then stop.
-    Close(Option<CloseFrame>),
-    /// Stop without a close frame (the peer is gone).
-    Stop,
-}
-
-/// What the writer finds when it looks for work.
-pub(super) enum Work {
-    /// An item to write.
-    Item(Outgoing),
-    /// Nothing arrived before the next ping is due.
-    PingDue,
-    /// The connection ends this way (close, or stop).
-    End(Next),
-}
-
-/// What the writer listens to: its queue, and the server's close requests.
-pub(super) struct Inbox {
-    pub(super) queue: QueueEnd,
-    pub(super) close: Arc<CloseSignal>,
-}
-
-impl Inbox {
-    /// The writer's inbox: `queue`, and the server's close requests in `close`.
-    pub(super) fn new(queue: QueueEnd, close: &Arc<CloseSignal>) -> Inbox {
-        Inbox {
-            queue,
-            close: Arc::clone(close),
-        }
-    }
-
-    /// The next item. Normally the writer sleeps for one until `next_ping`. Once asked
-    /// to close after its queue it never sleeps: nobody queues it anything more, so an
-    /// empty queue means it has sent everything it was owed, and it closes.
-    pub(super) fn next(&self, next_ping: Instant) -> Work {
-        if let Some(Queued::SendBy(_)) = self.close.queued() {
-            return match self.queue.try_recv() {
-                Ok(item) => Work::Item(item),
-                Err(TryRecvError::Empty) => Work::End(self.requested_close()),
-                Err(TryRecvError::Disconnected) => Work::End(Next::Stop),
-            };
-        }
-        match self.queue.recv_deadline(next_ping) {
-            Ok(item) => Work::Item(item),
-            Err(RecvTimeoutError::Timeout) => Work::PingDue,
-            Err(RecvTimeoutError::Disconnected) => Work::End(Next::Stop),
-        }
-    }
-
-    /// Whether what is still queued must be dropped: the server asked for a close at
-    /// once (slow consumer), or the shutdown's time for the queue is over.
-    pub(super) fn drop_the_rest(&self) -> bool {
-        match self.close.queued() {
-            None => false,
-            Some(Queued::Drop) => true,
-            Some(Queued::SendBy(drain)) => Instant::now() >= before(drain, QUEUE_RESERVE),
-        }
-    }
-
-    /// The close frame the server asked for (a close with no code if it asked none).
-    pub(super) fn requested_close(&self) -> Next {
-        Next::Close(self.close.requested().map(|(code, reason)| CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    }
-}
 
 /// The writer thread: the only code that writes to this connection's socket.
 pub(super) fn write_loop(
