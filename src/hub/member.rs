@@ -1,27 +1,15 @@
 //! The hub's handle on one connection ([`Member`]): its queue, its backlog in
 //! bytes, and the flag the server uses to close it from outside ([`CloseSignal`]),
-//! with the close codes that go with it.
+//! with the reason it closes for ([`CloseReason`]).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::queue::{Backlog, QueueEnd};
 use super::{Counters, Outgoing};
-
-/// Close code asked of a member the hub dropped for not keeping up.
-pub const SLOW_CONSUMER_CODE: u16 = 1008;
-
-/// Close reason sent with [`SLOW_CONSUMER_CODE`].
-pub const SLOW_CONSUMER_REASON: &str = "slow consumer: too far behind";
-
-/// Close code sent to everyone when the server shuts down.
-pub const GOING_AWAY_CODE: u16 = 1001;
-
-/// Close reason sent with [`GOING_AWAY_CODE`].
-pub const GOING_AWAY_REASON: &str = "server shutting down";
+use crate::protocol::close::CloseReason;
 
 /// What a close the server asks for does with the items already in the connection's
 /// queue.
@@ -36,11 +24,11 @@ pub enum Queued {
     SendBy(Instant),
 }
 
-/// A close the server asked of a connection: the code, and what happens to the queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A close the server asked of a connection: why, and what happens to the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct CloseRequest {
-    /// The close code ([`SLOW_CONSUMER_CODE`] or [`GOING_AWAY_CODE`]).
-    code: u16,
+    /// Why (a slow consumer, a shutdown, …): the code and words of the close frame.
+    reason: CloseReason,
     /// Whether what is queued is dropped or sent first.
     queued: Queued,
 }
@@ -53,30 +41,27 @@ struct CloseRequest {
 pub struct CloseSignal(OnceLock<CloseRequest>);
 
 impl CloseSignal {
-    /// Ask for a close with `code` at once, dropping whatever is still queued.
-    pub fn request(&self, code: u16) {
+    /// Ask for a close for `reason` at once, dropping whatever is still queued.
+    pub fn request(&self, reason: CloseReason) {
         let _ = self.0.set(CloseRequest {
-            code,
+            reason,
             queued: Queued::Drop,
         });
     }
 
-    /// Ask for a close with `code` once everything queued so far is sent, giving up on
+    /// Ask for a close for `reason` once everything queued so far is sent, giving up on
     /// the rest at `deadline`. Whoever queues to this connection must queue nothing
     /// more (the hub stops at shutdown), or the queue might never be empty.
-    pub fn request_after_queue(&self, code: u16, deadline: Instant) {
+    pub fn request_after_queue(&self, reason: CloseReason, deadline: Instant) {
         let _ = self.0.set(CloseRequest {
-            code,
+            reason,
             queued: Queued::SendBy(deadline),
         });
     }
 
-    /// The close the server asked for, with its reason, if any.
-    pub fn requested(&self) -> Option<(CloseCode, &'static str)> {
-        self.0.get().map(|request| match request.code {
-            SLOW_CONSUMER_CODE => (CloseCode::Policy, SLOW_CONSUMER_REASON),
-            _ => (CloseCode::Away, GOING_AWAY_REASON),
-        })
+    /// Why the server asked for a close, if it did.
+    pub fn requested(&self) -> Option<&CloseReason> {
+        self.0.get().map(|request| &request.reason)
     }
 
     /// What the close asked for does with the queue; `None` while none is asked for.
@@ -126,21 +111,21 @@ impl Member {
         )
     }
 
-    /// Ask this connection to close with `code` at once, dropping what is queued to it
+    /// Ask this connection to close for `reason` at once, dropping what is queued to it
     /// (right here: its memory is free at once, even while the writer is stuck in a
     /// write to a peer that does not read), and wake its writer if it is idle.
-    pub fn request_close(&self, code: u16) {
-        self.close.request(code);
+    pub fn request_close(&self, reason: CloseReason) {
+        self.close.request(reason);
         if self.close.queued() == Some(Queued::Drop) {
             self.unsent.try_iter().for_each(drop);
         }
         self.wake();
     }
 
-    /// Ask this connection to close with `code` after what is queued to it, by
+    /// Ask this connection to close for `reason` after what is queued to it, by
     /// `deadline`, and wake its writer if it is idle. The caller queues nothing more.
-    pub fn request_close_after_queue(&self, code: u16, deadline: Instant) {
-        self.close.request_after_queue(code, deadline);
+    pub fn request_close_after_queue(&self, reason: CloseReason, deadline: Instant) {
+        self.close.request_after_queue(reason, deadline);
         self.wake();
     }
 

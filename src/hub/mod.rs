@@ -58,10 +58,7 @@ pub use command::HUB_QUEUE;
 pub use command::{Command, LinkEnd, Published, RoomStats};
 pub use counters::Counters;
 pub use handle::{Handle, Membership, Unanswered, channel};
-pub use member::{
-    CloseSignal, GOING_AWAY_CODE, GOING_AWAY_REASON, Member, Queued, SLOW_CONSUMER_CODE,
-    SLOW_CONSUMER_REASON,
-};
+pub use member::{CloseSignal, Member, Queued};
 use offer::{acknowledge, offer, slow_consumer};
 pub use outgoing::{ConnId, Echo, Joined, Notice, Outgoing};
 pub use queue::{Backlog, QueueEnd};
@@ -183,9 +180,9 @@ mod tests {
     use std::time::Instant;
 
     use tungstenite::Message;
-    use tungstenite::protocol::frame::coding::CloseCode;
 
     use crate::budget::Category;
+    use crate::protocol::close::CloseReason;
     use crate::room::Resume;
 
     #[test]
@@ -193,22 +190,33 @@ mod tests {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let slow = CloseSignal::default();
         assert_eq!(slow.queued(), None);
-        slow.request(SLOW_CONSUMER_CODE);
-        slow.request_after_queue(GOING_AWAY_CODE, deadline);
+        slow.request(CloseReason::SlowConsumer);
+        slow.request_after_queue(CloseReason::GoingAway, deadline);
         assert_eq!(slow.queued(), Some(Queued::Drop));
-        assert_eq!(
-            slow.requested(),
-            Some((CloseCode::Policy, SLOW_CONSUMER_REASON))
-        );
+        assert_eq!(slow.requested(), Some(&CloseReason::SlowConsumer));
 
         let stopping = CloseSignal::default();
-        stopping.request_after_queue(GOING_AWAY_CODE, deadline);
-        stopping.request(SLOW_CONSUMER_CODE);
+        stopping.request_after_queue(CloseReason::GoingAway, deadline);
+        stopping.request(CloseReason::SlowConsumer);
         assert_eq!(stopping.queued(), Some(Queued::SendBy(deadline)));
-        assert_eq!(
-            stopping.requested(),
-            Some((CloseCode::Away, GOING_AWAY_REASON))
-        );
+        assert_eq!(stopping.requested(), Some(&CloseReason::GoingAway));
+    }
+
+    #[test]
+    fn a_close_asked_for_any_reason_goes_out_with_that_reason_s_code() {
+        // Every reason keeps its own code on its way to the writer: an internal error
+        // is 1011, never mistaken for a shutdown's 1001.
+        let signal = CloseSignal::default();
+        signal.request(CloseReason::Internal("a bug".into()));
+        let frame = signal.requested().map(CloseReason::frame).unwrap();
+        assert_eq!(u16::from(frame.code), 1011);
+        assert_eq!(frame.reason.as_str(), "internal error: a bug");
+
+        let later = CloseSignal::default();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        later.request_after_queue(CloseReason::TryAgainLater, deadline);
+        let frame = later.requested().map(CloseReason::frame).unwrap();
+        assert_eq!(u16::from(frame.code), 1013);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::TrySendError;
 
 use super::rooms::Room;
-use super::{ConnId, Counters, Member, Notice, Outgoing, SLOW_CONSUMER_CODE};
+use super::{ConnId, Counters, Member, Notice, Outgoing};
+use crate::protocol::close::CloseReason;
 
 /// Tells the publisher, when it is an enveloped member of the room and named its
 /// message (`cid`), which id the message got and whether it was a repeat.
@@ -55,5 +56,5 @@ pub(super) fn offer(id: ConnId, member: &Member, item: Outgoing, counters: &Coun
 pub(super) fn slow_consumer(id: ConnId, member: &Member, counters: &Counters, why: &str) {
     log::warn!("connection {id} is a slow consumer ({why}); closing it with 1008");
     counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-    member.request_close(SLOW_CONSUMER_CODE);
+    member.request_close(CloseReason::SlowConsumer);
 }

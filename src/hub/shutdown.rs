@@ -6,7 +6,8 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 
 use super::sharing::Sharing;
-use super::{Command, Counters, GOING_AWAY_CODE, Hub};
+use super::{Command, Counters, Hub};
+use crate::protocol::close::CloseReason;
 
 impl Hub {
     /// After asking everyone to close: keep answering `Leave`s (their senders wait for
@@ -23,7 +24,7 @@ impl Hub {
         while !self.loners.is_empty() || self.rooms.values().any(|r| !r.members.is_empty()) {
             match commands.recv_deadline(deadline) {
                 Ok(Command::Join { id, member, .. }) => {
-                    member.request_close_after_queue(GOING_AWAY_CODE, deadline);
+                    member.request_close_after_queue(CloseReason::GoingAway, deadline);
                     self.loners.insert(id, member);
                 }
                 Ok(command @ Command::Leave { .. }) => self.apply_leave(command, counters),
@@ -39,7 +40,7 @@ impl Hub {
         for command in commands.try_iter() {
             match command {
                 Command::Join { member, .. } => {
-                    member.request_close_after_queue(GOING_AWAY_CODE, deadline);
+                    member.request_close_after_queue(CloseReason::GoingAway, deadline);
                 }
                 command => self.apply_leave(command, counters),
             }
@@ -80,7 +81,7 @@ impl Hub {
             .flat_map(|r| r.members.values())
             .chain(self.loners.values());
         for member in everyone {
-            member.request_close_after_queue(GOING_AWAY_CODE, deadline);
+            member.request_close_after_queue(CloseReason::GoingAway, deadline);
         }
     }
 }

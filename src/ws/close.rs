@@ -43,7 +43,8 @@ pub(super) fn finish(
             log::debug!("connection {id}: gone ({why})");
             let _ = to_writer.send(Outgoing::Stop);
         }
-        ReadEnd::Fail(frame) => {
+        ReadEnd::Fail(reason) => {
+            let frame = reason.frame();
             log::debug!(
                 "connection {id}: failing with {} ({})",
                 u16::from(frame.code),

@@ -37,8 +37,7 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::close::{finish, linger};
 use super::inbox::Inbox;
@@ -47,10 +46,11 @@ use super::reader::{InputLimits, Routes, authenticate, read_loop};
 use super::write_half::WriteHalf;
 use super::writer::{WRITE_BUFFER_BYTES, write_loop};
 use crate::budget::Budget;
-use crate::hub::{self, Backlog, ConnId, Counters, GOING_AWAY_REASON, Member, Outgoing};
+use crate::hub::{self, Backlog, ConnId, Counters, Member, Outgoing};
 use crate::net::limit::{Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::net::rate::RateLimit;
 use crate::net::socket::Socket;
+use crate::protocol::close::CloseReason;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 
@@ -281,10 +281,7 @@ impl Reader<'_> {
 /// as it began. It is told so like everyone else (1001), and its close reply is read
 /// so the kernel does not reset our close frame away.
 fn going_away(to_writer: &Sender<Outgoing>, ctx: &mut WebSocketContext, input: &mut ReadHalf) {
-    let away = CloseFrame {
-        code: CloseCode::Away,
-        reason: GOING_AWAY_REASON.into(),
-    };
+    let away = CloseReason::GoingAway.frame();
     if to_writer
         .send(Outgoing::Close(Box::new(Some(away))))
         .is_ok()

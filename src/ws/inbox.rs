@@ -10,6 +10,7 @@ use tungstenite::protocol::CloseFrame;
 
 use super::write_half::{QUEUE_RESERVE, before};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
+use crate::protocol::close::CloseReason;
 
 /// What the writer does after handling one queued item.
 pub(super) enum Next {
@@ -75,9 +76,6 @@ impl Inbox {
 
     /// The close frame the server asked for (a close with no code if it asked none).
     pub(super) fn requested_close(&self) -> Next {
-        Next::Close(self.close.requested().map(|(code, reason)| CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
+        Next::Close(self.close.requested().map(CloseReason::frame))
     }
 }

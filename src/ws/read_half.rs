@@ -5,12 +5,12 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use tungstenite::error::Error as WsError;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use super::reader::{BUDGET_CLOSE_REASON, ReadEnd, classify};
+use super::reader::{ReadEnd, classify};
 use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
 use crate::net::socket::Socket;
+use crate::protocol::close::CloseReason;
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::ws::edges::FrameEdges;
 
@@ -94,10 +94,7 @@ impl ReadHalf {
             return classify(error);
         }
         self.message_done();
-        ReadEnd::Fail(CloseFrame {
-            code: CloseCode::Again,
-            reason: BUDGET_CLOSE_REASON.into(),
-        })
+        ReadEnd::Fail(CloseReason::TryAgainLater)
     }
 }
 

@@ -10,24 +10,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketContext};
 
 use super::close::linger;
 use super::connection::Destination;
 use super::read_half::ReadHalf;
 use crate::budget::Reservation;
-use crate::hub::{self, ConnId, Counters, Echo, Outgoing, SLOW_CONSUMER_REASON};
+use crate::hub::{self, ConnId, Counters, Echo, Outgoing};
 use crate::net::rate::RateLimit;
+use crate::protocol::close::CloseReason;
 use crate::protocol::envelope;
 use crate::security::AccessPolicy;
-
-/// Close code for a publisher whose message the memory budget cannot take even after
-/// the hub has freed what it can (RFC 6455's registry: 1013, try again later).
-pub const BUDGET_CLOSE_REASON: &str = "server memory budget exhausted; try again later";
-
-/// Close reasons must fit in a control frame (125 bytes minus the 2-byte code).
-pub(super) const MAX_CLOSE_REASON: usize = 123;
 
 /// Authentication by first message (`--auth first-message`): the token travels as the
 /// connection's first text message instead of in the URL, where proxies would log it.
@@ -76,10 +69,7 @@ pub(super) fn authenticate(
         }
     };
     log::warn!("connection {id}: authentication failed: {refusal}");
-    let frame = CloseFrame {
-        code: CloseCode::Policy,
-        reason: refusal.into(),
-    };
+    let frame = CloseReason::Unauthorized(refusal).frame();
     if to_writer
         .send(Outgoing::Close(Box::new(Some(frame))))
         .is_ok()
@@ -108,8 +98,8 @@ pub(super) enum ReadEnd {
     /// The peer vanished (reset, EOF without close, or silence past the pong timeout):
     /// there is nobody to send a close frame to.
     Vanished(String),
-    /// The peer broke the protocol: we *fail the connection* with this close frame.
-    Fail(CloseFrame),
+    /// The peer broke the protocol or a limit: we *fail the connection* for this reason.
+    Fail(CloseReason),
 }
 
 /// Where the reader sends what it reads, and what bounds it.
@@ -180,10 +170,7 @@ impl Routes<'_> {
         if !self.limits.backlog.add(message.len()) {
             let counters = self.limits.counters;
             counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            return Err(ReadEnd::Fail(CloseFrame {
-                code: CloseCode::Policy,
-                reason: SLOW_CONSUMER_REASON.into(),
-            }));
+            return Err(ReadEnd::Fail(CloseReason::SlowConsumer));
         }
         let echo = Echo { message, charge };
         Ok(self
@@ -205,10 +192,7 @@ impl Routes<'_> {
             let counters = self.limits.counters;
             counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             let per_second = self.limits.rate.per_second_limit();
-            return Err(ReadEnd::Fail(CloseFrame {
-                code: CloseCode::Policy,
-                reason: format!("more than {per_second} messages per second").into(),
-            }));
+            return Err(ReadEnd::Fail(CloseReason::TooFast { per_second }));
         }
         // An enveloped client may name its message (`cid:<id>` line) so the room can
         // drop a resent copy; raw clients are never parsed.
@@ -240,14 +224,7 @@ impl Routes<'_> {
 /// Maps a read error to how the connection ends, with the close code RFC 6455 §7.4.1
 /// prescribes for each kind of fault.
 pub(super) fn classify(error: WsError) -> ReadEnd {
-    let fail = |code: CloseCode, reason: String| {
-        let mut reason = reason;
-        truncate_utf8(&mut reason, MAX_CLOSE_REASON);
-        ReadEnd::Fail(CloseFrame {
-            code,
-            reason: reason.into(),
-        })
-    };
+    let fail = ReadEnd::Fail;
     match error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => ReadEnd::Done,
         WsError::Io(e)
@@ -262,27 +239,13 @@ pub(super) fn classify(error: WsError) -> ReadEnd {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             ReadEnd::Vanished("connection ended without a close frame".into())
         }
-        WsError::Protocol(e) => fail(CloseCode::Protocol, e.to_string()),
-        WsError::Utf8(_) => fail(
-            CloseCode::Invalid,
-            "invalid UTF-8 in a text message or close reason".into(),
-        ),
+        WsError::Protocol(e) => fail(CloseReason::Protocol(e.to_string())),
+        WsError::Utf8(_) => fail(CloseReason::InvalidUtf8),
         WsError::Capacity(CapacityError::MessageTooLong { max_size, .. }) => fail(
-            CloseCode::Size,
-            format!("message larger than {max_size} bytes"),
+            CloseReason::TooBig(format!("message larger than {max_size} bytes")),
         ),
-        WsError::Capacity(e) => fail(CloseCode::Size, e.to_string()),
-        WsError::AttackAttempt => fail(CloseCode::Policy, "attack attempt".into()),
-        e => fail(CloseCode::Error, format!("internal error: {e}")),
-    }
-}
-
-pub(super) fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+        WsError::Capacity(e) => fail(CloseReason::TooBig(e.to_string())),
+        WsError::AttackAttempt => fail(CloseReason::AttackAttempt),
+        e => fail(CloseReason::Internal(e.to_string())),
     }
 }
