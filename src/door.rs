@@ -61,12 +61,12 @@ pub fn accept_loop(
     serves: Serves,
     files: Arc<FileServer>,
 ) {
-    for socket in listener.incoming() {
+    for tcp in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        match socket {
-            Ok(socket) => admit(socket, &shared, serves, &files),
+        match tcp {
+            Ok(tcp) => admit(tcp, &shared, serves, &files),
             Err(e) => {
                 log::warn!("accept failed: {e}");
                 if is_out_of_descriptors(&e) {
@@ -78,8 +78,8 @@ pub fn accept_loop(
 }
 
 /// The accept loop's part for one socket: the per-address limit, then a thread.
-fn admit(socket: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<FileServer>) {
-    let Ok(peer) = socket.peer_addr() else {
+fn admit(tcp: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<FileServer>) {
+    let Ok(peer) = tcp.peer_addr() else {
         return; // already gone
     };
     // Behind a proxy on this machine every client has the proxy's address: with
@@ -90,14 +90,14 @@ fn admit(socket: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<Fi
     } else {
         match shared.per_ip.try_acquire(peer.ip()) {
             Some(slot) => Some(slot),
-            None => return refuse_over_limit(socket, peer, shared),
+            None => return refuse_over_limit(tcp, peer, shared),
         }
     };
-    let stream = match wrap(socket, shared) {
-        Ok(stream) => stream,
+    let socket = match wrap(tcp, shared) {
+        Ok(socket) => socket,
         Err(e) => return log::warn!("cannot start a TLS session: {e}"),
     };
-    let conn = shared.in_progress.admit(stream);
+    let conn = shared.in_progress.admit(socket);
     let (shared, files) = (Arc::clone(shared), Arc::clone(files));
     let spawned = thread::Builder::new()
         .name("conn".into())
@@ -111,7 +111,7 @@ fn admit(socket: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<Fi
 
 /// Over `--max-connections-per-ip`: a short 503, written without waiting (it fits in
 /// the empty send buffer of a new socket), and the socket is closed.
-fn refuse_over_limit(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
+fn refuse_over_limit(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
     log::debug!("refused a connection from {peer}: over --max-connections-per-ip");
     if shared.config.uses_tls() {
         return; // plain text would be noise inside TLS: just close
@@ -123,20 +123,20 @@ fn refuse_over_limit(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
             shared.config.max_connections_per_ip
         ),
     );
-    let _ = socket.set_nonblocking(true);
-    let _ = (&socket).write_all(&reply.to_bytes(false));
+    let _ = tcp.set_nonblocking(true);
+    let _ = (&tcp).write_all(&reply.to_bytes(false));
 }
 
 /// Plain TCP, or a TLS session whose handshake the connection's own thread performs
 /// (never the accept loop: a slow client must not hold up the others).
-fn wrap(socket: TcpStream, shared: &Shared) -> io::Result<Socket> {
+fn wrap(tcp: TcpStream, shared: &Shared) -> io::Result<Socket> {
     #[cfg(feature = "tls")]
     if let Some(certificates) = &shared.tls {
-        return crate::net::tls::TlsSocket::new(socket, &certificates.current())
+        return crate::net::tls::TlsSocket::new(tcp, &certificates.current())
             .map(|tls| Socket::Tls(Box::new(tls)));
     }
     let _ = shared;
-    Ok(Socket::Plain(socket))
+    Ok(Socket::Plain(tcp))
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
@@ -154,7 +154,7 @@ fn handle(
     serves: Serves,
     files: &FileServer,
 ) {
-    let Some(head) = read_request(conn.stream(), peer, shared) else {
+    let Some(head) = read_request(conn.socket(), peer, shared) else {
         return;
     };
     if wants_websocket(&head) {
@@ -177,15 +177,15 @@ fn handle(
 
 /// The TLS handshake (with `--tls-cert`) and the request head, within one deadline
 /// (against slowloris); a head that cannot be read is answered here (408, 4xx).
-fn read_request(stream: &Socket, peer: SocketAddr, shared: &Shared) -> Option<Head> {
+fn read_request(socket: &Socket, peer: SocketAddr, shared: &Shared) -> Option<Head> {
     // Frames and answers are small and latency matters: no Nagle delay.
-    let _ = stream.set_nodelay(true);
+    let _ = socket.set_nodelay(true);
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    if let Err(e) = stream.handshake(deadline) {
+    if let Err(e) = socket.handshake(deadline) {
         socket::log_failed_handshake("HTTP", peer, &e);
         return None;
     }
-    match head::read_head(stream, deadline) {
+    match head::read_head(socket, deadline) {
         Ok(head) => Some(head),
         Err(HeadError::Gone(e)) => {
             log::debug!("{peer} left before its request: {e}");
@@ -193,14 +193,14 @@ fn read_request(stream: &Socket, peer: SocketAddr, shared: &Shared) -> Option<He
         }
         Err(HeadError::TimedOut) => {
             log::debug!("{peer} did not finish its request head in time");
-            Reply::text(408, "request head not received in time").send(stream, false);
+            Reply::text(408, "request head not received in time").send(socket, false);
             None
         }
         Err(HeadError::Refused(status, message)) => {
             // An access line, not a warning: access lines are rate-limited, so a
             // client sending garbage cannot flood the log.
             logging::access(format_args!("{peer} refused: {status} {message}"));
-            Reply::text(status, &message).send(stream, false);
+            Reply::text(status, &message).send(socket, false);
             None
         }
     }

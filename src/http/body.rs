@@ -124,7 +124,7 @@ pub fn framing(head: &Head, limit: usize) -> Result<Framing, BodyError> {
 /// # Errors
 /// See [`BodyError`].
 pub fn read_body(
-    stream: &Socket,
+    socket: &Socket,
     leftover: &[u8],
     framing: &Framing,
     limit: usize,
@@ -132,7 +132,7 @@ pub fn read_body(
     charge: &mut Reservation,
 ) -> Result<Vec<u8>, BodyError> {
     let mut input = Input {
-        stream,
+        socket,
         buf: leftover.to_vec(),
         deadline,
         charge,
@@ -189,7 +189,7 @@ fn read_chunked(input: &mut Input, limit: usize) -> Result<Vec<u8>, BodyError> {
 /// The socket with the bytes read but not yet used, the deadline, and the charge on
 /// the memory budget for both buffers (this one and the body being assembled).
 struct Input<'a> {
-    stream: &'a Socket,
+    socket: &'a Socket,
     buf: Vec<u8>,
     deadline: Instant,
     charge: &'a mut Reservation,
@@ -215,12 +215,12 @@ impl Input<'_> {
         if left.is_zero() {
             return Err(BodyError::TimedOut);
         }
-        if self.stream.set_read_timeout(Some(left)).is_err() {
+        if self.socket.set_read_timeout(Some(left)).is_err() {
             return Err(BodyError::Gone);
         }
         let mut chunk = [0u8; 8 * 1024];
         let want = want.clamp(1, chunk.len());
-        match (&*self.stream).read(&mut chunk[..want]) {
+        match (&*self.socket).read(&mut chunk[..want]) {
             Ok(0) => Err(BodyError::Gone),
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -330,9 +330,9 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_joined_and_trailers_skipped() {
-        let (stream, _client) = sent(b"llo\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
+        let (socket, _client) = sent(b"llo\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
         let body = read_body(
-            &stream,
+            &socket,
             b"5\r\nhe",
             &Framing::Chunked,
             100,
@@ -344,23 +344,23 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_held_to_the_limit_and_their_lines_to_theirs() {
-        let (stream, _c) = sent(b"b\r\nhello world\r\n0\r\n\r\n");
-        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon(), &mut charge());
+        let (socket, _c) = sent(b"b\r\nhello world\r\n0\r\n\r\n");
+        let body = read_body(&socket, b"", &Framing::Chunked, 10, soon(), &mut charge());
         assert_eq!(body, Err(BodyError::TooLarge(10)));
         let long_line = format!("{}\r\n", "0".repeat(MAX_CHUNK_LINE + 10));
-        let (stream, _c) = sent(long_line.as_bytes());
-        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon(), &mut charge());
+        let (socket, _c) = sent(long_line.as_bytes());
+        let body = read_body(&socket, b"", &Framing::Chunked, 10, soon(), &mut charge());
         assert!(matches!(body, Err(BodyError::Malformed(_))), "{body:?}");
-        let (stream, _c) = sent(b"zz\r\nab\r\n0\r\n\r\n");
-        let body = read_body(&stream, b"", &Framing::Chunked, 10, soon(), &mut charge());
+        let (socket, _c) = sent(b"zz\r\nab\r\n0\r\n\r\n");
+        let body = read_body(&socket, b"", &Framing::Chunked, 10, soon(), &mut charge());
         assert!(matches!(body, Err(BodyError::Malformed(_))), "{body:?}");
     }
 
     #[test]
     fn a_length_body_stops_at_its_length_and_a_missing_rest_times_out() {
-        let (stream, _c) = sent(b"defGET / HTTP/1.1\r\n\r\n");
+        let (socket, _c) = sent(b"defGET / HTTP/1.1\r\n\r\n");
         let body = read_body(
-            &stream,
+            &socket,
             b"abc",
             &Framing::Length(6),
             100,
@@ -368,10 +368,10 @@ mod tests {
             &mut charge(),
         );
         assert_eq!(body.unwrap(), b"abcdef", "nothing past the body is read");
-        let (stream, _c) = sent(b"ab");
+        let (socket, _c) = sent(b"ab");
         let deadline = Instant::now() + std::time::Duration::from_millis(200);
         let body = read_body(
-            &stream,
+            &socket,
             b"",
             &Framing::Length(6),
             100,

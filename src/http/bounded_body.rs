@@ -39,7 +39,7 @@ const IDLE_BUFFER_BYTES: usize = 4 * 1024;
 /// is kept and returned by [`BoundedBody::write`].
 #[derive(Debug)]
 pub struct BoundedBody<'a> {
-    stream: &'a Socket,
+    socket: &'a Socket,
     framing: ResponseFraming,
     patience: Patience,
     /// The response head (without framing and blank line), until it is sent.
@@ -59,15 +59,15 @@ pub struct BoundedBody<'a> {
 }
 
 impl<'a> BoundedBody<'a> {
-    /// A body for `stream`, behind `head` (see [`response_head`]).
+    /// A body for `socket`, behind `head` (see [`response_head`]).
     pub fn new(
-        stream: &'a Socket,
+        socket: &'a Socket,
         head: String,
         framing: ResponseFraming,
         patience: Patience,
     ) -> Self {
         BoundedBody {
-            stream,
+            socket,
             framing,
             patience,
             held_head: Some(head),
@@ -220,7 +220,7 @@ impl<'a> BoundedBody<'a> {
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        write_all_by(self.stream, bytes, self.patience.deadline())
+        write_all_by(self.socket, bytes, self.patience.deadline())
     }
 }
 
@@ -264,7 +264,7 @@ mod tests {
     /// Writes `pieces` through a body with `framing` (and `HEAD` if `head_only`), then
     /// returns everything the client received.
     fn written(framing: ResponseFraming, head_only: bool, pieces: &[&str]) -> String {
-        let (stream, mut client) = pair();
+        let (socket, mut client) = pair();
         let reader = std::thread::spawn(move || {
             let mut all = String::new();
             client.read_to_string(&mut all).unwrap();
@@ -272,7 +272,7 @@ mod tests {
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut body = BoundedBody::new(
-            &stream,
+            &socket,
             "HTTP/1.1 200 OK\r\n".into(),
             framing,
             Patience::Until(deadline),
@@ -284,7 +284,7 @@ mod tests {
             body.write(|out| out.write_str(piece)).unwrap();
         }
         body.finish().unwrap();
-        drop(stream);
+        drop(socket);
         reader.join().unwrap()
     }
 

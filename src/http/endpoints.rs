@@ -221,20 +221,20 @@ fn read_message(exchange: &Exchange) -> Result<(Message, Reservation), Reply> {
     let (head, shared) = (&exchange.head, exchange.shared);
     let limit = shared.config.max_message_bytes;
     let framing = body::framing(head, limit).map_err(|e| body_error(&e))?;
-    let stream = exchange.conn.stream();
+    let socket = exchange.conn.socket();
     let deadline = Instant::now() + shared.config.request_timeout;
     // A client that asked to wait for our go-ahead before sending a large body
     // (`Expect: 100-continue`, as curl does) gets it now that the length is fine.
     if head
         .header("Expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-        && write_all_by(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err()
+        && write_all_by(socket, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err()
     {
         return Err(Reply::text(400, "client went away"));
     }
     let mut reading = shared.budget.force(Category::Reading, 0);
     let leftover = &head.leftover;
-    let body = body::read_body(stream, leftover, &framing, limit, deadline, &mut reading)
+    let body = body::read_body(socket, leftover, &framing, limit, deadline, &mut reading)
         .map_err(|e| body_error(&e))?;
     // What was being read is now a message: its charge moves with it.
     let charge = reading.split_into(Category::Messages, body.len() + MESSAGE_OVERHEAD_BYTES);

@@ -128,12 +128,12 @@ impl Head {
     }
 }
 
-/// Reads one request head from `stream` before `deadline`.
+/// Reads one request head from `socket` before `deadline`.
 ///
 /// # Errors
 /// See [`HeadError`]: the client left, the deadline passed, or the head is refused
 /// (too large: 431; malformed: 400; not HTTP/1.x: 505).
-pub fn read_head(stream: &Socket, deadline: Instant) -> Result<Head, HeadError> {
+pub fn read_head(socket: &Socket, deadline: Instant) -> Result<Head, HeadError> {
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut chunk = [0u8; READ_CHUNK];
     loop {
@@ -143,10 +143,10 @@ pub fn read_head(stream: &Socket, deadline: Instant) -> Result<Head, HeadError> 
         if left.is_zero() {
             return Err(HeadError::TimedOut);
         }
-        stream
+        socket
             .set_read_timeout(Some(left))
             .map_err(HeadError::Gone)?;
-        let n = match (&*stream).read(&mut chunk) {
+        let n = match (&*socket).read(&mut chunk) {
             Ok(0) => return Err(HeadError::Gone(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => n,
             Err(e) if is_timeout(&e) => return Err(HeadError::TimedOut),

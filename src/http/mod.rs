@@ -59,7 +59,7 @@ impl Exchange<'_> {
     /// Answers with `reply`, logs the access line, and closes the connection.
     pub fn answer(self, reply: Reply) {
         self.log(reply.status);
-        reply.send(self.conn.stream(), self.head.is_head());
+        reply.send(self.conn.socket(), self.head.is_head());
     }
 
     /// One access line: client, method, path (never the query: it may hold a token),
@@ -143,16 +143,16 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
 /// A static file, through tiny_http behind the door.
 fn serve_file(exchange: Exchange, files: &FileServer) {
     let deadline = Instant::now() + reply::ANSWER_TIMEOUT;
-    let stream = exchange.conn.stream();
+    let socket = exchange.conn.socket();
     match files.serve(
-        stream,
+        socket,
         exchange.head.path(),
         exchange.head.is_head(),
         deadline,
     ) {
         Ok(status) => {
             exchange.log(status);
-            reply::close_gently(stream);
+            reply::close_gently(socket);
         }
         Err(e) => {
             log::debug!(

@@ -106,18 +106,18 @@ pub fn start(exchange: Exchange) {
     let framing = ResponseFraming::for_version(exchange.head.minor_version);
     // A waiting poll is long-lived: it leaves the registry of requests in progress,
     // whose ceiling cuts off the oldest.
-    let Some(stream) = exchange.conn.finish() else {
+    let Some(socket) = exchange.conn.finish() else {
         return;
     };
     let answer = wait(admitted.room, admitted.resume, exchange.shared);
     drop(admitted.slot);
     let Some(answer) = answer else {
         let refusal = Reply::text(503, "server shutting down").headers(cors);
-        return refusal.send(&stream, head_only);
+        return refusal.send(&socket, head_only);
     };
     let budget = &exchange.shared.budget;
-    match send(&stream, &answer, &cors, framing, head_only, budget) {
-        Ok(()) => close_gently(&stream),
+    match send(&socket, &answer, &cors, framing, head_only, budget) {
+        Ok(()) => close_gently(&socket),
         Err(e) => log::debug!("poll client went away before its answer was sent: {e}"),
     }
 }
@@ -180,7 +180,7 @@ fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
 /// JSON when it is full of control characters) in pieces of at most
 /// [`BODY_BOUND`](crate::http::bounded_body::BODY_BOUND) bytes, framed as `framing` says.
 fn send(
-    stream: &Socket,
+    socket: &Socket,
     answer: &Answer,
     cors: &[(&str, String)],
     framing: ResponseFraming,
@@ -192,7 +192,7 @@ fn send(
         cors,
     );
     let patience = Patience::Until(Instant::now() + ANSWER_TIMEOUT);
-    let mut body = BoundedBody::new(stream, head, framing, patience).charged_to(budget);
+    let mut body = BoundedBody::new(socket, head, framing, patience).charged_to(budget);
     if head_only {
         body = body.without_body();
     }

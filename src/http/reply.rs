@@ -99,10 +99,10 @@ impl Reply {
     }
 
     /// Writes the answer within [`ANSWER_TIMEOUT`] and closes the connection.
-    pub fn send(self, stream: &Socket, head_only: bool) {
+    pub fn send(self, socket: &Socket, head_only: bool) {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
-        match write_all_by(stream, &self.to_bytes(head_only), deadline) {
-            Ok(()) => close_gently(stream),
+        match write_all_by(socket, &self.to_bytes(head_only), deadline) {
+            Ok(()) => close_gently(socket),
             Err(e) => log::debug!("HTTP client went away before its answer was sent: {e}"),
         }
     }
@@ -113,37 +113,37 @@ impl Reply {
 ///
 /// # Errors
 /// `TimedOut` at the deadline, or the socket's error.
-pub fn write_all_by(stream: &Socket, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+pub fn write_all_by(socket: &Socket, bytes: &[u8], deadline: Instant) -> io::Result<()> {
     let mut rest = bytes;
     while !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        stream.set_write_timeout(Some(left))?;
-        match (&*stream).write(rest) {
+        socket.set_write_timeout(Some(left))?;
+        match (&*socket).write(rest) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => rest = &rest[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    (&*stream).flush()
+    (&*socket).flush()
 }
 
 /// Ends our side of the connection (the client sees the end of the answer), then
 /// discards what the client still sends for a moment before the socket is closed.
-pub fn close_gently(stream: &Socket) {
-    let _ = stream.shutdown(Shutdown::Write);
+pub fn close_gently(socket: &Socket) {
+    let _ = socket.shutdown(Shutdown::Write);
     let deadline = Instant::now() + CLOSE_LINGER;
     let mut sink = [0u8; 4096];
     let mut discarded = 0;
     while discarded < MAX_LINGER_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match (&*stream).read(&mut sink) {
+        match (&*socket).read(&mut sink) {
             Ok(0) | Err(_) => return,
             Ok(n) => discarded += n,
         }

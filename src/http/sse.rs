@@ -48,18 +48,18 @@ pub fn start(exchange: Exchange) {
     let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
     exchange.log(200);
     let Exchange { conn, shared, .. } = exchange;
-    let Some(stream) = conn.finish() else {
+    let Some(socket) = conn.finish() else {
         return; // cut off meanwhile (shutdown, or too many requests in progress)
     };
     let _slot = admitted.slot;
-    serve(&stream, &admitted.room, admitted.resume, shared, &cors);
-    close_gently(&stream);
+    serve(&socket, &admitted.room, admitted.resume, shared, &cors);
+    close_gently(&socket);
 }
 
 /// Streams `room` to the client until it goes away or the server shuts down.
-fn serve(stream: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
+fn serve(socket: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
     let Some(member) = shared.join(room, resume) else {
-        Reply::text(503, "server shutting down").send(stream, false);
+        Reply::text(503, "server shutting down").send(socket, false);
         return;
     };
     let id = member.membership.id();
@@ -74,7 +74,7 @@ fn serve(stream: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(
     // Each write must make progress within WRITE_TIMEOUT: a client that stops reading
     // ends its own stream instead of holding this thread.
     let mut body = BoundedBody::new(
-        stream,
+        socket,
         head,
         ResponseFraming::Chunked,
         Patience::EachWrite(WRITE_TIMEOUT),

@@ -44,7 +44,7 @@ struct Pending {
 #[derive(Debug)]
 pub struct RequestInProgress {
     id: u64,
-    stream: Arc<Socket>,
+    socket: Arc<Socket>,
     owner: Arc<RequestsInProgress>,
 }
 
@@ -60,8 +60,8 @@ impl RequestsInProgress {
 
     /// Registers a freshly accepted socket, cutting off the oldest request if
     /// the registry is full.
-    pub fn admit(self: &Arc<Self>, stream: Socket) -> RequestInProgress {
-        let stream = Arc::new(stream);
+    pub fn admit(self: &Arc<Self>, socket: Socket) -> RequestInProgress {
+        let socket = Arc::new(socket);
         let (id, oldest) = {
             let mut pending = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             let oldest = if pending.sockets.len() >= self.max {
@@ -71,7 +71,7 @@ impl RequestsInProgress {
             };
             let id = pending.next_id;
             pending.next_id += 1;
-            pending.sockets.push_back((id, Arc::clone(&stream)));
+            pending.sockets.push_back((id, Arc::clone(&socket)));
             (id, oldest)
         };
         if let Some((_, oldest)) = oldest {
@@ -84,7 +84,7 @@ impl RequestsInProgress {
         }
         RequestInProgress {
             id,
-            stream,
+            socket,
             owner: Arc::clone(self),
         }
     }
@@ -136,8 +136,8 @@ impl RequestsInProgress {
 
 impl RequestInProgress {
     /// The socket, for the TLS handshake, reading the request and answering it.
-    pub fn stream(&self) -> &Socket {
-        &self.stream
+    pub fn socket(&self) -> &Socket {
+        &self.socket
     }
 
     /// The request became a long-lived connection (a WebSocket, an SSE stream, a
@@ -145,12 +145,12 @@ impl RequestInProgress {
     /// it was cut off in the meantime (its socket is already shut down).
     pub fn finish(self) -> Option<Socket> {
         let registered = self.owner.remove(self.id);
-        let stream = Arc::clone(&self.stream);
+        let socket = Arc::clone(&self.socket);
         drop(self); // drops our other reference; `remove` again finds nothing
         if !registered {
             return None;
         }
-        Arc::try_unwrap(stream).ok()
+        Arc::try_unwrap(socket).ok()
     }
 }
 

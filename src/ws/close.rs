@@ -70,7 +70,7 @@ pub(super) fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        if input.stream.set_read_timeout(Some(left)).is_err() {
+        if input.socket.set_read_timeout(Some(left)).is_err() {
             return;
         }
         let read = ctx.read(input);
@@ -82,7 +82,7 @@ pub(super) fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
             | Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)) => return,
             // The fault left us mid-frame, so the bytes no longer parse as frames:
             // discard them raw until the peer hangs up or the time is up.
-            Err(_) => return drain(&input.stream, deadline),
+            Err(_) => return drain(&input.socket, deadline),
         }
     }
 }
@@ -92,17 +92,17 @@ pub(super) fn linger(ctx: &mut WebSocketContext, input: &mut ReadHalf) {
 /// close frame (`0x88`, `0x80 | n`, 4 mask bytes, n bytes), as a client answering our
 /// close sends. (tungstenite cannot help here: after a bad frame header it keeps
 /// failing on that same header.)
-pub(super) fn drain(stream: &Socket, deadline: Instant) {
+pub(super) fn drain(socket: &Socket, deadline: Instant) {
     let mut sink = [0u8; 1024];
     let mut tail: Vec<u8> = Vec::with_capacity(2 * MAX_CLOSE_FRAME);
     while let Some(left) = deadline
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        if stream.set_read_timeout(Some(left)).is_err() {
+        if socket.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match (&*stream).read(&mut sink) {
+        match (&*socket).read(&mut sink) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 tail.extend_from_slice(&sink[..n]);

@@ -103,20 +103,20 @@ pub enum Destination {
 /// `leftover` holds bytes the client sent right after its handshake request.
 pub fn serve(
     id: ConnId,
-    stream: Socket,
+    socket: Socket,
     leftover: Vec<u8>,
     destination: Destination,
     hub: hub::Handle,
     counters: Arc<Counters>,
     mut settings: Settings,
 ) -> Option<u16> {
-    let stream = Arc::new(stream);
-    set_timeouts(id, &stream, &settings)?;
+    let socket = Arc::new(socket);
+    set_timeouts(id, &socket, &settings)?;
     let config = socket_config(&settings);
     let raw = !matches!(destination, Destination::Room { raw: false, .. });
-    let (member, writer) = start_writer(id, &stream, &counters, config, &settings, raw)?;
+    let (member, writer) = start_writer(id, &socket, &counters, config, &settings, raw)?;
 
-    let mut input = ReadHalf::new(&stream, &settings.budget, config, &leftover);
+    let mut input = ReadHalf::new(&socket, &settings.budget, config, &leftover);
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
     let tx = member.tx.clone();
     let admitted = admit(id, &mut ctx, &mut input, &member, &hub, &settings);
@@ -141,10 +141,10 @@ pub fn serve(
 
 /// Socket timeouts do the timing, so no extra timer thread is needed: a read that
 /// sees nothing for `pong_timeout` fails, and so does a write stuck for WRITE_TIMEOUT.
-fn set_timeouts(id: ConnId, stream: &Socket, settings: &Settings) -> Option<()> {
-    let set = stream
+fn set_timeouts(id: ConnId, socket: &Socket, settings: &Settings) -> Option<()> {
+    let set = socket
         .set_read_timeout(Some(settings.pong_timeout))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
+        .and_then(|()| socket.set_write_timeout(Some(WRITE_TIMEOUT)));
     if let Err(e) = set {
         log::debug!("connection {id}: cannot set socket timeouts: {e}");
         return None;
@@ -161,11 +161,11 @@ fn socket_config(settings: &Settings) -> WebSocketConfig {
         .max_frame_size(Some(settings.max_message_bytes))
 }
 
-/// Starts the writer thread, the only one that will write to `stream`; returns the
+/// Starts the writer thread, the only one that will write to `socket`; returns the
 /// hub's handle on the connection (its queue to that writer) and the thread.
 fn start_writer(
     id: ConnId,
-    stream: &Arc<Socket>,
+    socket: &Arc<Socket>,
     counters: &Arc<Counters>,
     config: WebSocketConfig,
     settings: &Settings,
@@ -174,7 +174,7 @@ fn start_writer(
     let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
     let (member, queue) = Member::new(send_queue, send_bytes, raw, counters);
     let inbox = Inbox::new(queue, &member.close);
-    let out = WriteHalf::new(Arc::clone(stream), Arc::clone(&inbox.close));
+    let out = WriteHalf::new(Arc::clone(socket), Arc::clone(&inbox.close));
     // The writer never reads: its context needs no read buffer.
     let ctx = WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)));
     let counters = Arc::clone(counters);

@@ -28,7 +28,7 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// (a frame that is still arriving is memory too): then the message's bytes move to
 /// the `messages` category ([`ReadHalf::take_message`]) and the rest is given back.
 pub(super) struct ReadHalf {
-    pub(super) stream: Arc<Socket>,
+    pub(super) socket: Arc<Socket>,
     /// Bytes read since the last complete message.
     pub(super) reading: Reservation,
     /// The budget could not take the bytes just read: the connection fails with 1013.
@@ -40,10 +40,10 @@ pub(super) struct ReadHalf {
 }
 
 impl ReadHalf {
-    /// The reader's side of `stream`, whose first bytes (`leftover`, sent right behind
+    /// The reader's side of `socket`, whose first bytes (`leftover`, sent right behind
     /// the handshake) are already read; its charges go to `budget`.
     pub(super) fn new(
-        stream: &Arc<Socket>,
+        socket: &Arc<Socket>,
         budget: &Arc<Budget>,
         config: WebSocketConfig,
         leftover: &[u8],
@@ -51,7 +51,7 @@ impl ReadHalf {
         let mut edges = FrameEdges::default();
         edges.saw(leftover);
         ReadHalf {
-            stream: Arc::clone(stream),
+            socket: Arc::clone(socket),
             reading: budget.force(Category::Reading, 0),
             short: false,
             edges,
@@ -104,7 +104,7 @@ impl Read for ReadHalf {
         // before they are charged are few (part of the fixed cost per connection).
         // After a large frame's header, never past a frame's edge.
         let room = self.edges.limit(buf.len());
-        let n = (&*self.stream).read(&mut buf[..room])?;
+        let n = (&*self.socket).read(&mut buf[..room])?;
         self.edges.saw(&buf[..n]);
         if !self.reading.grow_within(n, RECLAIM_WAIT) {
             self.short = true;

@@ -38,14 +38,14 @@ pub(super) fn authenticate(
     let deadline = Instant::now() + auth_timeout;
     let refusal = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || input.stream.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || input.socket.set_read_timeout(Some(left)).is_err() {
             break "no token within the authentication deadline";
         }
         let read = ctx.read(input);
         input.message_done();
         match read {
             Ok(Message::Text(token)) if policy.token_ok(Some(token.as_str())) => {
-                let _ = input.stream.set_read_timeout(Some(pong_timeout));
+                let _ = input.socket.set_read_timeout(Some(pong_timeout));
                 return true;
             }
             Ok(Message::Ping(payload)) => {

@@ -22,8 +22,8 @@ use crate::net::socket::Socket;
 /// Checks the upgrade request `head`, and on success runs the connection until it
 /// ends.
 pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &Shared) {
-    let stream = conn.stream();
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let socket = conn.socket();
+    let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
     let first_message_auth =
         shared.config.auth == AuthMode::FirstMessage && shared.policy.token_required();
     let checks = Checks {
@@ -33,25 +33,25 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
     };
     let accepted = match handshake::check(&head, &checks) {
         Ok(accepted) => accepted,
-        Err(rejection) => return refuse(stream, peer, &head, &rejection),
+        Err(rejection) => return refuse(socket, peer, &head, &rejection),
     };
     let (_slot, unauthenticated) = match take_slots(shared, first_message_auth) {
         Ok(slots) => slots,
-        Err(rejection) => return refuse(stream, peer, &head, &rejection),
+        Err(rejection) => return refuse(socket, peer, &head, &rejection),
     };
     // The handshake is complete: the socket leaves the registry of requests in
     // progress (unless it was cut off meanwhile to make room for newer ones).
-    let Some(stream) = conn.finish() else {
+    let Some(socket) = conn.finish() else {
         log::debug!("handshake from {peer} was cut off: too many requests in progress");
         return;
     };
-    if let Err(e) = (&stream).write_all(handshake::accept_response(&accepted.accept_key).as_bytes())
+    if let Err(e) = (&socket).write_all(handshake::accept_response(&accepted.accept_key).as_bytes())
     {
         log::debug!("handshake from {peer}: could not send 101: {e}");
         return;
     }
     let settings = settings(shared, first_message_auth, unauthenticated);
-    run(stream, accepted, (&head, peer), shared, settings);
+    run(socket, accepted, (&head, peer), shared, settings);
 }
 
 /// A place among `--max-connections`, and under `--auth first-message` one in the
@@ -101,7 +101,7 @@ fn settings(shared: &Shared, first_message_auth: bool, unauthenticated: Option<S
 /// Runs the accepted connection, with an access line when it opens and one when it
 /// closes.
 fn run(
-    stream: Socket,
+    socket: Socket,
     accepted: Accepted,
     (head, peer): (&Head, SocketAddr),
     shared: &Shared,
@@ -124,7 +124,7 @@ fn run(
     let counters = Arc::clone(&shared.counters);
     let code = connection::serve(
         id,
-        stream,
+        socket,
         accepted.leftover,
         destination,
         hub,
@@ -138,7 +138,7 @@ fn run(
     ));
 }
 
-fn refuse(stream: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection) {
+fn refuse(socket: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection) {
     // One rate-limited access line (a client could otherwise flood the log).
     logging::access(format_args!(
         "{peer} \"{} {}\" {} {}",
@@ -148,7 +148,7 @@ fn refuse(stream: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection)
         rejection.message
     ));
     let response = handshake::rejection_response(rejection);
-    if (&*stream).write_all(response.as_bytes()).is_ok() {
-        close_gently(stream);
+    if (&*socket).write_all(response.as_bytes()).is_ok() {
+        close_gently(socket);
     }
 }

@@ -37,7 +37,7 @@ pub(super) const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
 /// the drain deadline the close signal carries).
 pub(super) struct WriteHalf {
     /// The connection's socket, shared with the reader.
-    pub(super) stream: Arc<Socket>,
+    pub(super) socket: Arc<Socket>,
     /// The server's close requests; at shutdown it carries the drain deadline.
     pub(super) close: Arc<CloseSignal>,
     /// The writer is at its close frame: at shutdown that step has a later deadline
@@ -55,14 +55,14 @@ pub(super) struct WriteHalf {
 }
 
 impl WriteHalf {
-    pub(super) fn new(stream: Arc<Socket>, close: Arc<CloseSignal>) -> WriteHalf {
-        let waits_in_slices = match *stream {
+    pub(super) fn new(socket: Arc<Socket>, close: Arc<CloseSignal>) -> WriteHalf {
+        let waits_in_slices = match *socket {
             Socket::Plain(_) => true,
             #[cfg(feature = "tls")]
             Socket::Tls(_) => false,
         };
         WriteHalf {
-            stream,
+            socket,
             close,
             closing: false,
             waits_in_slices,
@@ -113,7 +113,7 @@ impl WriteHalf {
                 left
             };
             self.set_timeout(wait)?;
-            match op(&mut &*self.stream) {
+            match op(&mut &*self.socket) {
                 Err(e) if self.waits_in_slices && is_timeout(&e) => now = Instant::now(),
                 result => return result,
             }
@@ -122,7 +122,7 @@ impl WriteHalf {
 
     pub(super) fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         if self.timeout != Some(timeout) {
-            self.stream.set_write_timeout(Some(timeout))?;
+            self.socket.set_write_timeout(Some(timeout))?;
             self.timeout = Some(timeout);
         }
         Ok(())
@@ -137,10 +137,10 @@ impl Read for WriteHalf {
 
 impl Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bounded(|stream| stream.write(buf))
+        self.bounded(|socket| socket.write(buf))
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.bounded(|stream| stream.flush())
+        self.bounded(|socket| socket.flush())
     }
 }
 

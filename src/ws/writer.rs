@@ -131,26 +131,26 @@ pub(super) fn end_writing(
             match ctx.close(&mut out, frame) {
                 // (`ConnectionClosed` would mean the close handshake is over: sent too.)
                 Ok(()) | Err(WsError::ConnectionClosed) => {
-                    let _ = out.stream.shutdown(Shutdown::Write);
+                    let _ = out.socket.shutdown(Shutdown::Write);
                     Some(code)
                 }
                 Err(e) => {
                     // The peer takes no data (or the shutdown's time is up): it cannot
                     // answer a close it never gets, so wake the reader too.
                     log::debug!("connection {id}: close frame {code} not sent: {e}");
-                    let _ = out.stream.shutdown(Shutdown::Both);
+                    let _ = out.socket.shutdown(Shutdown::Both);
                     None
                 }
             }
         }
         Ok(_) => {
-            let _ = out.stream.shutdown(Shutdown::Both);
+            let _ = out.socket.shutdown(Shutdown::Both);
             None
         }
         Err(e) => {
             log::debug!("connection {id}: write failed: {e}");
             // Wake the reader too: nobody can write to this peer any more.
-            let _ = out.stream.shutdown(Shutdown::Both);
+            let _ = out.socket.shutdown(Shutdown::Both);
             None
         }
     }
