@@ -5,7 +5,9 @@
     from layers below it);
   - no file over MAX_FILE_LINES lines without its #[cfg(test)] module;
   - no function over MAX_FN_LINES lines, and none on a room message's path
-    (MESSAGE_PATH below) over MAX_PATH_FN_LINES.
+    (MESSAGE_PATH below) over MAX_PATH_FN_LINES;
+  - docs/ARCHITECTURE.md's "One message's journey" names every function of
+    MESSAGE_PATH and links its file.
 
   python3 tools/layout.py                   report and check every limit (exit 1 if one
                                             is broken)
@@ -44,9 +46,11 @@ MESSAGE_PATH = [
     ("ws/connection.rs", "start_writer"),
     ("ws/connection.rs", "admit"),
     ("ws/connection.rs", "join_and_read"),
+    ("hub/handle.rs", "join"),
     ("ws/reader.rs", "read_loop"),
     ("ws/reader.rs", "deliver"),
     ("ws/reader.rs", "publish"),
+    ("hub/handle.rs", "post"),
     ("hub/mod.rs", "run"),
     ("hub/mod.rs", "apply"),
     ("hub/rooms.rs", "publish_here"),
@@ -57,6 +61,7 @@ MESSAGE_PATH = [
     ("hub/rooms.rs", "broadcast"),
     ("hub/offer.rs", "offer"),
     ("ws/writer.rs", "write_loop"),
+    ("ws/inbox.rs", "next"),
     ("ws/writer.rs", "write_batch"),
     ("ws/writer.rs", "write_one"),
     ("ws/writer.rs", "write_data"),
@@ -229,6 +234,25 @@ def cycles(graph):
     return out
 
 
+def journey_mismatches():
+    """Where docs/ARCHITECTURE.md's "One message's journey" and MESSAGE_PATH differ:
+    each function must be named there (in backticks), with a link to its file."""
+    with open(os.path.join(ROOT, "docs", "ARCHITECTURE.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = text.find("## One message's journey")
+    end = text.find("\n## ", start + 1)
+    if start < 0:
+        return ["docs/ARCHITECTURE.md has no \"One message's journey\" section"]
+    journey = text[start:end]
+    out = []
+    for file, name in MESSAGE_PATH:
+        if f"`{name}`" not in journey:
+            out.append(f"journey: ARCHITECTURE.md does not name `{name}` (src/{file})")
+        if f"(../src/{file})" not in journey:
+            out.append(f"journey: ARCHITECTURE.md does not link src/{file}")
+    return out
+
+
 def main():
     report_only = "--report" in sys.argv
     only_cycles = "--enforce" in sys.argv and "cycles" in sys.argv
@@ -264,6 +288,7 @@ def main():
             continue
         path_fns.append((max(lengths), f"src/{file} {name}"))
     found_cycles = cycles(graph)
+    problems += journey_mismatches()
 
     print(f"files over {MAX_FILE_LINES} lines without tests: {len(long_files)}")
     for n, rel in sorted(long_files, reverse=True):
@@ -288,6 +313,8 @@ def main():
     if only_cycles:
         problems = [p for p in problems if p.startswith("import cycle")]
     if problems and not report_only:
+        for problem in problems:
+            print(f"layout: {problem}", file=sys.stderr)
         print(f"layout: {len(problems)} problems", file=sys.stderr)
         return 1
     return 0
