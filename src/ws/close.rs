@@ -13,6 +13,7 @@ use super::read_half::ReadHalf;
 use super::reader::ReadEnd;
 use crate::hub::{ConnId, Outgoing};
 use crate::net::socket::Socket;
+use crate::protocol::close::CloseReason;
 
 /// After we fail a connection we keep reading (and discarding) this long, so the
 /// peer can read our close frame before the socket closes. Closing a socket with
@@ -44,20 +45,27 @@ pub(super) fn finish(
             let _ = to_writer.send(Outgoing::Stop);
         }
         ReadEnd::Fail(reason) => {
-            let frame = reason.frame();
             log::debug!(
                 "connection {id}: failing with {} ({})",
-                u16::from(frame.code),
-                frame.reason
+                u16::from(reason.code()),
+                reason.reason()
             );
-            if to_writer
-                .send(Outgoing::Close(Box::new(Some(frame))))
-                .is_ok()
-            {
-                // Keep reading until the peer has seen our close frame and hung up.
-                linger(ctx, input);
-            }
+            close_with(reason, to_writer, ctx, input);
         }
+    }
+}
+
+/// We close the connection for `reason`: the writer sends the close frame, and this
+/// thread keeps reading until the peer has seen it and hung up (see [`linger`]).
+pub(super) fn close_with(
+    reason: CloseReason,
+    to_writer: &Sender<Outgoing>,
+    ctx: &mut WebSocketContext,
+    input: &mut ReadHalf,
+) {
+    let frame = Some(reason.frame());
+    if to_writer.send(Outgoing::Close(Box::new(frame))).is_ok() {
+        linger(ctx, input);
     }
 }
 

@@ -39,7 +39,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use super::close::{finish, linger};
+use super::close::{close_with, finish};
 use super::inbox::Inbox;
 use super::read_half::{READ_BUFFER_BYTES, ReadHalf};
 use super::reader::{InputLimits, Routes, authenticate, read_loop};
@@ -281,11 +281,5 @@ impl Reader<'_> {
 /// as it began. It is told so like everyone else (1001), and its close reply is read
 /// so the kernel does not reset our close frame away.
 fn going_away(to_writer: &Sender<Outgoing>, ctx: &mut WebSocketContext, input: &mut ReadHalf) {
-    let away = CloseReason::GoingAway.frame();
-    if to_writer
-        .send(Outgoing::Close(Box::new(Some(away))))
-        .is_ok()
-    {
-        linger(ctx, input);
-    }
+    close_with(CloseReason::GoingAway, to_writer, ctx, input);
 }

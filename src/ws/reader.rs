@@ -12,7 +12,7 @@ use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::{CloseFrame, WebSocketContext};
 
-use super::close::linger;
+use super::close::close_with;
 use super::connection::Destination;
 use super::read_half::ReadHalf;
 use crate::budget::Reservation;
@@ -69,13 +69,7 @@ pub(super) fn authenticate(
         }
     };
     log::warn!("connection {id}: authentication failed: {refusal}");
-    let frame = CloseReason::Unauthorized(refusal).frame();
-    if to_writer
-        .send(Outgoing::Close(Box::new(Some(frame))))
-        .is_ok()
-    {
-        linger(ctx, input);
-    }
+    close_with(CloseReason::Unauthorized(refusal), to_writer, ctx, input);
     false
 }
 
