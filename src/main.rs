@@ -21,6 +21,13 @@ fn main() -> ExitCode {
             print!("{}", config::help());
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::Token(order)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            println!("{}", order.mint(now));
+            return ExitCode::SUCCESS;
+        }
         Ok(Invocation::Version) => {
             println!("threadcast {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

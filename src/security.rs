@@ -9,7 +9,9 @@
 //! Clients that are not browsers send no Origin and are allowed.
 //!
 //! **Token.** An optional shared secret, compared in constant time so a timing
-//! attacker cannot learn it byte by byte, and never logged.
+//! attacker cannot learn it byte by byte, and never logged. With `--jwt-secret`, a
+//! signed token (an HS256 JWT, see `protocol/jwt.rs`) is accepted wherever the shared
+//! one is; why one is refused is logged, the token never.
 //!
 //! **Host (DNS rebinding).** The Origin check alone cannot stop this attack: a page on
 //! `http://evil.example:8080` waits until its DNS entry expires, then answers the next
@@ -27,6 +29,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
+use crate::protocol::jwt::{self, Claims};
 
 /// The rules from the configuration, prepared once at start-up.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +37,8 @@ pub struct AccessPolicy {
     allowed_origins: Vec<String>,
     any_origin: bool,
     token: Option<String>,
+    /// `--jwt-secret`: the key HS256 tokens are signed with.
+    jwt_secret: Option<Vec<u8>>,
     /// Extra names accepted in `Host` on loopback connections, normalized.
     allowed_hosts: Vec<String>,
     /// `--allow-host '*'`: the Host check is off.
@@ -56,6 +61,7 @@ impl AccessPolicy {
                 .collect(),
             any_origin,
             token: config.token.clone(),
+            jwt_secret: config.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             allowed_hosts: Vec::new(),
             any_host: false,
         }
@@ -124,15 +130,39 @@ impl AccessPolicy {
 
     /// Whether a token is required at all.
     pub fn token_required(&self) -> bool {
-        self.token.is_some()
+        self.token.is_some() || self.jwt_secret.is_some()
     }
 
-    /// Whether `presented` is the configured token (always true when none is set).
+    /// Whether `presented` lets its holder in: the shared token, or a valid signed
+    /// token under `--jwt-secret` (always true when neither is set).
     pub fn token_ok(&self, presented: Option<&str>) -> bool {
-        match (&self.token, presented) {
-            (None, _) => true,
-            (Some(expected), Some(given)) => tokens_equal(expected, given),
-            (Some(_), None) => false,
+        if !self.token_required() {
+            return true;
+        }
+        let Some(given) = presented else {
+            return false;
+        };
+        if self
+            .token
+            .as_deref()
+            .is_some_and(|expected| tokens_equal(expected, given))
+        {
+            return true;
+        }
+        self.identity(given).is_some()
+    }
+
+    /// The claims of `token` when it is a valid signed token under `--jwt-secret`.
+    /// Why one is refused is logged (at debug: a client can send many); the token
+    /// never is.
+    pub fn identity(&self, token: &str) -> Option<Claims> {
+        let secret = self.jwt_secret.as_deref()?;
+        match jwt::verify(token, secret, unix_seconds()) {
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                log::debug!("refused a signed token: {e}");
+                None
+            }
         }
     }
 }
@@ -141,6 +171,13 @@ impl AccessPolicy {
 /// they first differ.
 fn tokens_equal(expected: &str, given: &str) -> bool {
     constant_time_eq::constant_time_eq(expected.as_bytes(), given.as_bytes())
+}
+
+/// Seconds since 1970 by the system clock (0 if it is before then).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The token in an `Authorization: Bearer TOKEN` header value.

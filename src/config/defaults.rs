@@ -87,6 +87,14 @@ pub const DEMO_FEED_ROOM: &str = "ticker";
 /// still delivered here, counted and logged, but not forwarded.
 pub const DEFAULT_REDIS_QUEUE: usize = 1024;
 
+/// Environment variable that may carry `--jwt-secret`, so it need not appear in `ps`
+/// output.
+pub const JWT_SECRET_ENV: &str = "THREADCAST_JWT_SECRET";
+
+/// Shortest `--jwt-secret`, in bytes: HS256's key should be at least as long as its
+/// 256-bit hash (RFC 7518 §3.2), or it is guessable offline from one token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// Environment variable that may carry the token, so it need not appear in `ps` output.
 pub const TOKEN_ENV: &str = "THREADCAST_TOKEN";
 

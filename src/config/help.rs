@@ -11,6 +11,7 @@ use super::defaults::{
     DEFAULT_SEND_QUEUE, DEMO_FEED_ROOM, HISTORY_SHARE, MAX_DEFAULT_SEND_QUEUE_BYTES, REDIS_ENV,
     SEND_QUEUE_SHARE, TOKEN_ENV,
 };
+use super::defaults::{JWT_SECRET_ENV, MIN_JWT_SECRET_BYTES};
 
 /// The `--help` text. Every flag with its default, section by section.
 pub fn help() -> String {
@@ -30,6 +31,10 @@ fn usage_and_access() -> String {
         "threadcast {version} - a small real-time web server (WebSocket rooms, no async runtime)
 
 USAGE: threadcast [FLAGS]
+       threadcast token --secret SECRET --sub USER [--name NAME] [--rooms LIST]
+                        [--publish LIST] [--ttl DUR]
+         prints a signed token (HS256 JWT) for --jwt-secret; the secret may come
+         from env {jwt_env} instead; --ttl defaults to {token_ttl}
 
 FLAGS:
   --http ADDR              the one listener: page, static files, WebSockets (/echo,
@@ -56,11 +61,17 @@ FLAGS:
                            (or env {token_env}). An empty token is refused, as it
                            would turn authentication off: leave both unset for
                            no token                              [default: none]
+  --jwt-secret SECRET      also accept signed tokens (HS256 JWTs with sub and exp)
+                           wherever --token is; at least {jwt_min} bytes, or env
+                           {jwt_env}                 [default: none]
 ",
         version = env!("CARGO_PKG_VERSION"),
         http = DEFAULT_HTTP_ADDR,
         public = DEFAULT_PUBLIC_DIR,
         token_env = TOKEN_ENV,
+        jwt_env = JWT_SECRET_ENV,
+        jwt_min = MIN_JWT_SECRET_BYTES,
+        token_ttl = format_duration(super::DEFAULT_TOKEN_TTL),
     )
 }
 

@@ -13,6 +13,7 @@ pub use crate::logging::LogSpec;
 
 pub mod defaults;
 mod help;
+mod mint;
 mod parse;
 mod values;
 
@@ -25,6 +26,7 @@ use defaults::{
 };
 use help::format_duration;
 pub use help::help;
+pub use mint::{DEFAULT_TOKEN_TTL, TokenOrder};
 pub use parse::parse_args;
 pub use values::parse_duration;
 #[cfg(test)]
@@ -52,6 +54,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Shared secret required on handshakes and `/publish`. Default: none.
     pub token: Option<String>,
+    /// Secret that signs HS256 JWTs (`--jwt-secret`): a valid token is accepted wherever
+    /// the shared token is. Default: none.
+    pub jwt_secret: Option<String>,
     /// Open connections above which handshakes get 503. Default 1024.
     pub max_connections: usize,
     /// Connections one client address may hold at once; past it, 503. Default 256.
@@ -145,6 +150,7 @@ impl Default for Config {
             public_ws_url: None,
             allowed_origins: Vec::new(),
             token: None,
+            jwt_secret: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
@@ -181,6 +187,8 @@ pub enum Invocation {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// `threadcast token …`: print a signed token and exit 0.
+    Token(TokenOrder),
 }
 
 /// A flag or value the command line got wrong. The binary prints it and exits 2.

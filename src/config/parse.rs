@@ -4,10 +4,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::defaults::{REDIS_ENV, TOKEN_ENV};
+use super::defaults::{JWT_SECRET_ENV, REDIS_ENV, TOKEN_ENV};
+use super::mint::parse_token_order;
 use super::values::{
-    parse_addr, parse_bytes, parse_count, parse_feed, parse_log_spec, parse_memory_limit,
-    parse_origin, parse_redis_url, parse_token, parse_ws_url, tls_file,
+    parse_addr, parse_bytes, parse_count, parse_feed, parse_jwt_secret, parse_log_spec,
+    parse_memory_limit, parse_origin, parse_redis_url, parse_token, parse_ws_url, tls_file,
 };
 use super::{AuthMode, Config, Invocation, UsageError, parse_duration};
 use crate::logging::LogSpec;
@@ -28,7 +29,10 @@ where
     let mut config = Config::default();
     let mut log_spec = None;
 
-    let mut args = utf8_args(args)?.into_iter();
+    let mut args = utf8_args(args)?.into_iter().peekable();
+    if args.next_if(|first| first == "token").is_some() {
+        return parse_token_order(args, &env);
+    }
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
@@ -54,6 +58,9 @@ where
     if config.redis_url.is_none() {
         config.redis_url = redis_url_from_env(&env)?;
     }
+    if config.jwt_secret.is_none() {
+        config.jwt_secret = jwt_secret_from_env(&env)?;
+    }
     let log_spec = match log_spec {
         Some(spec) => spec,
         None => log_spec_from_env(&env)?,
@@ -78,6 +85,7 @@ fn set(
         "--allow-origin" => config.allowed_origins.push(parse_origin(&value()?)?),
         "--allow-host" => config.allowed_hosts.push(value()?),
         "--token" => config.token = Some(parse_token(flag, value()?)?),
+        "--jwt-secret" => config.jwt_secret = Some(parse_jwt_secret(flag, value()?)?),
         "--max-connections" => config.max_connections = parse_count(flag, &value()?)?,
         "--max-connections-per-ip" => config.max_connections_per_ip = parse_count(flag, &value()?)?,
         "--max-messages-per-second" => {
@@ -158,8 +166,24 @@ pub(super) fn env_var(
 pub(super) fn token_from_env(
     env: &impl Fn(&str) -> Option<OsString>,
 ) -> Result<Option<String>, UsageError> {
-    env_var(env, TOKEN_ENV)?
-        .map(|token| parse_token(TOKEN_ENV, token))
+    secret_from_env(env, TOKEN_ENV, parse_token)
+}
+
+/// The JWT secret from [`JWT_SECRET_ENV`], when `--jwt-secret` did not set one.
+pub(super) fn jwt_secret_from_env(
+    env: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<String>, UsageError> {
+    secret_from_env(env, JWT_SECRET_ENV, parse_jwt_secret)
+}
+
+/// A secret from the environment variable `name`, checked as its flag's value is.
+fn secret_from_env(
+    env: &impl Fn(&str) -> Option<OsString>,
+    name: &str,
+    check: fn(&str, String) -> Result<String, UsageError>,
+) -> Result<Option<String>, UsageError> {
+    env_var(env, name)?
+        .map(|secret| check(name, secret))
         .transpose()
 }
 

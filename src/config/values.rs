@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::defaults::MIN_JWT_SECRET_BYTES;
 use super::{Feed, FeedSource, UsageError};
 use crate::logging::LogSpec;
 
@@ -25,6 +26,18 @@ pub(super) fn parse_token(source: &str, token: String) -> Result<String, UsageEr
     } else {
         Ok(token)
     }
+}
+
+/// `--jwt-secret` (or [`JWT_SECRET_ENV`](super::defaults::JWT_SECRET_ENV)): at least
+/// [`MIN_JWT_SECRET_BYTES`] bytes.
+pub(super) fn parse_jwt_secret(source: &str, secret: String) -> Result<String, UsageError> {
+    if secret.len() < MIN_JWT_SECRET_BYTES {
+        return Err(UsageError(format!(
+            "{source}: a JWT secret needs at least {MIN_JWT_SECRET_BYTES} bytes (HS256's key \
+             should be as long as its hash); a short one is guessable from a single token"
+        )));
+    }
+    Ok(secret)
 }
 
 /// `--allow-origin`: `*`, or an origin as browsers send it in the `Origin` header,
