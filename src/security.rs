@@ -30,6 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
 use crate::protocol::jwt::{self, Claims};
+use crate::protocol::rights::Caller;
 
 /// The rules from the configuration, prepared once at start-up.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +40,8 @@ pub struct AccessPolicy {
     token: Option<String>,
     /// `--jwt-secret`: the key HS256 tokens are signed with.
     jwt_secret: Option<Vec<u8>>,
+    /// `--admin-token`: the operator's token.
+    admin_token: Option<String>,
     /// Extra names accepted in `Host` on loopback connections, normalized.
     allowed_hosts: Vec<String>,
     /// `--allow-host '*'`: the Host check is off.
@@ -62,6 +65,7 @@ impl AccessPolicy {
             any_origin,
             token: config.token.clone(),
             jwt_secret: config.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            admin_token: config.admin_token.clone(),
             allowed_hosts: Vec::new(),
             any_host: false,
         }
@@ -136,20 +140,22 @@ impl AccessPolicy {
     /// Whether `presented` lets its holder in: the shared token, or a valid signed
     /// token under `--jwt-secret` (always true when neither is set).
     pub fn token_ok(&self, presented: Option<&str>) -> bool {
-        if !self.token_required() {
-            return true;
-        }
-        let Some(given) = presented else {
-            return false;
+        self.caller(presented).is_some()
+    }
+
+    /// Who `presented` shows its holder to be: the operator (`--admin-token`), a user
+    /// (a valid signed token), or anonymous (the shared token, or no token where none
+    /// is required); `None` when it lets nobody in.
+    pub fn caller(&self, presented: Option<&str>) -> Option<Caller> {
+        let matches = |expected: &Option<String>, given: &str| {
+            expected.as_deref().is_some_and(|e| tokens_equal(e, given))
         };
-        if self
-            .token
-            .as_deref()
-            .is_some_and(|expected| tokens_equal(expected, given))
-        {
-            return true;
+        match presented {
+            Some(given) if matches(&self.admin_token, given) => Some(Caller::Operator),
+            Some(given) if matches(&self.token, given) => Some(Caller::Anonymous),
+            Some(given) if self.jwt_secret.is_some() => self.identity(given).map(Caller::User),
+            _ => (!self.token_required()).then_some(Caller::Anonymous),
         }
-        self.identity(given).is_some()
     }
 
     /// The claims of `token` when it is a valid signed token under `--jwt-secret`.

@@ -127,13 +127,23 @@ mod url {
         }
 
         #[test]
-        fn room_names_are_exactly_1_to_64_plain_characters(name in url_ish()) {
-            let plain = !name.is_empty()
-                && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        fn room_names_are_exactly_1_to_64_plain_characters_or_a_personal_room(name in url_ish()) {
+            let plain_name = |n: &str| !n.is_empty()
+                && n.len() <= 64
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let plain = plain_name(&name);
             prop_assert_eq!(is_room_name(&name), plain);
+            // `@` and a user id of plain characters is a personal room (64 in all).
+            let personal = name.len() <= 64 && name.strip_prefix('@').is_some_and(plain_name);
             let path = format!("/ws/{name}");
-            prop_assert_eq!(room_in_path(&path, "/ws/"), plain.then_some(name.as_str()));
+            let routed = plain || personal;
+            prop_assert_eq!(room_in_path(&path, "/ws/"), routed.then_some(name.as_str()));
+        }
+
+        #[test]
+        fn every_personal_room_is_routed(name in "@[A-Za-z0-9_-]{1,63}") {
+            let path = format!("/ws/{name}");
+            prop_assert_eq!(room_in_path(&path, "/ws/"), Some(name.as_str()));
         }
 
         #[test]

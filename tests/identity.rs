@@ -17,8 +17,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 const SECRET: &str = "the-server-secret-of-at-least-32-bytes";
 
-/// Tokens minted by Python, keyed by what is special about them. `valid` is good for
-/// an hour; every other one must be refused.
+/// Tokens minted by Python, keyed by what is special about them. `valid` (alice),
+/// `bob` and `reader` (rita, who may join `news-*` and publish to `news-1`) are good
+/// for an hour; every other one must be refused.
+const GOOD: [&str; 3] = ["valid", "bob", "reader"];
+
 fn python_tokens() -> HashMap<String, String> {
     const SCRIPT: &str = r#"
 import base64, hashlib, hmac, json, sys, time
@@ -48,6 +51,8 @@ out = {
   "no_exp": token(hs, {"sub": "alice"}),
   "garbage": "not.a.token",
   "oversized": token(hs, dict(alice, pad="x" * 5000)),
+  "bob": token(hs, {"sub": "bob", "exp": now + 3600}),
+  "reader": token(hs, {"sub": "rita", "exp": now + 3600, "rooms": ["news-*"], "publish": ["news-1"]}),
 }
 for k, v in out.items(): print(k, v)
 "#;
@@ -66,34 +71,56 @@ for k, v in out.items(): print(k, v)
         .collect()
 }
 
+/// `--auth first-message`, with a short deadline for the token.
+fn first_message(c: &mut Config) {
+    c.auth = AuthMode::FirstMessage;
+    c.handshake_timeout = Duration::from_millis(500);
+}
+
 fn with_jwt(c: &mut Config) {
     c.jwt_secret = Some(SECRET.into());
     c.poll_timeout = Duration::from_millis(200);
 }
 
-/// The status of each transport's answer to `token`: WebSocket handshake (query and
-/// header), SSE, long poll, publish.
+/// The status of each transport's answer to `token` in room `lobby`: WebSocket
+/// handshake (query and header), SSE, long poll, publish.
 fn statuses(server: &threadcast::ServerHandle, token: &str) -> [u16; 5] {
+    statuses_in(server, "lobby", token)
+}
+
+/// [`statuses`] in `room`.
+fn statuses_in(server: &threadcast::ServerHandle, room: &str, token: &str) -> [u16; 5] {
     let addr = server.http_addr();
     let bearer = format!("Bearer {token}");
     let ws_query = raw_request(
         addr,
-        upgrade_request(&format!("/ws/lobby?token={token}"), ""),
+        upgrade_request(&format!("/ws/{room}?token={token}"), ""),
     )
     .1;
     let ws_header = raw_request(
         addr,
-        upgrade_request("/ws/lobby", &format!("Authorization: {bearer}\r\n")),
+        upgrade_request(
+            &format!("/ws/{room}"),
+            &format!("Authorization: {bearer}\r\n"),
+        ),
     )
     .1;
     let sse = raw_request(
         addr,
-        format!("GET /events/lobby?token={token} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+        format!("GET /events/{room}?token={token} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
     )
     .1;
     let with_bearer = [("Authorization", bearer.as_str())];
-    let [poll, publish] = [("GET", "/poll/lobby"), ("POST", "/publish/lobby")]
-        .map(|(method, target)| http(addr, method, target, &with_bearer, b"hi").status);
+    let [poll, publish] = [("GET", "poll"), ("POST", "publish")].map(|(method, what)| {
+        http(
+            addr,
+            method,
+            &format!("/{what}/{room}"),
+            &with_bearer,
+            b"hi",
+        )
+        .status
+    });
     [ws_query, ws_header, sse, poll, publish]
 }
 
@@ -111,7 +138,10 @@ fn a_token_from_another_implementation_is_accepted_on_every_transport() {
 fn forged_expired_and_malformed_tokens_are_refused_on_every_transport() {
     let tokens = python_tokens();
     let server = start_with(with_jwt);
-    for (name, token) in tokens.iter().filter(|(name, _)| *name != "valid") {
+    for (name, token) in tokens
+        .iter()
+        .filter(|(name, _)| !GOOD.contains(&name.as_str()))
+    {
         assert_eq!(statuses(&server, token), [401; 5], "{name}");
     }
     assert_eq!(statuses(&server, ""), [401; 5], "no token at all");
@@ -140,8 +170,7 @@ fn a_signed_token_works_as_the_first_message() {
     let tokens = python_tokens();
     let server = start_with(|c| {
         with_jwt(c);
-        c.auth = AuthMode::FirstMessage;
-        c.handshake_timeout = Duration::from_millis(500);
+        first_message(c);
     });
     let mut ws = connect(&server, "/ws/vault?raw=1");
     ws.send(Message::text(tokens["valid"].clone())).unwrap();
@@ -185,4 +214,153 @@ fn refused_tokens_are_logged_by_reason_and_never_written_out() {
             );
         }
     }
+}
+
+const ADMIN: &str = "the-operator-token";
+
+fn with_rights(c: &mut Config) {
+    with_jwt(c);
+    c.admin_token = Some(ADMIN.into());
+    c.token = Some("shared-s3cret".into());
+}
+
+/// The next text message's text, skipping control frames of the enveloped protocol
+/// (`welcome`, `members`).
+fn next_text(ws: &mut tungstenite::WebSocket<std::net::TcpStream>) -> String {
+    loop {
+        let text = next_data(ws).into_text().unwrap().to_string();
+        if !text.starts_with(r#"{"type":"welcome""#) && !text.starts_with(r#"{"type":"members""#) {
+            return text;
+        }
+    }
+}
+
+#[test]
+fn a_personal_room_admits_only_its_owner_on_every_transport() {
+    let tokens = python_tokens();
+    let server = start_with(with_rights);
+    assert_eq!(
+        statuses_in(&server, "@alice", &tokens["valid"]),
+        [101, 101, 200, 200, 202]
+    );
+    assert_eq!(
+        statuses_in(&server, "@alice", &tokens["bob"]),
+        [403; 5],
+        "bob"
+    );
+    assert_eq!(
+        statuses_in(&server, "@alice", "shared-s3cret"),
+        [403; 5],
+        "no identity"
+    );
+    assert_eq!(
+        statuses_in(&server, "@alice", &tokens["reader"]),
+        [403; 5],
+        "patterns"
+    );
+    // Not even history: a resume from the start is refused like a live join.
+    let addr = server.http_addr();
+    let bearer = format!("Bearer {}", tokens["bob"]);
+    let since = http(
+        addr,
+        "GET",
+        "/poll/@alice?since=0",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(since.status, 403);
+    let ws_since = upgrade_request(&format!("/ws/@alice?since=0&token={}", tokens["bob"]), "");
+    assert_eq!(raw_request(addr, ws_since).1, 403);
+}
+
+#[test]
+fn the_operator_pushes_into_a_personal_room_and_every_tab_and_a_resume_get_it() {
+    let tokens = python_tokens();
+    let server = start_with(with_rights);
+    let path = format!("/ws/@alice?raw=1&token={}", tokens["valid"]);
+    let mut tabs = [connect(&server, &path), connect(&server, &path)];
+    wait_for_members(&server, "@alice", 2);
+    let push = |token: &str| {
+        let bearer = format!("Bearer {token}");
+        let with = [("Authorization", bearer.as_str())];
+        http(
+            server.http_addr(),
+            "POST",
+            "/publish/@alice",
+            &with,
+            b"your order shipped",
+        )
+        .status
+    };
+    assert_eq!(
+        push("shared-s3cret"),
+        403,
+        "the shared token is not the operator"
+    );
+    assert_eq!(push(&tokens["bob"]), 403);
+    assert_eq!(push(ADMIN), 202);
+    for tab in &mut tabs {
+        assert_eq!(next_data(tab), Message::text("your order shipped"));
+    }
+    // A tab that comes back later reads it from the room's history (enveloped: raw
+    // clients get no catch-up).
+    let resume = format!("/ws/@alice?since=0&token={}", tokens["valid"]);
+    let mut later = connect(&server, &resume);
+    let replayed = next_text(&mut later);
+    assert!(replayed.ends_with("\nyour order shipped"), "{replayed}");
+}
+
+#[test]
+fn a_token_s_patterns_limit_what_it_may_join_and_publish() {
+    let tokens = python_tokens();
+    let server = start_with(with_rights);
+    let rita = &tokens["reader"];
+    assert_eq!(statuses_in(&server, "lobby", rita), [403; 5]);
+    assert_eq!(
+        statuses_in(&server, "news-1", rita),
+        [101, 101, 200, 200, 202]
+    );
+    let [ws, _, sse, poll, publish] = statuses_in(&server, "news-2", rita);
+    assert_eq!(
+        [ws, sse, poll, publish],
+        [101, 200, 200, 403],
+        "read, not write"
+    );
+
+    // Over a WebSocket a refused publish gets an error frame and goes nowhere; the
+    // connection stays.
+    let mut observer = connect(&server, &format!("/ws/news-2?token={}", tokens["valid"]));
+    let mut reader = connect(&server, &format!("/ws/news-2?token={rita}"));
+    wait_for_members(&server, "news-2", 2);
+    reader.send(Message::text("not mine to say")).unwrap();
+    let refusal = next_text(&mut reader);
+    assert!(
+        refusal.starts_with(r#"{"type":"error","reason":"not allowed"#),
+        "{refusal}"
+    );
+    observer.send(Message::text("alice speaks")).unwrap();
+    for ws in [&mut observer, &mut reader] {
+        let text = next_text(ws);
+        assert!(
+            text.ends_with("\nalice speaks"),
+            "the first message is alice's: {text}"
+        );
+    }
+}
+
+#[test]
+fn under_first_message_auth_a_personal_room_still_admits_only_its_owner() {
+    let tokens = python_tokens();
+    let server = start_with(|c| {
+        with_rights(c);
+        first_message(c);
+    });
+    let mut bob = connect(&server, "/ws/@alice?raw=1");
+    bob.send(Message::text(tokens["bob"].clone())).unwrap();
+    let (code, reason) = expect_close(&mut bob);
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.starts_with("not allowed in this room"), "{reason}");
+    let mut alice = connect(&server, "/ws/@alice?raw=1");
+    alice.send(Message::text(tokens["valid"].clone())).unwrap();
+    wait_for_members(&server, "@alice", 1);
 }

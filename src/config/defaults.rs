@@ -87,6 +87,10 @@ pub const DEMO_FEED_ROOM: &str = "ticker";
 /// still delivered here, counted and logged, but not forwarded.
 pub const DEFAULT_REDIS_QUEUE: usize = 1024;
 
+/// Environment variable that may carry `--admin-token`, so it need not appear in `ps`
+/// output.
+pub const ADMIN_TOKEN_ENV: &str = "THREADCAST_ADMIN_TOKEN";
+
 /// Environment variable that may carry `--jwt-secret`, so it need not appear in `ps`
 /// output.
 pub const JWT_SECRET_ENV: &str = "THREADCAST_JWT_SECRET";

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::defaults::{ADMIN_TOKEN_ENV, JWT_SECRET_ENV, MIN_JWT_SECRET_BYTES};
 use super::defaults::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, DEFAULT_HTTP_ADDR,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MESSAGE_BYTES,
@@ -11,7 +12,6 @@ use super::defaults::{
     DEFAULT_SEND_QUEUE, DEMO_FEED_ROOM, HISTORY_SHARE, MAX_DEFAULT_SEND_QUEUE_BYTES, REDIS_ENV,
     SEND_QUEUE_SHARE, TOKEN_ENV,
 };
-use super::defaults::{JWT_SECRET_ENV, MIN_JWT_SECRET_BYTES};
 
 /// The `--help` text. Every flag with its default, section by section.
 pub fn help() -> String {
@@ -64,12 +64,16 @@ FLAGS:
   --jwt-secret SECRET      also accept signed tokens (HS256 JWTs with sub and exp)
                            wherever --token is; at least {jwt_min} bytes, or env
                            {jwt_env}                 [default: none]
+  --admin-token SECRET     the operator's token: a backend holding it may publish into
+                           any room, personal rooms (@USER) included (or env
+                           {admin_env})               [default: none]
 ",
         version = env!("CARGO_PKG_VERSION"),
         http = DEFAULT_HTTP_ADDR,
         public = DEFAULT_PUBLIC_DIR,
         token_env = TOKEN_ENV,
         jwt_env = JWT_SECRET_ENV,
+        admin_env = ADMIN_TOKEN_ENV,
         jwt_min = MIN_JWT_SECRET_BYTES,
         token_ttl = format_duration(super::DEFAULT_TOKEN_TTL),
     )

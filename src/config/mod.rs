@@ -57,6 +57,9 @@ pub struct Config {
     /// Secret that signs HS256 JWTs (`--jwt-secret`): a valid token is accepted wherever
     /// the shared token is. Default: none.
     pub jwt_secret: Option<String>,
+    /// The operator's token (`--admin-token`): a backend holding it may publish into
+    /// any room, personal rooms included. Default: none.
+    pub admin_token: Option<String>,
     /// Open connections above which handshakes get 503. Default 1024.
     pub max_connections: usize,
     /// Connections one client address may hold at once; past it, 503. Default 256.
@@ -151,6 +154,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             token: None,
             jwt_secret: None,
+            admin_token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,

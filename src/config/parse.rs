@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::defaults::{JWT_SECRET_ENV, REDIS_ENV, TOKEN_ENV};
+use super::defaults::{ADMIN_TOKEN_ENV, JWT_SECRET_ENV, REDIS_ENV, TOKEN_ENV};
 use super::mint::parse_token_order;
 use super::values::{
     parse_addr, parse_bytes, parse_count, parse_feed, parse_jwt_secret, parse_log_spec,
@@ -61,6 +61,9 @@ where
     if config.jwt_secret.is_none() {
         config.jwt_secret = jwt_secret_from_env(&env)?;
     }
+    if config.admin_token.is_none() {
+        config.admin_token = secret_from_env(&env, ADMIN_TOKEN_ENV, parse_token)?;
+    }
     let log_spec = match log_spec {
         Some(spec) => spec,
         None => log_spec_from_env(&env)?,
@@ -86,6 +89,7 @@ fn set(
         "--allow-host" => config.allowed_hosts.push(value()?),
         "--token" => config.token = Some(parse_token(flag, value()?)?),
         "--jwt-secret" => config.jwt_secret = Some(parse_jwt_secret(flag, value()?)?),
+        "--admin-token" => config.admin_token = Some(parse_token(flag, value()?)?),
         "--max-connections" => config.max_connections = parse_count(flag, &value()?)?,
         "--max-connections-per-ip" => config.max_connections_per_ip = parse_count(flag, &value()?)?,
         "--max-messages-per-second" => {

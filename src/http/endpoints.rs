@@ -17,6 +17,7 @@ use crate::hub::cluster::{LinkState, LinkStatus};
 use crate::hub::{RoomStats, Unanswered};
 use crate::protocol::envelope;
 use crate::protocol::json::JsonObject;
+use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::protocol::url::{query_param, room_in_path};
 use crate::room::MESSAGE_OVERHEAD_BYTES;
 use crate::security::bearer_token;
@@ -27,6 +28,25 @@ pub fn request_token(head: &Head) -> Option<String> {
         .and_then(bearer_token)
         .map(str::to_string)
         .or_else(|| query_param(head.query(), "token"))
+}
+
+/// Whether the request's token lets its holder do `action` in `room`, and who it is.
+///
+/// # Errors
+/// 401 when the token lets nobody in; 403 when it lets someone in, but not here.
+pub fn check_rights(
+    head: &Head,
+    shared: &Shared,
+    room: &str,
+    action: Action,
+) -> Result<Caller, Reply> {
+    let Some(caller) = shared.policy.caller(request_token(head).as_deref()) else {
+        return Err(Reply::text(401, "missing or wrong token"));
+    };
+    if !caller.may(room, action) {
+        return Err(Reply::text(403, NOT_ALLOWED_HERE));
+    }
+    Ok(caller)
 }
 
 /// What the page needs to connect: its WebSocket URL (the same host and port the
@@ -187,8 +207,8 @@ fn publish_reply(exchange: &Exchange) -> Reply {
     let Some(room) = room_in_path(head.path(), "/publish/") else {
         return Reply::text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -");
     };
-    if !shared.policy.token_ok(request_token(head).as_deref()) {
-        return Reply::text(401, "missing or wrong token");
+    if let Err(refusal) = check_rights(head, shared, room, Action::Publish) {
+        return refusal;
     }
     let cid =
         query_param(head.query(), "cid").or_else(|| head.header("X-Client-Id").map(str::to_string));

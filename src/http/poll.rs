@@ -22,7 +22,7 @@ use std::time::Instant;
 use crate::budget::Budget;
 use crate::context::Shared;
 use crate::http::bounded_body::BoundedBody;
-use crate::http::endpoints::request_token;
+use crate::http::endpoints::check_rights;
 use crate::http::reply::{ANSWER_TIMEOUT, Reply, close_gently};
 use crate::http::response_head::{Patience, ResponseFraming, response_head};
 use crate::http::{Exchange, browser};
@@ -31,6 +31,7 @@ use crate::net::limit::Slot;
 use crate::net::socket::Socket;
 use crate::protocol::envelope::{self, format_epoch, write_message_json};
 use crate::protocol::json::JsonObject;
+use crate::protocol::rights::Action;
 use crate::protocol::url::room_in_path;
 use crate::room::{Resume, RoomMessage};
 
@@ -63,9 +64,7 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
             "room names are 1-64 characters of A-Z a-z 0-9 _ -",
         ));
     };
-    if !shared.policy.token_ok(request_token(head).as_deref()) {
-        return Err(Reply::text(401, "missing or wrong token"));
-    }
+    check_rights(head, shared, room, Action::Join)?;
     let Some(slot) = shared.limit.try_acquire() else {
         // The limit in force: --max-connections as lowered at start-up to what the
         // machine allows.

@@ -89,6 +89,9 @@ pub enum Notice {
     },
     /// The room's member count changed.
     Members(usize),
+    /// To a client whose message was refused (it may not publish here): why. Nothing
+    /// was broadcast; the connection stays.
+    Error(&'static str),
 }
 
 impl Notice {
@@ -97,6 +100,7 @@ impl Notice {
         match self {
             Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
             Notice::Members(count) => envelope::members_json(*count),
+            Notice::Error(reason) => envelope::error_json(reason),
         }
     }
 }

@@ -216,6 +216,14 @@ pub fn members_json(count: usize) -> String {
         .finish()
 }
 
+/// The `error` control frame: a message of the client's was refused, and why.
+pub fn error_json(reason: &str) -> String {
+    JsonObject::new()
+        .string("type", "error")
+        .string("reason", reason)
+        .finish()
+}
+
 /// A message as one JSON object (SSE events and long-poll answers): the header
 /// fields plus `data`, a JSON string for text and base64 for binary (`type` says which).
 /// Built in memory, for the tests; replays use [`write_message_json`].

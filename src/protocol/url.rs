@@ -58,9 +58,19 @@ pub fn is_room_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The room in a path like `/ws/lobby` for `prefix` `/ws/`, if the name is valid.
+/// Whether `name` names a room: a shared room ([`is_room_name`]), or a personal one,
+/// `@` and its owner's user id in the same characters (64 in all, `@` included).
+pub fn is_room(name: &str) -> bool {
+    match name.strip_prefix('@') {
+        Some(owner) => owner.len() < MAX_ROOM_NAME && is_room_name(owner),
+        None => is_room_name(name),
+    }
+}
+
+/// The room in a path like `/ws/lobby` (or `/ws/@alice`) for `prefix` `/ws/`, if the
+/// name is valid.
 pub fn room_in_path<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    path.strip_prefix(prefix).filter(|name| is_room_name(name))
+    path.strip_prefix(prefix).filter(|name| is_room(name))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::context::Shared;
 use crate::feed::Feeds;
 use crate::http::files::FileServer;
 use crate::hub::DRAIN_TIMEOUT;
-use crate::protocol::url::is_room_name;
+use crate::protocol::url::is_room;
 
 /// A running server. Dropping it shuts the server down (see [`ServerHandle::shutdown`]).
 pub struct ServerHandle {
@@ -122,7 +122,7 @@ impl ServerHandle {
     /// [`PublishError::InvalidRoom`] for a bad name, [`PublishError::Stopped`] after
     /// shutdown began, [`PublishError::Busy`] when the memory budget cannot take it.
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> Result<usize, PublishError> {
-        if !is_room_name(room) {
+        if !is_room(room) {
             return Err(PublishError::InvalidRoom);
         }
         let message = message.into();

@@ -34,7 +34,6 @@
 
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -43,59 +42,16 @@ use super::close::{close_with, finish};
 use super::inbox::Inbox;
 use super::read_half::{READ_BUFFER_BYTES, ReadHalf};
 use super::reader::{InputLimits, Routes, authenticate, read_loop};
+use super::settings::{Destination, Settings};
 use super::write_half::WriteHalf;
 use super::writer::{WRITE_BUFFER_BYTES, write_loop};
-use crate::budget::Budget;
 use crate::hub::{self, Backlog, ConnId, Counters, Member, Outgoing};
-use crate::net::limit::{Slot, THREAD_STACK_BYTES, WRITE_TIMEOUT};
+use crate::net::limit::{THREAD_STACK_BYTES, WRITE_TIMEOUT};
 use crate::net::rate::RateLimit;
 use crate::net::socket::Socket;
 use crate::protocol::close::CloseReason;
+use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::room::Resume;
-use crate::security::AccessPolicy;
-
-/// The per-connection settings taken from the server's `Config`.
-#[derive(Debug)]
-pub struct Settings {
-    /// Writer pings this often.
-    pub ping_interval: Duration,
-    /// Reader gives up on a peer silent this long.
-    pub pong_timeout: Duration,
-    /// Largest incoming message.
-    pub max_message_bytes: usize,
-    /// Messages per second the client may publish into a room (bursts of twice
-    /// that); past it, close 1008.
-    pub max_messages_per_second: u32,
-    /// Outgoing queue length.
-    pub send_queue: usize,
-    /// Outgoing queue bytes before the connection is a slow consumer.
-    pub send_queue_bytes: usize,
-    /// The memory budget bytes being read and messages are charged to.
-    pub budget: Arc<Budget>,
-    /// `--auth first-message`: the token the first message must carry.
-    pub first_message_auth: Option<Arc<AccessPolicy>>,
-    /// Deadline for the handshake, and for the token under `--auth first-message`.
-    pub handshake_timeout: Duration,
-    /// Under `--auth first-message`: this connection's place in the pool of
-    /// not-yet-authenticated sockets, given back once the token is accepted.
-    pub unauthenticated: Option<Slot>,
-}
-
-/// Where the reader delivers the messages it receives.
-#[derive(Clone, Debug)]
-pub enum Destination {
-    /// Back to the same connection (`/echo`).
-    Echo,
-    /// To every member of a room, through the hub.
-    Room {
-        /// The room.
-        name: String,
-        /// Raw mode: payloads exactly as published, no envelope, no `cid:` parsing.
-        raw: bool,
-        /// Where to start in the room's history.
-        resume: Resume,
-    },
-}
 
 /// Runs a connection whose handshake is complete: the calling thread becomes the
 /// reader, a new thread becomes the writer. Returns when both have finished, with
@@ -123,13 +79,14 @@ pub fn serve(
     drop(settings.unauthenticated.take()); // authenticated (or leaving): not waiting any more
     // A client refused at authentication never joins: dropping its `member` (and
     // with it the writer's queue sender) ends the writer at once, freeing the slot.
-    if admitted {
+    if let Some(caller) = &admitted {
         let (to_writer, counters) = (&tx, &counters);
         let connection = Reader {
             id,
             hub: &hub,
             to_writer,
             counters,
+            caller,
         };
         connection.join_and_read(member, &destination, &settings, (&mut ctx, &mut input));
     } else {
@@ -193,7 +150,7 @@ fn start_writer(
 }
 
 /// Under `--auth first-message`, waits for the token (a loner in the hub meanwhile, so
-/// that a shutdown closes it with 1001 too). `true` when the connection may go on.
+/// that a shutdown closes it with 1001 too). Who the client is, when it may go on.
 fn admit(
     id: ConnId,
     ctx: &mut WebSocketContext,
@@ -201,14 +158,14 @@ fn admit(
     member: &Member,
     hub: &hub::Handle,
     settings: &Settings,
-) -> bool {
+) -> Option<Caller> {
     let Some(policy) = &settings.first_message_auth else {
-        return true;
+        return settings.caller.clone();
     };
     let Some(waiting) = hub.join(id, None, member.clone(), Resume::Live) else {
         // The server is stopping: this client is told so like everyone else.
         going_away(&member.tx, ctx, input);
-        return false;
+        return None;
     };
     let timeouts = (settings.handshake_timeout, settings.pong_timeout);
     let admitted = authenticate(id, ctx, input, policy, &member.tx, timeouts);
@@ -222,6 +179,8 @@ struct Reader<'a> {
     hub: &'a hub::Handle,
     to_writer: &'a Sender<Outgoing>,
     counters: &'a Counters,
+    /// Who the client is: what it may join and publish to.
+    caller: &'a Caller,
 }
 
 impl Reader<'_> {
@@ -238,6 +197,14 @@ impl Reader<'_> {
             Destination::Room { name, resume, .. } => (Some(name.clone()), resume.clone()),
             Destination::Echo => (None, Resume::Live),
         };
+        // Under --auth first-message the room's rights are known only now.
+        if room
+            .as_ref()
+            .is_some_and(|r| !self.caller.may(r, Action::Join))
+        {
+            let refused = CloseReason::Unauthorized(NOT_ALLOWED_HERE);
+            return close_with(refused, self.to_writer, ctx, input);
+        }
         let backlog = Arc::clone(&member.backlog);
         // The membership leaves the room when dropped, so should this thread panic
         // the connection still leaves; the writer then ends when its queue has no
@@ -263,9 +230,14 @@ impl Reader<'_> {
         settings: &Settings,
         backlog: &'a Backlog,
     ) -> Routes<'a> {
+        let may_publish = match destination {
+            Destination::Room { name, .. } => self.caller.may(name, Action::Publish),
+            Destination::Echo => true,
+        };
         Routes {
             id: self.id,
             destination,
+            may_publish,
             to_writer: self.to_writer,
             hub: self.hub,
             limits: InputLimits {

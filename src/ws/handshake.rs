@@ -23,6 +23,7 @@ use tungstenite::handshake::derive_accept_key;
 
 use crate::http::head::Head;
 use crate::http::reply::reason_phrase;
+use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::protocol::url::{query_flag, query_param, room_in_path};
 use crate::room::Resume;
 use crate::security::{AccessPolicy, bearer_token};
@@ -58,6 +59,9 @@ pub struct Accepted {
     /// The first address in `X-Forwarded-For`, as a proxy reported the client.
     /// Only to be believed with `--trust-proxy`.
     pub forwarded_for: Option<String>,
+    /// Who the token showed the client to be; `None` under `--auth first-message`,
+    /// where the token comes later.
+    pub caller: Option<Caller>,
 }
 
 /// Why a handshake was refused: the HTTP status and a human-readable explanation.
@@ -107,12 +111,18 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
     }
     let route = route(head.path(), head.query())?;
     let key = check_upgrade(head)?;
-    check_access(head, checks)?;
+    let caller = check_access(head, checks)?;
+    if let (Some(caller), Route::Room { name, .. }) = (&caller, &route)
+        && !caller.may(name, Action::Join)
+    {
+        return Err(Rejection::new(403, NOT_ALLOWED_HERE));
+    }
     Ok(Accepted {
         route,
         accept_key: derive_accept_key(key.as_bytes()),
         leftover: head.leftover.clone(),
         forwarded_for: crate::security::forwarded_client(header("X-Forwarded-For")),
+        caller,
     })
 }
 
@@ -165,7 +175,8 @@ fn check_upgrade(head: &Head) -> Result<&str, Rejection> {
 
 /// Who may connect: the Host (403, against DNS rebinding), the Origin (403), and the
 /// token (401; under `--auth first-message` it comes later, as the first message).
-fn check_access(head: &Head, checks: &Checks) -> Result<(), Rejection> {
+/// Returns who the token shows the client to be.
+fn check_access(head: &Head, checks: &Checks) -> Result<Option<Caller>, Rejection> {
     let header = |name: &str| head.header(name);
     if !checks.policy.host_allowed(header("Host"), checks.peer) {
         return Err(Rejection::new(
@@ -183,10 +194,13 @@ fn check_access(head: &Head, checks: &Checks) -> Result<(), Rejection> {
         .and_then(bearer_token)
         .map(str::to_string)
         .or_else(|| query_param(head.query(), "token"));
-    if !checks.token_in_first_message && !checks.policy.token_ok(token.as_deref()) {
-        return Err(Rejection::new(401, "missing or wrong token"));
+    if checks.token_in_first_message {
+        return Ok(None);
     }
-    Ok(())
+    match checks.policy.caller(token.as_deref()) {
+        Some(caller) => Ok(Some(caller)),
+        None => Err(Rejection::new(401, "missing or wrong token")),
+    }
 }
 
 /// The `101` answer that completes the handshake; after it, both sides speak frames.

@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod inbox;
 pub mod read_half;
 pub mod reader;
+pub mod settings;
 pub mod upgrade;
 pub mod write_half;
 pub mod writer;

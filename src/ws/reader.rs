@@ -13,13 +13,14 @@ use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::{CloseFrame, WebSocketContext};
 
 use super::close::close_with;
-use super::connection::Destination;
 use super::read_half::ReadHalf;
+use super::settings::Destination;
 use crate::budget::Reservation;
-use crate::hub::{self, ConnId, Counters, Echo, Outgoing};
+use crate::hub::{self, ConnId, Counters, Echo, Notice, Outgoing};
 use crate::net::rate::RateLimit;
 use crate::protocol::close::CloseReason;
 use crate::protocol::envelope;
+use crate::protocol::rights::{Caller, NOT_ALLOWED_HERE};
 use crate::security::AccessPolicy;
 
 /// Authentication by first message (`--auth first-message`): the token travels as the
@@ -33,7 +34,7 @@ pub(super) fn authenticate(
     policy: &AccessPolicy,
     to_writer: &Sender<Outgoing>,
     timeouts: (Duration, Duration),
-) -> bool {
+) -> Option<Caller> {
     let (auth_timeout, pong_timeout) = timeouts;
     let deadline = Instant::now() + auth_timeout;
     let refusal = loop {
@@ -44,17 +45,20 @@ pub(super) fn authenticate(
         let read = ctx.read(input);
         input.message_done();
         match read {
-            Ok(Message::Text(token)) if policy.token_ok(Some(token.as_str())) => {
-                let _ = input.socket.set_read_timeout(Some(pong_timeout));
-                return true;
-            }
+            Ok(Message::Text(token)) => match policy.caller(Some(token.as_str())) {
+                Some(caller) => {
+                    let _ = input.socket.set_read_timeout(Some(pong_timeout));
+                    return Some(caller);
+                }
+                None => break "the first message must be the token",
+            },
             Ok(Message::Ping(payload)) => {
                 let _ = to_writer.send(Outgoing::Pong(Box::new(payload)));
             }
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(frame)) => {
                 let _ = to_writer.send(Outgoing::Close(Box::new(frame)));
-                return false;
+                return None;
             }
             Ok(_) => break "the first message must be the token",
             Err(WsError::Io(e))
@@ -65,12 +69,12 @@ pub(super) fn authenticate(
             {
                 break "no token within the authentication deadline";
             }
-            Err(_) => return false, // the peer broke off or broke the protocol
+            Err(_) => return None, // the peer broke off or broke the protocol
         }
     };
     log::warn!("connection {id}: authentication failed: {refusal}");
     close_with(CloseReason::Unauthorized(refusal), to_writer, ctx, input);
-    false
+    None
 }
 
 /// What bounds the reader's input besides the message size and the memory budget:
@@ -102,6 +106,9 @@ pub(super) struct Routes<'a> {
     pub(super) id: ConnId,
     /// Echo, or a room.
     pub(super) destination: &'a Destination,
+    /// Whether the client may publish into its room (its token's `publish`); if not,
+    /// its messages are answered with an `error` notice and go nowhere.
+    pub(super) may_publish: bool,
     /// The connection's own writer (pongs, echoes, the close frame).
     pub(super) to_writer: &'a Sender<Outgoing>,
     /// The hub (publishes).
@@ -187,6 +194,14 @@ impl Routes<'_> {
             counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             let per_second = self.limits.rate.per_second_limit();
             return Err(ReadEnd::Fail(CloseReason::TooFast { per_second }));
+        }
+        if !self.may_publish {
+            // Refused, not failed: the connection stays, and keeps receiving.
+            let refusal = Notice::Error(NOT_ALLOWED_HERE);
+            return Ok(self
+                .to_writer
+                .send(Outgoing::Notice(Box::new(refusal)))
+                .is_ok());
         }
         // An enveloped client may name its message (`cid:<id>` line) so the room can
         // drop a resent copy; raw clients are never parsed.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::connection::{self, Destination, Settings};
+use super::connection;
 use super::handshake::{self, Accepted, Checks, Rejection, Route};
+use super::settings::{Destination, Settings};
 use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::http::head::Head;
@@ -95,6 +96,7 @@ fn settings(shared: &Shared, first_message_auth: bool, unauthenticated: Option<S
         handshake_timeout: shared.config.handshake_timeout,
         first_message_auth: first_message_auth.then(|| Arc::clone(&shared.policy)),
         unauthenticated,
+        caller: None,
     }
 }
 
@@ -105,9 +107,10 @@ fn run(
     accepted: Accepted,
     (head, peer): (&Head, SocketAddr),
     shared: &Shared,
-    settings: Settings,
+    mut settings: Settings,
 ) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    settings.caller = accepted.caller;
     let destination = match accepted.route {
         Route::Echo => Destination::Echo,
         Route::Room { name, raw, resume } => Destination::Room { name, raw, resume },
