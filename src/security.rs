@@ -143,6 +143,11 @@ impl AccessPolicy {
         self.caller(presented).is_some()
     }
 
+    /// Whether an operator token (`--admin-token`) is set.
+    pub fn has_operator(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
     /// Who `presented` shows its holder to be: the operator (`--admin-token`), a user
     /// (a valid signed token), or anonymous (the shared token, or no token where none
     /// is required); `None` when it lets nobody in.

@@ -385,3 +385,35 @@ fn under_first_message_auth_a_personal_room_still_admits_only_its_owner() {
     alice.send(Message::text(tokens["valid"].clone())).unwrap();
     wait_for_members(&server, "@alice", 1);
 }
+
+#[test]
+fn stats_lists_room_names_to_the_operator_only() {
+    let tokens = python_tokens();
+    let server = start_with(with_rights);
+    let alice = format!("/ws/@alice?raw=1&token={}", tokens["valid"]);
+    let _tab = connect(&server, &alice);
+    wait_for_members(&server, "@alice", 1);
+    let stats = |token: &str| get(server.http_addr(), &format!("/stats?token={token}"));
+    // With --admin-token set, /stats and /metrics are the operator's.
+    for token in ["", "shared-s3cret", tokens["valid"].as_str()] {
+        assert_eq!(stats(token).status, 401, "{token:?}");
+        let metrics = get(server.http_addr(), &format!("/metrics?token={token}"));
+        assert_eq!(metrics.status, 401);
+    }
+    let operator = stats(ADMIN);
+    assert_eq!(operator.status, 200);
+    assert!(
+        operator.text().contains("\"@alice\""),
+        "{}",
+        operator.text()
+    );
+
+    // Without one, a signed token's user may read the figures but not the names:
+    // they would tell who is online.
+    let open = start_with(with_jwt);
+    let _tab = connect(&open, &alice);
+    wait_for_members(&open, "@alice", 1);
+    let user = get(open.http_addr(), &format!("/stats?token={}", tokens["bob"]));
+    assert_eq!(user.status, 200);
+    assert!(!user.text().contains("@alice"), "{}", user.text());
+}

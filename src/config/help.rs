@@ -65,7 +65,8 @@ FLAGS:
                            wherever --token is; at least {jwt_min} bytes, or env
                            {jwt_env}                 [default: none]
   --admin-token SECRET     the operator's token: a backend holding it may publish into
-                           any room, personal rooms (@USER) included (or env
+                           any room, personal rooms (@USER) included, and only it
+                           may read /stats and /metrics (or env
                            {admin_env})               [default: none]
 ",
         version = env!("CARGO_PKG_VERSION"),

@@ -117,14 +117,19 @@ fn link_json(link: &LinkStatus) -> String {
 }
 
 /// `/stats`: the server's figures. With `--token` set, the token is required (401
-/// without it); room names appear only to a caller who gave it, since a room's name
-/// is all it takes to read that room.
+/// without it), and with `--admin-token` the operator's. Room names appear only to
+/// the operator, or (without `--admin-token`) to the holder of the shared token —
+/// never to a signed token's user, since the names tell who is online.
 pub fn stats(head: &Head, shared: &Shared) -> Reply {
-    let room_stats = match operator_figures(head, shared) {
-        Ok(rooms) => rooms,
+    let (room_stats, caller) = match operator_figures(head, shared) {
+        Ok(answer) => answer,
         Err(refusal) => return refusal,
     };
-    let show_rooms = shared.policy.token_required();
+    let show_rooms = match caller {
+        Caller::Operator => true,
+        Caller::Anonymous => shared.policy.token_required(),
+        Caller::User(_) => false,
+    };
     let mut rooms = JsonObject::new();
     let (mut history_messages, mut history_bytes, mut members) = (0, 0, 0);
     for room in &room_stats {
@@ -172,16 +177,20 @@ pub fn stats(head: &Head, shared: &Shared) -> Reply {
     Reply::json(200, body.finish()).no_store()
 }
 
-/// The rooms' figures for an operator endpoint (`/stats`, `/metrics`): the token is
-/// checked first when one is set.
+/// The rooms' figures for an operator endpoint (`/stats`, `/metrics`), and who asks:
+/// the token is checked first when one is set, and with `--admin-token` only the
+/// operator may ask.
 ///
 /// # Errors
 /// 401 without the right token; 503 when the hub is stopping or does not answer.
-pub fn operator_figures(head: &Head, shared: &Shared) -> Result<Vec<RoomStats>, Reply> {
-    if !shared.policy.token_ok(request_token(head).as_deref()) {
-        return Err(Reply::text(401, "missing or wrong token"));
-    }
-    shared.hub.stats().map_err(unanswered)
+pub fn operator_figures(head: &Head, shared: &Shared) -> Result<(Vec<RoomStats>, Caller), Reply> {
+    let caller = shared.policy.caller(request_token(head).as_deref());
+    let caller = match caller {
+        Some(caller) if caller == Caller::Operator || !shared.policy.has_operator() => caller,
+        _ => return Err(Reply::text(401, "missing or wrong token")),
+    };
+    let rooms = shared.hub.stats().map_err(unanswered)?;
+    Ok((rooms, caller))
 }
 
 /// The 503 for a hub that gave no answer.

@@ -29,7 +29,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The text a scraper reads.
 pub fn metrics(head: &Head, shared: &Shared) -> Reply {
     let rooms = match operator_figures(head, shared) {
-        Ok(rooms) => rooms,
+        Ok((rooms, _)) => rooms,
         Err(refusal) => return refusal,
     };
     let mut out = Metrics::default();
