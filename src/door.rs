@@ -17,7 +17,7 @@
 //!
 //! **Requests in progress** (head or body still arriving, answer being written) have a
 //! ceiling of their own, [`MAX_REQUESTS_IN_PROGRESS`]: past it the oldest is cut off
-//! (see [`crate::net::limit::RequestsInProgress`]). A client that opens sockets and trickles bytes can
+//! (see [`crate::net::requests::RequestsInProgress`]). A client that opens sockets and trickles bytes can
 //! therefore hold neither threads nor descriptors for long, nor lock anyone out.
 
 use std::io::{self, Write};

@@ -122,6 +122,9 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features
+# The internals are documented for readers too (the source is read file by file):
+# their links must resolve as well.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --all-features --document-private-items
 # The layout's limits for readers (issue 14): no import cycle between top-level
 # modules, no file over 300 lines without its tests, no function over 60 lines and
 # none over 40 on a room message's path. Any broken limit fails the run.

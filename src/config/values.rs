@@ -15,7 +15,7 @@ pub(super) fn parse_log_spec(source: &str, spec: &str) -> Result<LogSpec, UsageE
         .map_err(|e| UsageError(format!("{source}: {e}")))
 }
 
-/// A token from `source` (`--token` or [`TOKEN_ENV`]). An empty one is refused: every
+/// A token from `source` (`--token` or [`TOKEN_ENV`](super::defaults::TOKEN_ENV)). An empty one is refused: every
 /// check would compare against nothing, which is the same as no token at all, and an
 /// operator who set it surely meant to require one.
 pub(super) fn parse_token(source: &str, token: String) -> Result<String, UsageError> {

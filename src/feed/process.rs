@@ -24,7 +24,7 @@ pub(super) const WATCHDOG_SCRIPT: &str = "trap '' TERM; read -r line; kill -s KI
 pub(super) const WATCHDOG_NAME: &str = "threadcast-feed-watchdog";
 
 /// The process group of a command feed's current run, if one is running: where
-/// [`Feeds::stop`] sends its signals. A run clears it, under the lock, before it reaps
+/// [`Feeds::stop`](super::Feeds::stop) sends its signals. A run clears it, under the lock, before it reaps
 /// the group's leader, so no signal can reach a group whose id was given to another.
 pub(super) type GroupSlot = Mutex<Option<libc::pid_t>>;
 
@@ -76,7 +76,7 @@ pub(super) struct Run<'a> {
     pub(super) watchdog: Child,
     /// The run's process group: the watchdog's pid.
     pub(super) group: libc::pid_t,
-    /// Where [`Feeds::stop`] finds `group`, cleared when the run ends.
+    /// Where [`Feeds::stop`](super::Feeds::stop) finds `group`, cleared when the run ends.
     pub(super) slot: &'a GroupSlot,
 }
 
@@ -108,7 +108,7 @@ impl Drop for Run<'_> {
     /// Kills what is left of the run and reaps its two processes. The group is killed
     /// and the slot cleared under the slot's lock, before the watchdog is reaped: until
     /// then the watchdog's pid, which is the group's id, cannot be given to another
-    /// process, so neither this signal nor one from [`Feeds::stop`] can go astray.
+    /// process, so neither this signal nor one from [`Feeds::stop`](super::Feeds::stop) can go astray.
     fn drop(&mut self) {
         let mut slot = lock(self.slot);
         signal_group(self.group, libc::SIGKILL);

@@ -59,7 +59,7 @@ pub struct BoundedBody<'a> {
 }
 
 impl<'a> BoundedBody<'a> {
-    /// A body for `socket`, behind `head` (see [`response_head`]).
+    /// A body for `socket`, behind `head` (see [`response_head`](crate::http::response_head::response_head)).
     pub fn new(
         socket: &'a Socket,
         head: String,

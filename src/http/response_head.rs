@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-/// The head of a `200` answer written with a [`BoundedBody`]: the status line, the
+/// The head of a `200` answer written with a [`BoundedBody`](crate::http::bounded_body::BoundedBody): the status line, the
 /// `fixed` header lines (each ending in CRLF), `nosniff`, the `extra` headers (CORS),
 /// and `Connection: close`; the body adds its framing header and the blank line.
 pub fn response_head(fixed: &str, extra: &[(&str, String)]) -> String {
@@ -17,7 +17,7 @@ pub fn response_head(fixed: &str, extra: &[(&str, String)]) -> String {
     head
 }
 
-/// How the client learns where a body written by a [`BoundedBody`] ends, once it is
+/// How the client learns where a body written by a [`BoundedBody`](crate::http::bounded_body::BoundedBody) ends, once it is
 /// too long to announce its length up front.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseFraming {
@@ -48,7 +48,7 @@ impl ResponseFraming {
     }
 }
 
-/// How long a [`BoundedBody`] may take to write.
+/// How long a [`BoundedBody`](crate::http::bounded_body::BoundedBody) may take to write.
 #[derive(Clone, Copy, Debug)]
 pub enum Patience {
     /// Each write within this long: a stream lasts as long as its client keeps reading.

@@ -1,5 +1,5 @@
 //! What gets logged: the `RUST_LOG` / `--log-level` grammar ([`LogSpec`]), installing
-//! the logger, and the access log ([`access`]) that cannot be flooded by a client.
+//! the logger, and the access log ([`access()`]) that cannot be flooded by a client.
 //!
 //! One rule overrides every setting here: **secrets are never logged, at any level.**
 //! That is why tungstenite is never allowed above `debug` (see [`TUNGSTENITE_CEILING`]).
@@ -14,7 +14,7 @@ mod access;
 pub use access::{ACCESS_LINES_PER_SECOND, access};
 
 /// Log level when neither `--log-level` nor `RUST_LOG` says otherwise (see
-/// [`LogSpec`](crate::config::LogSpec) for the grammar of both).
+/// [`crate::config::LogSpec`] for the grammar of both).
 pub const DEFAULT_LOG_LEVEL: log::LevelFilter = log::LevelFilter::Info;
 
 /// This crate's own log targets start with its name (`threadcast::hub`, …); a bare

@@ -27,7 +27,7 @@ impl Resume {
     /// `since=<id>` (and optionally `epoch=<epoch>`) from a query string; anything
     /// unreadable, an id past `u64::MAX` included, means "live only". Any id that can
     /// be read is passed on as it is: one beyond the room's newest, `u64::MAX` too, is
-    /// the live edge ([`History::catch_up`]).
+    /// the live edge ([`History::catch_up`](super::History::catch_up)).
     pub fn from_query(query: &str) -> Resume {
         match query_param(query, "since").and_then(|s| s.parse().ok()) {
             Some(id) => Resume::Since {

@@ -100,7 +100,7 @@ impl ServerHandle {
     }
 
     /// The memory budget the server charges its large buffers to (see
-    /// [`Budget`](crate::Budget)): its limit, what is used by category, what was refused.
+    /// [`crate::Budget`]): its limit, what is used by category, what was refused.
     pub fn budget(&self) -> &Arc<Budget> {
         &self.shared.budget
     }
