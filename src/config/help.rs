@@ -6,11 +6,11 @@ use std::time::Duration;
 use super::defaults::{ADMIN_TOKEN_ENV, JWT_SECRET_ENV, MIN_JWT_SECRET_BYTES};
 use super::defaults::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, DEFAULT_HTTP_ADDR,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_MESSAGES_PER_SECOND, DEFAULT_PING_INTERVAL, DEFAULT_POLL_TIMEOUT,
-    DEFAULT_PONG_TIMEOUT, DEFAULT_PUBLIC_DIR, DEFAULT_REDIS_QUEUE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SEND_QUEUE, DEMO_FEED_ROOM, HISTORY_SHARE, MAX_DEFAULT_SEND_QUEUE_BYTES, REDIS_ENV,
-    SEND_QUEUE_SHARE, TOKEN_ENV,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_IDLE_ROOMS,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGES_PER_SECOND, DEFAULT_PING_INTERVAL,
+    DEFAULT_POLL_TIMEOUT, DEFAULT_PONG_TIMEOUT, DEFAULT_PUBLIC_DIR, DEFAULT_REDIS_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_QUEUE, DEMO_FEED_ROOM, HISTORY_SHARE,
+    MAX_DEFAULT_SEND_QUEUE_BYTES, REDIS_ENV, SEND_QUEUE_SHARE, TOKEN_ENV,
 };
 
 /// The `--help` text. Every flag with its default, section by section.
@@ -125,6 +125,9 @@ fn timing_and_queues() -> String {
   --history N              messages each room keeps for resuming clients [default: {history}]
   --history-bytes SIZE     bytes each room's history may hold
                            [default: {history_bytes}, at most 1/{history_share} of the budget]
+  --max-idle-rooms N       rooms with no members kept with their history; past it the
+                           least recently used is dropped (personal rooms holding
+                           messages are not counted)             [default: {idle_rooms}]
   --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
 ",
         ping = format_duration(DEFAULT_PING_INTERVAL),
@@ -133,6 +136,7 @@ fn timing_and_queues() -> String {
         request = format_duration(DEFAULT_REQUEST_TIMEOUT),
         queue = DEFAULT_SEND_QUEUE,
         history = DEFAULT_HISTORY,
+        idle_rooms = DEFAULT_MAX_IDLE_ROOMS,
         history_bytes = crate::budget::Size(DEFAULT_HISTORY_BYTES),
         history_share = HISTORY_SHARE,
         queue_share = SEND_QUEUE_SHARE,
