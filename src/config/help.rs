@@ -62,12 +62,17 @@ FLAGS:
                            would turn authentication off: leave both unset for
                            no token                              [default: none]
   --jwt-secret SECRET      also accept signed tokens (HS256 JWTs with sub and exp)
-                           wherever --token is; at least {jwt_min} bytes, or env
-                           {jwt_env}                 [default: none]
+                           wherever --token is: they name their users (from, who is
+                           here) and open personal rooms @SUB; a connection closes
+                           with 4001 when its token expires; at least {jwt_min}
+                           bytes, or env {jwt_env}   [default: none]
   --admin-token SECRET     the operator's token: a backend holding it may publish into
-                           any room, personal rooms (@USER) included, and only it
-                           may read /stats and /metrics (or env
-                           {admin_env})               [default: none]
+                           any room, personal rooms (@USER) included, and use the
+                           operator's API (GET /rooms, GET /presence/ROOM,
+                           DELETE /rooms/ROOM, POST /disconnect/SUB,
+                           POST /publish?room=A&room=B); only it may read /stats and
+                           /metrics; or env {admin_env}
+                                                                 [default: none]
 ",
         version = env!("CARGO_PKG_VERSION"),
         http = DEFAULT_HTTP_ADDR,
