@@ -59,6 +59,8 @@ pub struct Shared {
     /// The TLS settings of the listeners, when `--tls-cert` is given.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::net::certificates::Certificates>,
+    /// The store's figures, with `--data-dir`.
+    pub store: Option<Arc<crate::store::StoreFigures>>,
 }
 
 /// An HTTP client in a room (SSE stream or long poll): its place in the hub (left

@@ -56,6 +56,7 @@ pub(crate) mod redis_link;
 pub(crate) mod room;
 pub(crate) mod security;
 pub(crate) mod server;
+pub(crate) mod store;
 pub(crate) mod ws;
 
 // The public surface: what a program that embeds the server needs. Everything else is

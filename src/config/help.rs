@@ -133,6 +133,14 @@ fn timing_and_queues() -> String {
   --max-idle-rooms N       rooms with no members kept with their history; past it the
                            least recently used is dropped (personal rooms holding
                            messages are not counted)             [default: {idle_rooms}]
+  --history-ttl DUR        messages older than this leave history [default: none]
+  --data-dir DIR           keep room histories in DIR across restarts (crashes
+                           too); not with --redis                [default: memory only]
+  --fsync MODE             with --data-dir: batch (one fsync per group of publishes,
+                           before any is acknowledged: nothing acknowledged is ever
+                           lost), always (one per message), never (the OS decides,
+                           forced every second: a crash may lose the last second)
+                                                                 [default: batch]
   --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
 ",
         ping = format_duration(DEFAULT_PING_INTERVAL),

@@ -95,6 +95,15 @@ pub struct Config {
     /// recently used is dropped. Personal rooms holding messages are not counted and
     /// never dropped for it. Default 1024.
     pub max_idle_rooms: usize,
+    /// Where room histories are kept across restarts (`--data-dir`); `None`: in memory
+    /// only. See `src/store/`.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How often the store forces the disk (`--fsync`). Default: once per group of
+    /// publishes, before any is acknowledged.
+    pub fsync: crate::store::Fsync,
+    /// Messages older than this leave history (`--history-ttl`); `None`: they stay
+    /// until the other limits push them out.
+    pub history_ttl: Option<Duration>,
     /// Longest wait of a long-poll request. Default 25 s.
     pub poll_timeout: Duration,
     /// Live feeds: each line a command prints becomes a message in its room.
@@ -173,6 +182,9 @@ impl Default for Config {
             memory_limit: None,
             history: DEFAULT_HISTORY,
             max_idle_rooms: DEFAULT_MAX_IDLE_ROOMS,
+            data_dir: None,
+            fsync: crate::store::Fsync::Batch,
+            history_ttl: None,
             history_bytes: None,
             poll_timeout: DEFAULT_POLL_TIMEOUT,
             feeds: Vec::new(),
@@ -222,6 +234,11 @@ impl Config {
                 format_duration(self.pong_timeout),
                 format_duration(self.ping_interval)
             )));
+        }
+        if self.data_dir.is_some() && self.redis_url.is_some() {
+            return Err(UsageError(
+                "--data-dir and --redis do not go together: with --redis, Redis keeps the rooms' history (and is where it survives a restart)".into(),
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(UsageError(
@@ -668,6 +685,9 @@ mod tests {
             "--history",
             "--history-bytes",
             "--max-idle-rooms",
+            "--data-dir",
+            "--fsync",
+            "--history-ttl",
             "--jwt-secret",
             "--admin-token",
             "--poll-timeout",

@@ -109,6 +109,9 @@ fn set(
         "--history" => config.history = parse_count(flag, &value()?)?,
         "--history-bytes" => config.history_bytes = Some(parse_bytes(flag, &value()?)?),
         "--max-idle-rooms" => config.max_idle_rooms = parse_count(flag, &value()?)?,
+        "--data-dir" => config.data_dir = Some(value()?.into()),
+        "--fsync" => config.fsync = parse_fsync(&value()?)?,
+        "--history-ttl" => config.history_ttl = Some(parse_duration(flag, &value()?)?),
         "--poll-timeout" => config.poll_timeout = parse_duration(flag, &value()?)?,
         "--feed" => config.feeds.push(parse_feed(&value()?)?),
         "--no-demo-feed" => config.demo_feed = false,
@@ -210,5 +213,18 @@ pub(super) fn log_spec_from_env(
     match env_var(env, "RUST_LOG")? {
         Some(spec) => parse_log_spec("RUST_LOG", &spec),
         None => Ok(LogSpec::default()),
+    }
+}
+
+/// `--fsync always|batch|never`.
+fn parse_fsync(value: &str) -> Result<crate::store::Fsync, UsageError> {
+    use crate::store::Fsync;
+    match value {
+        "batch" => Ok(Fsync::Batch),
+        "always" => Ok(Fsync::Always),
+        "never" => Ok(Fsync::Never),
+        other => Err(UsageError(format!(
+            "--fsync: '{other}' is not batch, always or never"
+        ))),
     }
 }

@@ -203,5 +203,9 @@ pub(super) fn unanswered(why: Unanswered) -> Reply {
     match why {
         Unanswered::Stopped => Reply::text(503, "server shutting down"),
         Unanswered::TimedOut => Reply::text(503, "hub did not answer"),
+        Unanswered::NotDone => Reply::text(
+            503,
+            "not done: the server could not store it (see its log); nothing was published",
+        ),
     }
 }

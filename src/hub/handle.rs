@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tungstenite::Message;
 
 use super::cluster::FromLink;
@@ -28,6 +28,9 @@ pub enum Unanswered {
     Stopped,
     /// The hub did not answer within [`HUB_REPLY_TIMEOUT`].
     TimedOut,
+    /// The hub let go of the request without doing it: a publish it could not store
+    /// (`--data-dir`: disk full, I/O error), or a request whose handling failed.
+    NotDone,
 }
 
 /// A way to send the hub its commands. Cheap to clone: every connection holds one.
@@ -170,9 +173,10 @@ impl Handle {
         if !self.send(make(reply)) {
             return Err(Unanswered::Stopped);
         }
-        answer
-            .recv_timeout(HUB_REPLY_TIMEOUT)
-            .map_err(|_| Unanswered::TimedOut)
+        answer.recv_timeout(HUB_REPLY_TIMEOUT).map_err(|e| match e {
+            RecvTimeoutError::Timeout => Unanswered::TimedOut,
+            RecvTimeoutError::Disconnected => Unanswered::NotDone,
+        })
     }
 }
 

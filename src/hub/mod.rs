@@ -37,10 +37,12 @@ use crossbeam_channel::Receiver;
 use crate::budget::Budget;
 use crate::hub::cluster::Outbound;
 use crate::room::HistoryLimits;
+use crate::store::{Changes, Store};
 
 pub mod cluster;
 mod command;
 mod counters;
+mod durable;
 mod handle;
 mod joining;
 mod loading;
@@ -72,6 +74,10 @@ use sharing::forward;
 /// it every join would cost a message to every member (quadratic traffic).
 pub const PRESENCE_MAX_MEMBERS: usize = 100;
 
+/// How often the hub wakes for its own work when it has some (`--history-ttl`,
+/// `--fsync never`).
+pub const TICK: Duration = Duration::from_secs(1);
+
 /// How long shutdown lets connections finish their close handshakes.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -80,16 +86,32 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn spawn(
     commands: Receiver<Command>,
     counters: Arc<Counters>,
-    (limits, max_idle_rooms): (HistoryLimits, usize),
+    setup: Setup,
     link: Option<LinkEnd>,
     budget: Arc<Budget>,
 ) -> thread::JoinHandle<()> {
-    let mut hub = Hub::new(limits, link, budget);
-    hub.max_idle_rooms = max_idle_rooms;
+    let mut hub = Hub::new(setup.limits, link, budget);
+    hub.max_idle_rooms = setup.max_idle_rooms;
+    hub.ttl = setup.ttl;
+    hub.store = setup.store;
+    hub.prune_store();
     thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub.run(commands, &counters))
         .expect("spawn hub thread")
+}
+
+/// How the hub keeps rooms, from the configuration.
+#[derive(Debug)]
+pub struct Setup {
+    /// Each room's history limits (`--history`, `--history-bytes`).
+    pub limits: HistoryLimits,
+    /// Idle rooms kept (`--max-idle-rooms`).
+    pub max_idle_rooms: usize,
+    /// Messages older than this leave history (`--history-ttl`).
+    pub ttl: Option<Duration>,
+    /// Room histories on disk (`--data-dir`).
+    pub store: Option<Store>,
 }
 
 /// The hub's state: only the hub thread ever sees it.
@@ -107,6 +129,13 @@ struct Hub {
     link_up: bool,
     /// The memory budget every message is charged to.
     budget: Arc<Budget>,
+    /// Room histories on disk (`--data-dir`), and what waits for the next commit:
+    /// publishes (`durable.rs`), history that left, rooms that went.
+    store: Option<Store>,
+    staged: Vec<durable::Staged>,
+    pending: Changes,
+    /// `--history-ttl`: messages older than this leave history.
+    ttl: Option<Duration>,
 }
 
 impl Hub {
@@ -120,28 +149,82 @@ impl Hub {
             link,
             link_up: false,
             budget,
+            store: None,
+            staged: Vec::new(),
+            pending: Changes::default(),
+            ttl: None,
         }
     }
 
     fn run(mut self, commands: Receiver<Command>, counters: &Counters) {
-        for command in commands.iter() {
-            self.clock += 1;
-            if let Command::Shutdown(deadline) = command {
-                self.close_everyone(deadline);
-                self.drain(&commands, counters, deadline);
+        while let Some(command) = self.next_command(&commands, counters) {
+            if !self.step(command, &commands, counters) {
                 return;
             }
-            // A bug in handling one command must not end every room: the hub logs it
-            // and goes on with the next command. (Its state is plain maps, consistent
-            // between statements, so carrying on is safe.)
-            let handled = panic::catch_unwind(AssertUnwindSafe(|| self.apply(command, counters)));
-            if handled.is_err() {
-                log::error!("the hub caught a panic while handling a command; it keeps serving");
+            // Group commit (`--data-dir`): publishes staged by that command wait while
+            // more are queued, then are written to disk together.
+            while !self.staged.is_empty() {
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                if !self.step(command, &commands, counters) {
+                    return;
+                }
+            }
+            self.flush(counters);
+        }
+    }
+
+    /// Handles one command; `false` once it was the shutdown.
+    fn step(
+        &mut self,
+        command: Command,
+        commands: &Receiver<Command>,
+        counters: &Counters,
+    ) -> bool {
+        self.clock += 1;
+        if let Command::Shutdown(deadline) = command {
+            self.flush(counters);
+            self.close_everyone(deadline);
+            self.drain(commands, counters, deadline);
+            return false;
+        }
+        // A bug in handling one command must not end every room: the hub logs it
+        // and goes on with the next command. (Its state is plain maps, consistent
+        // between statements, so carrying on is safe.)
+        let handled = panic::catch_unwind(AssertUnwindSafe(|| self.apply(command, counters)));
+        if handled.is_err() {
+            log::error!("the hub caught a panic while handling a command; it keeps serving");
+        }
+        true
+    }
+
+    /// The next command, waiting for it. With `--history-ttl` or `--fsync never` the
+    /// hub also wakes every [`TICK`] for its own work (`tick`). `None`: every sender
+    /// is gone.
+    fn next_command(
+        &mut self,
+        commands: &Receiver<Command>,
+        counters: &Counters,
+    ) -> Option<Command> {
+        let ticks = self.ttl.is_some() || self.store.as_ref().is_some_and(|s| s.syncs_later());
+        if !ticks {
+            return commands.recv().ok();
+        }
+        loop {
+            match commands.recv_timeout(TICK) {
+                Ok(command) => return Some(command),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.tick(counters),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
 
     fn apply(&mut self, command: Command, counters: &Counters) {
+        // Whatever is staged is written before any other kind of command is handled.
+        if !matches!(command, Command::Publish { .. }) {
+            self.flush(counters);
+        }
         match command {
             Command::Join {
                 id,
@@ -161,9 +244,11 @@ impl Hub {
                 charge,
             } => {
                 let outbound = Outbound::new(room, message, tag, from, reply, charge);
-                // With a link to other instances, the shared store numbers it.
+                // With a link to other instances, the shared store numbers it; with
+                // a store on disk, it is written before it is delivered.
                 match &self.link {
                     Some(link) => forward(link, outbound),
+                    None if self.store.is_some() => self.stage(outbound, counters),
                     None => self.publish_here(outbound, counters),
                 }
             }

@@ -74,7 +74,7 @@ impl Hub {
     /// Drops the room and its history, and closes its members (4004). Members
     /// waiting for a shared room's history are closed too.
     fn delete_room(&mut self, name: &str) -> Option<usize> {
-        let room = self.rooms.remove(name)?;
+        let room = self.drop_room(name)?;
         let waiting = match room.sharing {
             Sharing::Loading { waiting, .. } => waiting.into_iter().map(|w| w.member).collect(),
             _ => Vec::new(),

@@ -16,6 +16,23 @@ use crate::hub::cluster::Outbound;
 use crate::protocol::rights::owner_of;
 use crate::room::{Duplicate, History, RoomMessage, Tag};
 
+/// A repeat of a message the room has (client id `cid`, first copy `id`): nothing is
+/// broadcast, and the publisher is told which id the first copy got.
+pub(super) fn duplicate(
+    room: &Room,
+    (from, cid): (Option<ConnId>, Option<String>),
+    id: u64,
+    counters: &Counters,
+) -> Published {
+    acknowledge(room, from, cid, id, true, counters);
+    Published {
+        delivered: 0,
+        id,
+        epoch: room.history.epoch(),
+        duplicate: true,
+    }
+}
+
 /// A room: its members and its history.
 pub(super) struct Room {
     pub(super) members: HashMap<ConnId, Member>,
@@ -53,19 +70,35 @@ impl Room {
 }
 
 impl Hub {
+    /// Room `name`, made if there is none: from the store if it has the room
+    /// (`--data-dir`), else empty with a fresh epoch.
     pub(super) fn room(&mut self, name: String) -> &mut Room {
         let clock = self.clock;
-        let limits = self.limits;
-        let room = self.rooms.entry(name).or_insert_with(|| Room {
-            members: HashMap::new(),
-            history: History::new(limits),
-            last_used: clock,
-            sharing: Sharing::Alone,
-            served: None,
-            presence: Presence::default(),
-        });
+        if !self.rooms.contains_key(&name) {
+            let history = self
+                .restore(&name)
+                .unwrap_or_else(|| History::new(self.limits));
+            let room = Room {
+                members: HashMap::new(),
+                history,
+                last_used: clock,
+                sharing: Sharing::Alone,
+                served: None,
+                presence: Presence::default(),
+            };
+            self.rooms.insert(name.clone(), room);
+        }
+        let room = self.rooms.get_mut(&name).expect("just made");
         room.last_used = clock;
         room
+    }
+
+    /// Forgets room `name` with its history, on disk too.
+    pub(super) fn drop_room(&mut self, name: &str) -> Option<Room> {
+        if self.store.is_some() {
+            self.pending.dropped.push(name.to_string());
+        }
+        self.rooms.remove(name)
     }
 
     /// Publishes into this instance's own sequence (no link, or the link is down).
@@ -98,32 +131,37 @@ impl Hub {
     ) -> Published {
         let cid = tag.cid.clone();
         let room = self.room(name.clone());
-        let epoch = room.history.epoch();
         let message = match room.history.append(message, tag) {
             Ok(message) => message,
-            Err(Duplicate { id }) => {
-                acknowledge(room, from, cid, id, true, counters);
-                return Published {
-                    delivered: 0,
-                    id,
-                    epoch,
-                    duplicate: true,
-                };
-            }
+            Err(Duplicate { id }) => return duplicate(room, (from, cid), id, counters),
         };
         message.charge(charge);
-        let dropped = room.broadcast(&message, counters);
+        self.fan_out(&name, &message, from, counters)
+    }
+
+    /// Offers a message the room's history holds to every member without ever
+    /// blocking, and acknowledges it to its publisher. Members that cannot take it are
+    /// dropped as slow consumers.
+    pub(super) fn fan_out(
+        &mut self,
+        name: &str,
+        message: &Arc<RoomMessage>,
+        from: Option<ConnId>,
+        counters: &Counters,
+    ) -> Published {
+        let room = self.room(name.to_string());
+        let dropped = room.broadcast(message, counters);
         let delivered = room.members.len();
-        acknowledge(room, from, cid, message.id, false, counters);
+        acknowledge(room, from, message.cid.clone(), message.id, false, counters);
         if dropped {
-            self.announce_members(&name, counters);
+            self.announce_members(name, counters);
         }
-        self.tidy(&name);
+        self.tidy(name);
         self.relieve(counters);
         Published {
             delivered,
             id: message.id,
-            epoch,
+            epoch: message.epoch,
             duplicate: false,
         }
     }
@@ -140,7 +178,7 @@ impl Hub {
             .get(name)
             .is_some_and(|r| r.is_idle() && r.history.is_empty() && !r.is_loading())
         {
-            self.rooms.remove(name);
+            self.drop_room(name);
         }
         let max = self.max_idle_rooms;
         let droppable = |(name, r): &(&String, &Room)| {
@@ -158,7 +196,7 @@ impl Hub {
                 log::debug!(
                     "dropping idle room '{oldest}' and its history ({max} idle rooms kept)"
                 );
-                self.rooms.remove(&oldest);
+                self.drop_room(&oldest);
             }
         }
     }

@@ -245,7 +245,18 @@ mod tests {
                 status: Arc::new(LinkStatus::default()),
             };
             let budget = crate::budget::Budget::new(64 << 20);
-            let thread = spawn(commands, Arc::default(), (limits, 1024), Some(end), budget);
+            let thread = spawn(
+                commands,
+                Arc::default(),
+                super::super::Setup {
+                    limits,
+                    max_idle_rooms: 1024,
+                    ttl: None,
+                    store: None,
+                },
+                Some(end),
+                budget,
+            );
             Rig {
                 hub,
                 link,

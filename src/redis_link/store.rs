@@ -98,7 +98,7 @@ impl Link {
             .arg(outbound.message.clone().into_data().as_ref())
             .arg(self.settings.history)
             .arg(CLIENT_ID_LIFETIME_SECS)
-            .arg(wire::tag_line(&outbound.tag))
+            .arg(crate::room::stored::tag_line(&outbound.tag))
             .invoke(connection)?;
         Ok(Published {
             delivered: 0,

@@ -19,10 +19,7 @@
 //! <epoch hex> <id> <ts ms> <t|b> <origin hex> <late 0|1>\n<tag line>\n<payload>
 //! ```
 //!
-//! The *tag line* is the client id (or nothing), and when the server knows who sent
-//! the message, a tab and the sender: `u`, tab, `sub`, tab, `name` for a user (the
-//! name may be empty), or `g`, tab, `name` for a guest. Neither ids nor names may
-//! contain control characters, so tabs and newlines cannot occur inside the fields.
+//! The *tag line* is the client id and the sender ([`crate::room::stored`]).
 
 use std::sync::Arc;
 
@@ -30,8 +27,7 @@ use tungstenite::Message;
 
 use crate::hub::cluster::Arrival;
 use crate::protocol::envelope::{format_epoch, parse_epoch};
-use crate::protocol::person::Person;
-use crate::room::{RoomMessage, Tag};
+use crate::room::{RoomMessage, stored};
 
 /// Every key and channel starts with this.
 pub const PREFIX: &str = "threadcast:";
@@ -86,8 +82,8 @@ pub fn kind(message: &Message) -> &'static str {
 /// Reads a message of `room` in the format above. `me` is this instance's origin:
 /// a late message of its own was delivered here already.
 pub fn decode(room: &str, bytes: &[u8], me: u64) -> Result<Arrival, String> {
-    let (header, rest) = split_line(bytes).ok_or("no header line")?;
-    let (cid, payload) = split_line(rest).ok_or("no client id line")?;
+    let (header, rest) = stored::split_line(bytes).ok_or("no header line")?;
+    let (tag, payload) = stored::split_line(rest).ok_or("no tag line")?;
     let header = std::str::from_utf8(header).map_err(|_| "header is not UTF-8")?;
     let fields: Vec<&str> = header.split(' ').collect();
     let [epoch, id, ts, kind, origin, late] = fields[..] else {
@@ -96,56 +92,14 @@ pub fn decode(room: &str, bytes: &[u8], me: u64) -> Result<Arrival, String> {
     let epoch = parse_epoch(epoch).ok_or("bad epoch")?;
     let id: u64 = id.parse().map_err(|_| "bad id")?;
     let ts: u64 = ts.parse().map_err(|_| "bad timestamp")?;
-    let tag = read_tag_line(std::str::from_utf8(cid).map_err(|_| "tag line is not UTF-8")?)?;
-    let payload = match kind {
-        "t" => Message::text(String::from_utf8(payload.to_vec()).map_err(|_| "text is not UTF-8")?),
-        "b" => Message::binary(payload.to_vec()),
-        other => return Err(format!("unknown kind '{other}'")),
-    };
+    let tag =
+        stored::read_tag_line(std::str::from_utf8(tag).map_err(|_| "tag line is not UTF-8")?)?;
+    let payload = stored::payload_of(kind, payload)?;
     Ok(Arrival {
         room: room.to_string(),
         message: Arc::new(RoomMessage::new(id, epoch, ts, tag, payload)),
         delivered_here: late == "1" && parse_epoch(origin) == Some(me),
     })
-}
-
-/// The tag line of a message (see the module's documentation).
-pub fn tag_line(tag: &Tag) -> String {
-    let mut line = tag.cid.clone().unwrap_or_default();
-    match tag.sender.as_deref() {
-        Some(Person::User { sub, name }) => {
-            line += &format!("\tu\t{sub}\t{}", name.as_deref().unwrap_or(""));
-        }
-        Some(Person::Guest { name }) => line += &format!("\tg\t{name}"),
-        None => {}
-    }
-    line
-}
-
-/// Reads a tag line back.
-fn read_tag_line(line: &str) -> Result<Tag, String> {
-    let mut fields = line.split('\t');
-    let cid = fields.next().filter(|c| !c.is_empty()).map(str::to_string);
-    let sender = match (fields.next(), fields.next(), fields.next()) {
-        (None, ..) => None,
-        (Some("u"), Some(sub), name) if !sub.is_empty() => Some(Person::User {
-            sub: sub.to_string(),
-            name: name.filter(|n| !n.is_empty()).map(str::to_string),
-        }),
-        (Some("g"), Some(name), None) if !name.is_empty() => Some(Person::Guest {
-            name: name.to_string(),
-        }),
-        _ => return Err("bad sender in the tag line".into()),
-    };
-    Ok(Tag {
-        cid,
-        sender: sender.map(Arc::new),
-    })
-}
-
-fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = bytes.iter().position(|&b| b == b'\n')?;
-    Some((&bytes[..end], &bytes[end + 1..]))
 }
 
 #[cfg(test)]
@@ -178,35 +132,6 @@ mod tests {
         assert_eq!(m.raw, Message::binary(vec![0, 10, 255]));
         assert!(arrival.delivered_here, "late, and ours");
         assert!(!decode("lobby", &bytes, 0xdef).unwrap().delivered_here);
-    }
-
-    #[test]
-    fn the_sender_travels_in_the_tag_line() {
-        let alice = Person::User {
-            sub: "alice".into(),
-            name: Some("Alice A".into()),
-        };
-        let guest = Person::Guest { name: "Bob".into() };
-        let nameless = Person::User {
-            sub: "u1".into(),
-            name: None,
-        };
-        for (cid, sender) in [
-            (Some("m-1"), Some(alice)),
-            (None, Some(guest)),
-            (Some("c"), Some(nameless)),
-            (Some("c"), None),
-            (None, None),
-        ] {
-            let tag = Tag {
-                cid: cid.map(str::to_string),
-                sender: sender.map(Arc::new),
-            };
-            assert_eq!(read_tag_line(&tag_line(&tag)), Ok(tag));
-        }
-        for bad in ["c\tx\ty", "\tu\t", "\tg\t", "\tg\ta\tb"] {
-            assert!(read_tag_line(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -58,6 +58,49 @@ impl History {
         }
     }
 
+    /// A history read back from the store: its `epoch`, the id its next message gets,
+    /// and its `messages`, oldest first. The limits apply at once (they may have been
+    /// lowered since).
+    pub fn restored(
+        limits: HistoryLimits,
+        epoch: u64,
+        next_id: u64,
+        messages: Vec<Arc<RoomMessage>>,
+    ) -> Self {
+        let mut history = History::with_epoch(epoch, limits);
+        for message in messages {
+            history.insert(message);
+        }
+        history.next_id = history.next_id.max(next_id);
+        history
+    }
+
+    /// The id the message with client id `cid` got, if it is still in history.
+    pub fn seen(&self, cid: &str) -> Option<u64> {
+        self.seen_cids.get(cid).copied()
+    }
+
+    /// The id the next message gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The oldest id kept; the next id when nothing is kept.
+    pub fn oldest_id(&self) -> u64 {
+        self.messages.front().map_or(self.next_id, |m| m.id)
+    }
+
+    /// Forgets every message accepted before `cutoff` (ms since 1970,
+    /// `--history-ttl`); how many went.
+    pub fn expire(&mut self, cutoff: u64) -> usize {
+        let mut expired = 0;
+        while self.messages.front().is_some_and(|m| m.ts < cutoff) {
+            self.drop_oldest();
+            expired += 1;
+        }
+        expired
+    }
+
     /// The room's epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch

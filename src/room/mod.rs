@@ -5,11 +5,13 @@
 //! Only the hub thread owns rooms; nothing here is shared or locked.
 //! - `message.rs`: one stored message ([`RoomMessage`]);
 //! - `history.rs`: the ids, the epoch and the bounded history ([`History`]);
-//! - `resume.rs`: where a joining client starts ([`Resume`]) and its catch-up.
+//! - `resume.rs`: where a joining client starts ([`Resume`]) and its catch-up;
+//! - `stored.rs`: a message as it is kept outside the process (Redis, the disk store).
 
 mod history;
 mod message;
 mod resume;
+pub mod stored;
 
 pub use history::{Duplicate, History, HistoryLimits, new_epoch};
 pub use message::{MESSAGE_OVERHEAD_BYTES, RoomMessage, Tag, now_millis};

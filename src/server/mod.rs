@@ -23,6 +23,7 @@ use crate::net::per_address::PerAddress;
 use crate::net::requests::RequestsInProgress;
 use crate::room::HistoryLimits;
 use crate::security::AccessPolicy;
+use crate::store::Store;
 
 mod listeners;
 mod running;
@@ -57,23 +58,29 @@ impl Server {
                 "TLS was asked for, but this build has no TLS support: rebuild with --features tls",
             ));
         }
+        let store = setup::open_store(&config)?;
         let listeners = Listeners::bind(&config)?;
         let files = Arc::new(FileServer::start(&config.public_dir)?);
         // The link needs the hub's handle before the hub starts: the channel first.
         let (hub_handle, hub_commands) = hub::channel();
         let (link, link_thread) = start_link(&config, &hub_handle)?;
-        let shared = shared_state(config, hub_handle, &listeners, link.as_ref());
+        let mut shared = shared_state(config, hub_handle, &listeners, link.as_ref());
+        shared.store = store.as_ref().map(Store::figures);
         #[cfg(feature = "tls")]
         let shared = Shared { tls, ..shared };
         let shared = Arc::new(shared);
 
-        let limits = HistoryLimits {
-            messages: shared.config.history,
-            bytes: shared.config.history_bytes(shared.budget.limit()),
+        let setup = hub::Setup {
+            limits: HistoryLimits {
+                messages: shared.config.history,
+                bytes: shared.config.history_bytes(shared.budget.limit()),
+            },
+            max_idle_rooms: shared.config.max_idle_rooms,
+            ttl: shared.config.history_ttl,
+            store,
         };
         let (counters, budget) = (Arc::clone(&shared.counters), Arc::clone(&shared.budget));
-        let idle_rooms = shared.config.max_idle_rooms;
-        let hub = hub::spawn(hub_commands, counters, (limits, idle_rooms), link, budget);
+        let hub = hub::spawn(hub_commands, counters, setup, link, budget);
         let feeds = Feeds::start(&shared);
         let accept = listeners.open_doors(&shared, &files)?;
         announce(&shared);
@@ -114,6 +121,7 @@ fn shared_state(
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         link: link.map(|l| Arc::clone(&l.status)),
+        store: None,
         #[cfg(feature = "tls")]
         tls: None,
     }

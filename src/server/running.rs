@@ -46,6 +46,9 @@ impl fmt::Debug for ServerHandle {
 pub enum PublishError {
     /// Room names are 1–64 characters of `[A-Za-z0-9_-]`.
     InvalidRoom,
+    /// The message could not be stored (`--data-dir`: disk full, I/O error); it was
+    /// not published.
+    NotStored,
     /// The server is shutting down.
     Stopped,
     /// The memory budget cannot take the message, even after the hub freed what it
@@ -58,6 +61,7 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::InvalidRoom => f.write_str(crate::protocol::url::BAD_ROOM),
             PublishError::Stopped => write!(f, "the server is shutting down"),
+            PublishError::NotStored => write!(f, "the message could not be stored"),
             PublishError::Busy => write!(f, "the server's memory budget is used up"),
         }
     }
@@ -141,7 +145,10 @@ impl ServerHandle {
                 .publish(room.to_string(), (message, charge), Tag::default());
         published
             .map(|published| published.delivered)
-            .map_err(|_| PublishError::Stopped)
+            .map_err(|why| match why {
+                crate::hub::Unanswered::NotDone => PublishError::NotStored,
+                _ => PublishError::Stopped,
+            })
     }
 
     /// Graceful shutdown: stop accepting, cut off requests still in progress, send

@@ -11,6 +11,7 @@ use crate::budget::{self, Budget, Size, Source};
 use crate::config::Config;
 use crate::context::Shared;
 use crate::hub::{self, LinkEnd};
+use crate::store::Store;
 
 /// The memory budget: `--memory-limit`, or the machine's default; the hub is asked to
 /// free memory when a reader finds it short. Logged with the limits derived from it.
@@ -35,6 +36,23 @@ pub(super) fn memory_budget(
         Size(config.send_queue_bytes(limit)),
     );
     budget
+}
+
+/// Opens the store of room histories when `--data-dir` is set.
+///
+/// # Errors
+/// Why it cannot be used (another instance holds it, it is damaged, …).
+pub(super) fn open_store(config: &Config) -> io::Result<Option<Store>> {
+    let Some(dir) = &config.data_dir else {
+        return Ok(None);
+    };
+    let store = crate::store::open(dir, config.fsync).map_err(io::Error::other)?;
+    log::info!(
+        "room histories kept in {} (--fsync {:?})",
+        dir.display(),
+        config.fsync
+    );
+    Ok(Some(store))
 }
 
 /// Says where the server listens (a script reads the `listening` line).
