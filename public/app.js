@@ -310,7 +310,8 @@ function askForToken(message) {
   $('token-input').focus({ preventScroll: true });
   return new Promise((resolve) => {
     tokenPrompt.waiters.push(resolve);
-    if (main) showStatus(main.status()); // "waiting for a new token"
+    // The status pill says "waiting for a new token" (see showStatus).
+    showStatus(main ? main.status() : { state: 'authorizing', label: '–', lastClose: null });
   });
 }
 
