@@ -17,6 +17,7 @@ use crate::hub::{self, CloseSignal, Counters, Member, Membership, QueueEnd};
 use crate::net::limit::ConnectionLimit;
 use crate::net::per_address::PerAddress;
 use crate::net::requests::RequestsInProgress;
+use crate::protocol::person::Person;
 use crate::room::Resume;
 use crate::security::AccessPolicy;
 
@@ -74,14 +75,22 @@ pub struct HttpMember {
 impl Shared {
     /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
     /// has stopped (the server is shutting down).
-    pub fn join(&self, room: &str, resume: Resume) -> Option<HttpMember> {
+    /// `person` is who it is, for the room's presence (`None` for a long poll, which
+    /// is a member only while its request waits).
+    pub fn join(
+        &self,
+        room: &str,
+        resume: Resume,
+        person: Option<Arc<Person>>,
+    ) -> Option<HttpMember> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (member, queue) = Member::new(
+        let (mut member, queue) = Member::new(
             self.config.send_queue,
             self.send_queue_bytes(),
             false,
             &self.counters,
         );
+        member.person = person;
         let close = Arc::clone(&member.close);
         let membership = self.hub.join(id, Some(room.to_string()), member, resume)?;
         Some(HttpMember {

@@ -30,6 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::Config;
 use crate::protocol::jwt::{self, Claims};
+use crate::protocol::person::guest_name;
 use crate::protocol::rights::Caller;
 
 /// The rules from the configuration, prepared once at start-up.
@@ -161,6 +162,20 @@ impl AccessPolicy {
             Some(given) if self.jwt_secret.is_some() => self.identity(given).map(Caller::User),
             _ => (!self.token_required()).then_some(Caller::Anonymous),
         }
+    }
+
+    /// `caller` with the display name it chose (`?name=` in `query`) when it is an
+    /// anonymous caller on a server with no `--jwt-secret`: a guest, whose name is
+    /// passed on marked unverified. Where signed tokens name users, `?name=` is
+    /// ignored, so a made-up name never sits beside a verified one.
+    ///
+    /// # Errors
+    /// The reason (for a 400) when the name is not a usable one.
+    pub fn with_guest_name(&self, caller: Caller, query: &str) -> Result<Caller, &'static str> {
+        if caller != Caller::Anonymous || self.jwt_secret.is_some() {
+            return Ok(caller);
+        }
+        Ok(guest_name(query)?.map_or(Caller::Anonymous, Caller::Guest))
     }
 
     /// The claims of `token` when it is a valid signed token under `--jwt-secret`.

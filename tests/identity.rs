@@ -9,12 +9,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::tokens::{ADMIN, SECRET};
 use common::*;
 use threadcast::{AuthMode, Config};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-const SECRET: &str = "the-server-secret-of-at-least-32-bytes";
 
 /// Tokens minted by Python, keyed by what is special about them. `valid` (alice),
 /// `bob` and `reader` (rita, who may join `news-*` and publish to `news-1`) are good
@@ -237,8 +236,6 @@ fn refused_tokens_are_logged_by_reason_and_never_written_out() {
     }
 }
 
-const ADMIN: &str = "the-operator-token";
-
 fn with_rights(c: &mut Config) {
     with_jwt(c);
     c.admin_token = Some(ADMIN.into());
@@ -246,11 +243,16 @@ fn with_rights(c: &mut Config) {
 }
 
 /// The next text message's text, skipping control frames of the enveloped protocol
-/// (`welcome`, `members`).
+/// (`welcome`, `members`, `join`, `leave`).
 fn next_text(ws: &mut tungstenite::WebSocket<std::net::TcpStream>) -> String {
+    const SKIPPED: [&str; 4] = ["welcome", "members", "join", "leave"];
     loop {
         let text = next_data(ws).into_text().unwrap().to_string();
-        if !text.starts_with(r#"{"type":"welcome""#) && !text.starts_with(r#"{"type":"members""#) {
+        if !SKIPPED
+            .map(|t| format!(r#"{{"type":"{t}""#))
+            .iter()
+            .any(|p| text.starts_with(p))
+        {
             return text;
         }
     }

@@ -8,7 +8,7 @@ use tungstenite::Message;
 
 use super::Publisher;
 use crate::budget::{Category, RECLAIM_WAIT};
-use crate::room::MESSAGE_OVERHEAD_BYTES;
+use crate::room::{MESSAGE_OVERHEAD_BYTES, Tag};
 
 /// Longest line a feed may send; longer lines are cut (memory stays bounded).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -45,7 +45,7 @@ pub(super) fn publish_lines(input: impl Read, room: &str, hub: &Publisher) {
         };
         if !hub
             .hub
-            .post(room.to_string(), (message, charge), None, None)
+            .post(room.to_string(), (message, charge), Tag::default(), None)
         {
             return; // the hub has stopped
         }

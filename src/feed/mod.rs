@@ -23,7 +23,7 @@ use crate::config::defaults::DEMO_FEED_ROOM;
 use crate::config::{Feed, FeedSource};
 use crate::context::Shared;
 use crate::hub;
-use crate::room::now_millis;
+use crate::room::{Tag, now_millis};
 
 mod lines;
 mod process;
@@ -222,7 +222,10 @@ fn demo(shared: &Shared, stop: &Receiver<()>) {
         );
         let charge = shared.budget.force(Category::Messages, line.len());
         let message = (Message::text(line), charge);
-        if !shared.hub.post(DEMO_FEED_ROOM.into(), message, None, None) {
+        if !shared
+            .hub
+            .post(DEMO_FEED_ROOM.into(), message, Tag::default(), None)
+        {
             return;
         }
     }

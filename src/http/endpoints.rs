@@ -19,7 +19,7 @@ use crate::protocol::envelope;
 use crate::protocol::json::JsonObject;
 use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::protocol::url::{query_param, room_in_path};
-use crate::room::MESSAGE_OVERHEAD_BYTES;
+use crate::room::{MESSAGE_OVERHEAD_BYTES, Tag};
 use crate::security::bearer_token;
 
 /// The token from `Authorization: Bearer` or `?token=`.
@@ -46,7 +46,10 @@ pub fn check_rights(
     if !caller.may(room, action) {
         return Err(Reply::text(403, NOT_ALLOWED_HERE));
     }
-    Ok(caller)
+    shared
+        .policy
+        .with_guest_name(caller, head.query())
+        .map_err(|why| Reply::text(400, why))
 }
 
 /// What the page needs to connect: its WebSocket URL (the same host and port the
@@ -128,7 +131,7 @@ pub fn stats(head: &Head, shared: &Shared) -> Reply {
     let show_rooms = match caller {
         Caller::Operator => true,
         Caller::Anonymous => shared.policy.token_required(),
-        Caller::User(_) => false,
+        Caller::User(_) | Caller::Guest(_) => false,
     };
     let mut rooms = JsonObject::new();
     let (mut history_messages, mut history_bytes, mut members) = (0, 0, 0);
@@ -216,9 +219,10 @@ fn publish_reply(exchange: &Exchange) -> Reply {
     let Some(room) = room_in_path(head.path(), "/publish/") else {
         return Reply::text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -");
     };
-    if let Err(refusal) = check_rights(head, shared, room, Action::Publish) {
-        return refusal;
-    }
+    let sender = match check_rights(head, shared, room, Action::Publish) {
+        Ok(caller) => caller.person(),
+        Err(refusal) => return refusal,
+    };
     let cid =
         query_param(head.query(), "cid").or_else(|| head.header("X-Client-Id").map(str::to_string));
     if cid.as_deref().is_some_and(|c| !envelope::is_client_id(c)) {
@@ -229,7 +233,10 @@ fn publish_reply(exchange: &Exchange) -> Reply {
         Err(refusal) => return refusal,
     };
     shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-    match shared.hub.publish(room.to_string(), (message, charge), cid) {
+    match shared
+        .hub
+        .publish(room.to_string(), (message, charge), Tag { cid, sender })
+    {
         Ok(published) => Reply::json(
             202,
             JsonObject::new()

@@ -31,7 +31,7 @@ use crate::net::limit::Slot;
 use crate::net::socket::Socket;
 use crate::protocol::envelope::{self, format_epoch, write_message_json};
 use crate::protocol::json::JsonObject;
-use crate::protocol::rights::Action;
+use crate::protocol::rights::{Action, Caller};
 use crate::protocol::url::room_in_path;
 use crate::room::{Resume, RoomMessage};
 
@@ -44,6 +44,8 @@ pub struct Admitted {
     pub resume: Resume,
     /// Its place under `--max-connections`.
     pub slot: Slot,
+    /// Who it is, as its token (and `?name=`) showed.
+    pub caller: Caller,
 }
 
 /// The checks shared by `/events/<room>` and `/poll/<room>`: a valid room, the token,
@@ -64,7 +66,7 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
             "room names are 1-64 characters of A-Z a-z 0-9 _ -",
         ));
     };
-    check_rights(head, shared, room, Action::Join)?;
+    let caller = check_rights(head, shared, room, Action::Join)?;
     let Some(slot) = shared.limit.try_acquire() else {
         // The limit in force: --max-connections as lowered at start-up to what the
         // machine allows.
@@ -90,6 +92,7 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
         room: room.to_string(),
         resume,
         slot,
+        caller,
     })
 }
 
@@ -135,7 +138,7 @@ struct Answer {
 /// Waits for messages of `room` after `resume`: the catch-up, or the first live
 /// message, or nothing by `--poll-timeout`. `None` when the server is shutting down.
 fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
-    let member = shared.join(&room, resume)?;
+    let member = shared.join(&room, resume, None)?;
     let (queue, close) = (&member.queue, &member.close);
     let _gauge = shared.counters.polls_waiting.enter();
 

@@ -12,6 +12,7 @@
 
 use std::fmt::{self, Write as _};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
@@ -25,6 +26,7 @@ use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
 use crate::net::limit::WRITE_TIMEOUT;
 use crate::net::socket::Socket;
 use crate::protocol::envelope;
+use crate::protocol::person::Person;
 use crate::room::{Resume, RoomMessage};
 
 /// A comment line this often keeps proxies and load balancers from closing a quiet
@@ -52,13 +54,24 @@ pub fn start(exchange: Exchange) {
         return; // cut off meanwhile (shutdown, or too many requests in progress)
     };
     let _slot = admitted.slot;
-    serve(&socket, &admitted.room, admitted.resume, shared, &cors);
+    let person = admitted.caller.person();
+    serve(
+        &socket,
+        (&admitted.room, admitted.resume, person),
+        shared,
+        &cors,
+    );
     close_gently(&socket);
 }
 
 /// Streams `room` to the client until it goes away or the server shuts down.
-fn serve(socket: &Socket, room: &str, resume: Resume, shared: &Shared, cors: &[(&str, String)]) {
-    let Some(member) = shared.join(room, resume) else {
+fn serve(
+    socket: &Socket,
+    (room, resume, person): (&str, Resume, Option<Arc<Person>>),
+    shared: &Shared,
+    cors: &[(&str, String)],
+) {
+    let Some(member) = shared.join(room, resume, person) else {
         Reply::text(503, "server shutting down").send(socket, false);
         return;
     };
@@ -136,11 +149,7 @@ fn write_event(out: &mut impl fmt::Write, item: Outgoing) -> fmt::Result {
         Outgoing::Room(message) => write_message(out, &message),
         Outgoing::Joined(joined) => {
             let plan = &joined.plan;
-            write!(
-                out,
-                "event: welcome\ndata: {}\n\n",
-                envelope::welcome_json(&joined.room, &plan.welcome())
-            )?;
+            write!(out, "event: welcome\ndata: {}\n\n", joined.welcome_json())?;
             if let Some((from, to)) = plan.gap {
                 write!(
                     out,
@@ -153,12 +162,7 @@ fn write_event(out: &mut impl fmt::Write, item: Outgoing) -> fmt::Result {
                 .try_for_each(|message| write_message(out, message))
         }
         Outgoing::Notice(notice) => {
-            let kind = if matches!(*notice, crate::hub::Notice::Members(_)) {
-                "members"
-            } else {
-                "ack"
-            };
-            write!(out, "event: {kind}\ndata: {}\n\n", notice.json())
+            write!(out, "event: {}\ndata: {}\n\n", notice.kind(), notice.json())
         }
         _ => Ok(()),
     }

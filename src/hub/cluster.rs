@@ -72,8 +72,9 @@ pub struct Outbound {
     pub room: String,
     /// The payload.
     pub message: Message,
-    /// The publisher's own id for it (dropping repeats is the store's job).
-    pub cid: Option<String>,
+    /// The publisher's own id for it (dropping repeats is the store's job), and who
+    /// published it.
+    pub tag: crate::room::Tag,
     /// The publishing connection, which gets the ack.
     pub from: Option<ConnId>,
     /// Where to report the outcome.
@@ -92,7 +93,7 @@ impl Outbound {
     pub fn new(
         room: String,
         message: Message,
-        cid: Option<String>,
+        tag: crate::room::Tag,
         from: Option<ConnId>,
         reply: Option<Sender<Published>>,
         charge: crate::budget::Reservation,
@@ -100,7 +101,7 @@ impl Outbound {
         Outbound {
             room,
             message,
-            cid,
+            tag,
             from,
             reply,
             ts: crate::room::now_millis(),

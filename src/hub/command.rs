@@ -10,7 +10,7 @@ use tungstenite::Message;
 use super::{ConnId, Member};
 use crate::budget::Reservation;
 use crate::hub::cluster::{FromLink, LinkStatus, ToLink};
-use crate::room::Resume;
+use crate::room::{Resume, Tag};
 
 /// Longest anyone waits for the hub to answer a request (stats, publish, leave).
 pub const HUB_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,8 +75,8 @@ pub enum Command {
         room: String,
         /// The payload (text or binary), shared by every member.
         message: Message,
-        /// The publisher's own id for it, to drop repeats.
-        cid: Option<String>,
+        /// The publisher's own id for it (to drop repeats), and who published it.
+        tag: Tag,
         /// The publishing connection, which gets the ack when `cid` is set.
         from: Option<ConnId>,
         /// Where to report the outcome.

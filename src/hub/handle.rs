@@ -18,7 +18,7 @@ use super::command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, Published, RoomStats
 use super::member::Member;
 use super::outgoing::ConnId;
 use crate::budget::Reservation;
-use crate::room::Resume;
+use crate::room::{Resume, Tag};
 
 /// Why the hub gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,18 +69,18 @@ impl Handle {
     }
 
     /// Hands a message to the hub without waiting: a reader's (`from`, which gets the
-    /// ack when `cid` is set) or a feed's. `false` when the hub has stopped.
+    /// ack when its tag has a `cid`) or a feed's. `false` when the hub has stopped.
     pub fn post(
         &self,
         room: String,
         (message, charge): (Message, Reservation),
-        cid: Option<String>,
+        tag: Tag,
         from: Option<ConnId>,
     ) -> bool {
         self.send(Command::Publish {
             room,
             message,
-            cid,
+            tag,
             from,
             reply: None,
             charge,
@@ -95,12 +95,12 @@ impl Handle {
         &self,
         room: String,
         (message, charge): (Message, Reservation),
-        cid: Option<String>,
+        tag: Tag,
     ) -> Result<Published, Unanswered> {
         self.ask(|reply| Command::Publish {
             room,
             message,
-            cid,
+            tag,
             from: None,
             reply: Some(reply),
             charge,

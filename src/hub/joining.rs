@@ -5,6 +5,8 @@
 use super::offer::offer;
 use super::sharing::{Sharing, WaitingJoin};
 use super::{ConnId, Counters, Hub, Joined, Member, Notice, Outgoing, PRESENCE_MAX_MEMBERS};
+use std::sync::Arc;
+
 use crate::room::Resume;
 
 impl Hub {
@@ -43,19 +45,26 @@ impl Hub {
         let WaitingJoin { id, member, resume } = join;
         let room = self.room(name.clone());
         room.members.insert(id, member.clone());
+        let first = member
+            .person
+            .as_ref()
+            .filter(|person| room.presence.arrive(id, person));
         if !member.raw {
             let plan = room.history.catch_up(&resume, room.members.len());
-            if !offer(
-                id,
-                &member,
-                Outgoing::Joined(Box::new(Joined {
-                    room: name.clone(),
-                    plan,
-                })),
-                counters,
-            ) {
+            let users = room.users_for_welcome();
+            let joined = Joined {
+                room: name.clone(),
+                plan,
+                users,
+            };
+            if !offer(id, &member, Outgoing::Joined(Box::new(joined)), counters) {
                 room.members.remove(&id);
             }
+        }
+        // The others hear of a person's first connection only; the joiner's welcome
+        // already lists them.
+        if let Some(person) = first {
+            room.announce(&Notice::Join(Arc::clone(person)), id, counters);
         }
         self.announce_members(&name, counters);
     }
@@ -66,6 +75,11 @@ impl Hub {
         };
         if let Sharing::Loading { waiting, .. } = &mut room.sharing {
             waiting.retain(|w| w.id != id);
+        }
+        // A slow consumer was taken out of `members` already, but it was connected
+        // until now: its person leaves with this.
+        if let Some(person) = room.presence.depart(id) {
+            room.announce(&Notice::Leave(person), id, counters);
         }
         if room.members.remove(&id).is_some() {
             self.announce_members(name, counters);

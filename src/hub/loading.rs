@@ -115,6 +115,7 @@ fn catch_up_stayers(
         let joined = Joined {
             room: name.to_string(),
             plan,
+            users: None,
         };
         offer(*id, member, Outgoing::Joined(Box::new(joined)), counters)
     });

@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use super::queue::{Backlog, QueueEnd};
 use super::{Counters, Outgoing};
 use crate::protocol::close::CloseReason;
+use crate::protocol::person::Person;
 
 /// What a close the server asks for does with the items already in the connection's
 /// queue.
@@ -85,6 +86,8 @@ pub struct Member {
     pub close: Arc<CloseSignal>,
     /// Raw mode: no catch-up, no notices, payloads exactly as published.
     pub raw: bool,
+    /// Who the connection is, if it has a name: it counts in the room's presence.
+    pub person: Option<Arc<Person>>,
 }
 
 impl Member {
@@ -106,6 +109,7 @@ impl Member {
                 unsent: end.clone(),
                 close: Arc::new(CloseSignal::default()),
                 raw,
+                person: None,
             },
             end,
         )

@@ -47,6 +47,7 @@ mod loading;
 mod member;
 mod offer;
 mod outgoing;
+mod presence;
 mod pressure;
 mod queue;
 mod rooms;
@@ -152,12 +153,12 @@ impl Hub {
             Command::Publish {
                 room,
                 message,
-                cid,
+                tag,
                 from,
                 reply,
                 charge,
             } => {
-                let outbound = Outbound::new(room, message, cid, from, reply, charge);
+                let outbound = Outbound::new(room, message, tag, from, reply, charge);
                 // With a link to other instances, the shared store numbers it.
                 match &self.link {
                     Some(link) => forward(link, outbound),
@@ -183,7 +184,7 @@ mod tests {
 
     use crate::budget::Category;
     use crate::protocol::close::CloseReason;
-    use crate::room::Resume;
+    use crate::room::{Resume, Tag};
 
     #[test]
     fn the_first_close_request_wins() {
@@ -234,7 +235,7 @@ mod tests {
         let publish = |hub: &mut Hub, room: &str, n: usize| {
             let charge = budget.try_reserve(Category::Messages, n).unwrap();
             let message = (Message::binary(vec![0; n]), charge);
-            hub.publish(room.into(), message, None, None, &counters);
+            hub.publish(room.into(), message, Tag::default(), None, &counters);
         };
         publish(&mut hub, "old", 4_000);
         publish(&mut hub, "busy", 2_000);
@@ -265,7 +266,7 @@ mod tests {
         let (loner, _loner_queue) = Member::new(4, 1 << 20, true, &counters);
         hub.loners.insert(2, loner.clone());
         let owed = (Message::text("owed"), budget.force(Category::Messages, 4));
-        hub.publish("r".into(), owed, None, None, &counters);
+        hub.publish("r".into(), owed, Tag::default(), None, &counters);
 
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         hub.close_everyone(deadline);

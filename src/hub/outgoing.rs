@@ -7,6 +7,7 @@ use tungstenite::Message;
 
 use crate::budget::Reservation;
 use crate::protocol::envelope;
+use crate::protocol::person::Person;
 use crate::room::{CatchUp, RoomMessage};
 
 /// Identifies one connection for as long as the process runs.
@@ -73,6 +74,16 @@ pub struct Joined {
     pub room: String,
     /// Welcome facts, gap and replay.
     pub plan: CatchUp,
+    /// Who is in the room (JSON, the welcome's `users`); `None` in a room too large
+    /// to list, and for the catch-up after a link outage.
+    pub users: Option<String>,
+}
+
+impl Joined {
+    /// The welcome control frame that opens the catch-up.
+    pub fn welcome_json(&self) -> String {
+        envelope::welcome_json(&self.room, &self.plan.welcome(), self.users.as_deref())
+    }
 }
 
 /// Control notices (see `docs/PROTOCOL.md`).
@@ -89,17 +100,34 @@ pub enum Notice {
     },
     /// The room's member count changed.
     Members(usize),
+    /// A person's first connection to the room arrived.
+    Join(Arc<Person>),
+    /// A person's last connection to the room left.
+    Leave(Arc<Person>),
     /// To a client whose message was refused (it may not publish here): why. Nothing
     /// was broadcast; the connection stays.
     Error(&'static str),
 }
 
 impl Notice {
+    /// Its `type`: the SSE event name it goes out under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::Ack { .. } => "ack",
+            Notice::Members(_) => "members",
+            Notice::Join(_) => "join",
+            Notice::Leave(_) => "leave",
+            Notice::Error(_) => "error",
+        }
+    }
+
     /// The control frame for this notice (see `docs/PROTOCOL.md`).
     pub fn json(&self) -> String {
         match self {
             Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
             Notice::Members(count) => envelope::members_json(*count),
+            Notice::Join(person) => envelope::presence_json("join", person),
+            Notice::Leave(person) => envelope::presence_json("leave", person),
             Notice::Error(reason) => envelope::error_json(reason),
         }
     }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use tungstenite::Message;
 
 use super::offer::{acknowledge, offer};
+use super::presence::Presence;
 use super::sharing::Sharing;
 use super::{ConnId, Counters, Hub, MAX_IDLE_ROOMS, Member, Outgoing, Published, RoomStats};
 use crate::budget::{Category, Reservation};
 use crate::hub::cluster::Outbound;
-use crate::room::{Duplicate, History, RoomMessage};
+use crate::room::{Duplicate, History, RoomMessage, Tag};
 
 /// A room: its members and its history.
 pub(super) struct Room {
@@ -25,6 +26,8 @@ pub(super) struct Room {
     /// The last shared message (epoch, id) this room's members were given, so that
     /// after an outage they get exactly what they missed.
     pub(super) served: Option<(u64, u64)>,
+    /// Who is in the room (named connections only).
+    pub(super) presence: Presence,
 }
 
 impl Room {
@@ -58,6 +61,7 @@ impl Hub {
             last_used: clock,
             sharing: Sharing::Alone,
             served: None,
+            presence: Presence::default(),
         });
         room.last_used = clock;
         room
@@ -68,14 +72,14 @@ impl Hub {
         let Outbound {
             room,
             message,
-            cid,
+            tag,
             from,
             reply,
             charge,
             ..
         } = outbound;
         let charge = charge.unwrap_or_else(|| self.budget.force(Category::Messages, 0));
-        let published = self.publish(room, (message, charge), cid, from, counters);
+        let published = self.publish(room, (message, charge), tag, from, counters);
         if let Some(reply) = reply {
             let _ = reply.send(published);
         }
@@ -87,17 +91,15 @@ impl Hub {
         &mut self,
         name: String,
         (message, charge): (Message, Reservation),
-        cid: Option<String>,
+        tag: Tag,
         from: Option<ConnId>,
         counters: &Counters,
     ) -> Published {
+        let cid = tag.cid.clone();
         let room = self.room(name.clone());
         let epoch = room.history.epoch();
-        let message = match room.history.append(message, cid.clone()) {
-            Ok(message) => {
-                message.charge(charge);
-                message
-            }
+        let message = match room.history.append(message, tag) {
+            Ok(message) => message,
             Err(Duplicate { id }) => {
                 acknowledge(room, from, cid, id, true, counters);
                 return Published {
@@ -108,6 +110,7 @@ impl Hub {
                 };
             }
         };
+        message.charge(charge);
         let dropped = room.broadcast(&message, counters);
         let delivered = room.members.len();
         acknowledge(room, from, cid, message.id, false, counters);

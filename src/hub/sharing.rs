@@ -127,12 +127,12 @@ impl Hub {
         let Outbound {
             room,
             from,
-            cid,
+            tag,
             reply,
             ..
         } = outbound;
         if let Some(room) = self.rooms.get(&room) {
-            acknowledge(room, from, cid, outcome.id, outcome.duplicate, counters);
+            acknowledge(room, from, tag.cid, outcome.id, outcome.duplicate, counters);
             if !outcome.duplicate {
                 outcome.delivered = room.members.len();
             }
@@ -214,6 +214,7 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    use crate::room::Tag;
     use crossbeam_channel::{Receiver, Sender};
     use tungstenite::Message;
 
@@ -315,7 +316,7 @@ mod tests {
                 id,
                 epoch,
                 0,
-                None,
+                Tag::default(),
                 Message::text(format!("m{id}")),
             )),
             delivered_here,
@@ -383,7 +384,7 @@ mod tests {
         rig.send(Command::Publish {
             room: "r".into(),
             message: Message::text("hi"),
-            cid: None,
+            tag: Tag::default(),
             from: Some(1),
             reply: None,
             charge: budget.force(crate::budget::Category::Messages, 2),
@@ -413,7 +414,7 @@ mod tests {
         rig.send(Command::Link(FromLink::PublishHere(Box::new(Outbound {
             room: "r".into(),
             message: Message::text("alone"),
-            cid: None,
+            tag: Tag::default(),
             from: None,
             reply: None,
             ts: 0,

@@ -23,6 +23,7 @@ use data_encoding::BASE64;
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::protocol::json::{self, JsonObject};
+use crate::protocol::person::Person;
 use crate::protocol::url::is_room_name;
 
 /// What starts a client's own message id line: `cid:<id>\n`.
@@ -63,6 +64,8 @@ pub struct Header<'a> {
     pub ts: u64,
     /// The publisher's own id for it, if it gave one.
     pub cid: Option<&'a str>,
+    /// Who published it, as the server knows them (`from`), if it does.
+    pub from: Option<&'a Person>,
 }
 
 /// What a joining client is told first (the welcome control frame).
@@ -89,36 +92,26 @@ pub fn is_client_id(cid: &str) -> bool {
 }
 
 /// The header fields every form of a room message shares.
-fn header_fields(
-    json: &mut JsonObject,
-    kind: &str,
-    id: u64,
-    epoch: u64,
-    ts: u64,
-    cid: Option<&str>,
-) {
+fn header_fields(json: &mut JsonObject, kind: &str, header: Header<'_>) {
     json.string("type", kind)
-        .number("id", id)
-        .string("epoch", &format_epoch(epoch))
-        .number("ts", ts);
-    if let Some(cid) = cid {
+        .number("id", header.id)
+        .string("epoch", &format_epoch(header.epoch))
+        .number("ts", header.ts);
+    if let Some(cid) = header.cid {
         json.string("cid", cid);
+    }
+    if let Some(from) = header.from {
+        json.raw("from", &from.json());
     }
 }
 
 /// Builds both forms of a room message: `framed` (header line, `\n`, payload) for
 /// enveloped members, and `raw` (the payload alone, sharing the same buffer) for raw
 /// members. The payload is copied once, here, and never again per member.
-pub fn frame_room_message(
-    id: u64,
-    epoch: u64,
-    ts: u64,
-    cid: Option<&str>,
-    payload: Message,
-) -> (Message, Message) {
-    let mut header = JsonObject::new();
-    header_fields(&mut header, "message", id, epoch, ts, cid);
-    let mut framed = header.finish().into_bytes();
+pub fn frame_room_message(header: Header<'_>, payload: Message) -> (Message, Message) {
+    let mut line = JsonObject::new();
+    header_fields(&mut line, "message", header);
+    let mut framed = line.finish().into_bytes();
     framed.push(b'\n');
     let payload_start = framed.len();
     match payload {
@@ -178,14 +171,41 @@ pub fn split_client_id(message: Message) -> (Option<String>, Message) {
 }
 
 /// The welcome control frame that opens every enveloped join.
-pub fn welcome_json(room: &str, welcome: &Welcome) -> String {
-    JsonObject::new()
-        .string("type", "welcome")
+/// `users` is who is in the room ([`users_json`]), in rooms small enough to list.
+pub fn welcome_json(room: &str, welcome: &Welcome, users: Option<&str>) -> String {
+    let mut json = JsonObject::new();
+    json.string("type", "welcome")
         .string("room", room)
         .string("epoch", &format_epoch(welcome.epoch))
         .number("last_id", welcome.last_id)
         .number("members", welcome.members as u64)
-        .bool("epoch_changed", welcome.epoch_changed)
+        .bool("epoch_changed", welcome.epoch_changed);
+    if let Some(users) = users {
+        json.raw("users", users);
+    }
+    json.finish()
+}
+
+/// A list of people and their connection counts:
+/// `[{"sub":"alice","name":"Alice","connections":2},…]`.
+pub fn users_json<'a>(people: impl Iterator<Item = (&'a Person, usize)>) -> String {
+    let entries: Vec<String> = people
+        .map(|(person, connections)| {
+            person
+                .object()
+                .number("connections", connections as u64)
+                .finish()
+        })
+        .collect();
+    format!("[{}]", entries.join(","))
+}
+
+/// The `join` or `leave` control frame (`kind`): a person's first connection to the
+/// room arrived, or their last one left.
+pub fn presence_json(kind: &str, person: &Person) -> String {
+    JsonObject::new()
+        .string("type", kind)
+        .raw("user", &person.json())
         .finish()
 }
 
@@ -250,14 +270,7 @@ pub fn write_message_json(
         "binary"
     };
     let mut fields = JsonObject::new();
-    header_fields(
-        &mut fields,
-        kind,
-        header.id,
-        header.epoch,
-        header.ts,
-        header.cid,
-    );
+    header_fields(&mut fields, kind, header);
     out.write_str(&fields.before_value("data"))?;
     match payload {
         Message::Text(text) => json::write_string(out, text.as_str())?,
@@ -284,18 +297,45 @@ mod tests {
 
     #[test]
     fn a_text_message_is_framed_as_header_newline_payload() {
-        let (framed, raw) =
-            frame_room_message(42, 0x9f1c, 1000, Some("m-1"), Message::text("hi\nthere"));
+        let header = Header {
+            id: 42,
+            epoch: 0x9f1c,
+            ts: 1000,
+            cid: Some("m-1"),
+            from: None,
+        };
+        let (framed, raw) = frame_room_message(header, Message::text("hi\nthere"));
         assert_eq!(
             framed.to_text().unwrap(),
             "{\"type\":\"message\",\"id\":42,\"epoch\":\"0000000000009f1c\",\"ts\":1000,\"cid\":\"m-1\"}\nhi\nthere"
         );
         assert_eq!(raw, Message::text("hi\nthere"));
+        // The sender goes into the header, after everything else the server set.
+        let alice = Person::User {
+            sub: "alice".into(),
+            name: Some("Alice".into()),
+        };
+        let header = Header {
+            from: Some(&alice),
+            ..header
+        };
+        let (framed, _) = frame_room_message(header, Message::text("{\"from\":\"x\"}"));
+        assert_eq!(
+            framed.to_text().unwrap(),
+            "{\"type\":\"message\",\"id\":42,\"epoch\":\"0000000000009f1c\",\"ts\":1000,\"cid\":\"m-1\",\"from\":{\"sub\":\"alice\",\"name\":\"Alice\"}}\n{\"from\":\"x\"}"
+        );
     }
 
     #[test]
     fn a_binary_message_keeps_its_bytes_after_the_header() {
-        let (framed, raw) = frame_room_message(1, 1, 1, None, Message::binary(vec![0u8, 10, 255]));
+        let header = Header {
+            id: 1,
+            epoch: 1,
+            ts: 1,
+            cid: None,
+            from: None,
+        };
+        let (framed, raw) = frame_room_message(header, Message::binary(vec![0u8, 10, 255]));
         let Message::Binary(bytes) = framed else {
             panic!("binary stays binary")
         };
@@ -354,6 +394,7 @@ mod tests {
             epoch: 1,
             ts: 5,
             cid: None,
+            from: None,
         };
         assert_eq!(
             message_json(header, &Message::text("say \"hi\"\r\n")),
@@ -377,6 +418,7 @@ mod tests {
             epoch: 0x9f1c,
             ts: 1000,
             cid: Some("m-1"),
+            from: None,
         };
         message_json(header, &payload)
     }
@@ -439,8 +481,22 @@ mod tests {
             epoch_changed: false,
         };
         assert_eq!(
-            welcome_json("lobby", &welcome),
+            welcome_json("lobby", &welcome, None),
             r#"{"type":"welcome","room":"lobby","epoch":"0000000000000001","last_id":41,"members":3,"epoch_changed":false}"#
+        );
+        let bob = Person::Guest { name: "Bob".into() };
+        let users = users_json([(&bob, 2)].into_iter());
+        assert_eq!(
+            users,
+            r#"[{"name":"Bob","unverified":true,"connections":2}]"#
+        );
+        assert_eq!(
+            welcome_json("lobby", &welcome, Some(&users)),
+            r#"{"type":"welcome","room":"lobby","epoch":"0000000000000001","last_id":41,"members":3,"epoch_changed":false,"users":[{"name":"Bob","unverified":true,"connections":2}]}"#
+        );
+        assert_eq!(
+            presence_json("leave", &bob),
+            r#"{"type":"leave","user":{"name":"Bob","unverified":true}}"#
         );
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything here turns bytes and fields into other bytes and fields, so each rule
 //! is tested on its own: the envelope a room message travels in and the control
-//! frames beside it ([`envelope`]), why a WebSocket is closed ([`close`]), the JSON they are written in ([`json`]), signed identities ([`jwt`]) and what they may do ([`rights`]), and the
+//! frames beside it ([`envelope`]), why a WebSocket is closed ([`close`]), the JSON they are written in ([`json`]), signed identities ([`jwt`]), who a message is from ([`person`]) and what they may do ([`rights`]), and the
 //! parts of a URL the server reads — room names, query parameters, where a client
 //! resumes ([`url`]). Read this layer first: every other one uses it.
 
@@ -10,5 +10,6 @@ pub mod close;
 pub mod envelope;
 pub mod json;
 pub mod jwt;
+pub mod person;
 pub mod rights;
 pub mod url;

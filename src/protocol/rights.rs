@@ -13,7 +13,10 @@
 //! A pattern is an exact room name, a prefix ending in `*` (`news-*`), or `*` alone. No
 //! pattern ever reaches a personal room: `*` means every *shared* room.
 
+use std::sync::Arc;
+
 use super::jwt::Claims;
+use super::person::Person;
 
 /// A personal room's name starts with this character, followed by its owner's `sub`.
 pub const PERSONAL_ROOM_PREFIX: char = '@';
@@ -35,6 +38,10 @@ pub enum Action {
 pub enum Caller {
     /// No signed token: the shared `--token`, or no token where none is required.
     Anonymous,
+    /// Like [`Caller::Anonymous`], with a display name it chose (`?name=`, only on a
+    /// server with no `--jwt-secret`). May do what an anonymous caller may; its
+    /// messages say who it claims to be, marked unverified.
+    Guest(String),
     /// A user with a valid signed token.
     User(Claims),
     /// The operator (`--admin-token`): a backend.
@@ -48,7 +55,7 @@ impl Caller {
             (Caller::Operator, _) => true,
             (Caller::User(claims), Some(owner)) => claims.sub == owner,
             (_, Some(_)) => false,
-            (Caller::Anonymous, None) => true,
+            (Caller::Anonymous | Caller::Guest(_), None) => true,
             (Caller::User(claims), None) => {
                 let granted = match (action, &claims.publish) {
                     (Action::Publish, Some(publish)) => Some(publish),
@@ -65,6 +72,20 @@ impl Caller {
             Caller::User(claims) => Some(claims),
             _ => None,
         }
+    }
+
+    /// Who this caller is to the others in a room: the `from` of its messages, its
+    /// entry in the room's presence. `None` for callers with no name.
+    pub fn person(&self) -> Option<Arc<Person>> {
+        let person = match self {
+            Caller::User(claims) => Person::User {
+                sub: claims.sub.clone(),
+                name: claims.name.clone(),
+            },
+            Caller::Guest(name) => Person::Guest { name: name.clone() },
+            Caller::Anonymous | Caller::Operator => return None,
+        };
+        Some(Arc::new(person))
     }
 }
 

@@ -61,7 +61,7 @@ impl Link {
         self.outbox.push_back(Outbound {
             room: outbound.room.clone(),
             message: outbound.message.clone(),
-            cid: outbound.cid.clone(),
+            tag: outbound.tag.clone(),
             from: None,
             reply: None,
             ts: outbound.ts,
@@ -81,7 +81,7 @@ impl Link {
     pub(super) fn store(&mut self, outbound: &Outbound) -> redis::RedisResult<Published> {
         let connection = self.connection.as_mut().ok_or_else(not_connected)?;
         let keys = RoomKeys::new(&outbound.room);
-        let cid = outbound.cid.as_deref().unwrap_or("");
+        let cid = outbound.tag.cid.as_deref().unwrap_or("");
         let (epoch, id, duplicate): (String, u64, u8) = self
             .publish
             .key(&keys.epoch)
@@ -98,6 +98,7 @@ impl Link {
             .arg(outbound.message.clone().into_data().as_ref())
             .arg(self.settings.history)
             .arg(CLIENT_ID_LIFETIME_SECS)
+            .arg(wire::tag_line(&outbound.tag))
             .invoke(connection)?;
         Ok(Published {
             delivered: 0,

@@ -16,8 +16,13 @@
 //! the payload untouched, so binary payloads need no encoding):
 //!
 //! ```text
-//! <epoch hex> <id> <ts ms> <t|b> <origin hex> <late 0|1>\n<client id or empty>\n<payload>
+//! <epoch hex> <id> <ts ms> <t|b> <origin hex> <late 0|1>\n<tag line>\n<payload>
 //! ```
+//!
+//! The *tag line* is the client id (or nothing), and when the server knows who sent
+//! the message, a tab and the sender: `u`, tab, `sub`, tab, `name` for a user (the
+//! name may be empty), or `g`, tab, `name` for a guest. Neither ids nor names may
+//! contain control characters, so tabs and newlines cannot occur inside the fields.
 
 use std::sync::Arc;
 
@@ -25,7 +30,8 @@ use tungstenite::Message;
 
 use crate::hub::cluster::Arrival;
 use crate::protocol::envelope::{format_epoch, parse_epoch};
-use crate::room::RoomMessage;
+use crate::protocol::person::Person;
+use crate::room::{RoomMessage, Tag};
 
 /// Every key and channel starts with this.
 pub const PREFIX: &str = "threadcast:";
@@ -90,10 +96,7 @@ pub fn decode(room: &str, bytes: &[u8], me: u64) -> Result<Arrival, String> {
     let epoch = parse_epoch(epoch).ok_or("bad epoch")?;
     let id: u64 = id.parse().map_err(|_| "bad id")?;
     let ts: u64 = ts.parse().map_err(|_| "bad timestamp")?;
-    let cid = match std::str::from_utf8(cid).map_err(|_| "client id is not UTF-8")? {
-        "" => None,
-        cid => Some(cid.to_string()),
-    };
+    let tag = read_tag_line(std::str::from_utf8(cid).map_err(|_| "tag line is not UTF-8")?)?;
     let payload = match kind {
         "t" => Message::text(String::from_utf8(payload.to_vec()).map_err(|_| "text is not UTF-8")?),
         "b" => Message::binary(payload.to_vec()),
@@ -101,8 +104,42 @@ pub fn decode(room: &str, bytes: &[u8], me: u64) -> Result<Arrival, String> {
     };
     Ok(Arrival {
         room: room.to_string(),
-        message: Arc::new(RoomMessage::new(id, epoch, ts, cid, payload)),
+        message: Arc::new(RoomMessage::new(id, epoch, ts, tag, payload)),
         delivered_here: late == "1" && parse_epoch(origin) == Some(me),
+    })
+}
+
+/// The tag line of a message (see the module's documentation).
+pub fn tag_line(tag: &Tag) -> String {
+    let mut line = tag.cid.clone().unwrap_or_default();
+    match tag.sender.as_deref() {
+        Some(Person::User { sub, name }) => {
+            line += &format!("\tu\t{sub}\t{}", name.as_deref().unwrap_or(""));
+        }
+        Some(Person::Guest { name }) => line += &format!("\tg\t{name}"),
+        None => {}
+    }
+    line
+}
+
+/// Reads a tag line back.
+fn read_tag_line(line: &str) -> Result<Tag, String> {
+    let mut fields = line.split('\t');
+    let cid = fields.next().filter(|c| !c.is_empty()).map(str::to_string);
+    let sender = match (fields.next(), fields.next(), fields.next()) {
+        (None, ..) => None,
+        (Some("u"), Some(sub), name) if !sub.is_empty() => Some(Person::User {
+            sub: sub.to_string(),
+            name: name.filter(|n| !n.is_empty()).map(str::to_string),
+        }),
+        (Some("g"), Some(name), None) if !name.is_empty() => Some(Person::Guest {
+            name: name.to_string(),
+        }),
+        _ => return Err("bad sender in the tag line".into()),
+    };
+    Ok(Tag {
+        cid,
+        sender: sender.map(Arc::new),
     })
 }
 
@@ -141,6 +178,35 @@ mod tests {
         assert_eq!(m.raw, Message::binary(vec![0, 10, 255]));
         assert!(arrival.delivered_here, "late, and ours");
         assert!(!decode("lobby", &bytes, 0xdef).unwrap().delivered_here);
+    }
+
+    #[test]
+    fn the_sender_travels_in_the_tag_line() {
+        let alice = Person::User {
+            sub: "alice".into(),
+            name: Some("Alice A".into()),
+        };
+        let guest = Person::Guest { name: "Bob".into() };
+        let nameless = Person::User {
+            sub: "u1".into(),
+            name: None,
+        };
+        for (cid, sender) in [
+            (Some("m-1"), Some(alice)),
+            (None, Some(guest)),
+            (Some("c"), Some(nameless)),
+            (Some("c"), None),
+            (None, None),
+        ] {
+            let tag = Tag {
+                cid: cid.map(str::to_string),
+                sender: sender.map(Arc::new),
+            };
+            assert_eq!(read_tag_line(&tag_line(&tag)), Ok(tag));
+        }
+        for bad in ["c\tx\ty", "\tu\t", "\tg\t", "\tg\ta\tb"] {
+            assert!(read_tag_line(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

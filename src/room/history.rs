@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tungstenite::Message;
 
-use super::{CatchUp, Resume, RoomMessage, now_millis};
+use super::{CatchUp, Resume, RoomMessage, Tag, now_millis};
 
 /// Limits on one room's history.
 #[derive(Clone, Copy, Debug)]
@@ -85,19 +85,15 @@ impl History {
 
     /// Gives `payload` the next id, keeps it, and evicts the oldest messages beyond the
     /// limits. A `cid` seen before is refused as a [`Duplicate`].
-    pub fn append(
-        &mut self,
-        payload: Message,
-        cid: Option<String>,
-    ) -> Result<Arc<RoomMessage>, Duplicate> {
-        if let Some(id) = cid.as_ref().and_then(|c| self.seen_cids.get(c)) {
+    pub fn append(&mut self, payload: Message, tag: Tag) -> Result<Arc<RoomMessage>, Duplicate> {
+        if let Some(id) = tag.cid.as_ref().and_then(|c| self.seen_cids.get(c)) {
             return Err(Duplicate { id: *id });
         }
         let message = Arc::new(RoomMessage::new(
             self.next_id,
             self.epoch,
             now_millis(),
-            cid,
+            tag,
             payload,
         ));
         self.keep(Arc::clone(&message));
@@ -230,7 +226,8 @@ mod tests {
     fn filled(n: u64, limits: HistoryLimits) -> History {
         let mut h = History::with_epoch(7, limits);
         for i in 1..=n {
-            h.append(Message::text(format!("m{i}")), None).unwrap();
+            h.append(Message::text(format!("m{i}")), Tag::default())
+                .unwrap();
         }
         h
     }
@@ -265,17 +262,17 @@ mod tests {
     #[test]
     fn a_repeated_client_id_is_a_duplicate_of_the_first() {
         let mut h = History::with_epoch(7, ROOMY);
-        let first = h.append(Message::text("a"), Some("c1".into())).unwrap();
+        let first = h.append(Message::text("a"), Tag::cid("c1")).unwrap();
         assert_eq!(
-            h.append(Message::text("a again"), Some("c1".into()))
+            h.append(Message::text("a again"), Tag::cid("c1"))
                 .unwrap_err(),
             Duplicate { id: first.id }
         );
         assert_eq!(h.len(), 1);
-        assert!(h.append(Message::text("b"), Some("c2".into())).is_ok());
-        assert!(h.append(Message::text("no id"), None).is_ok());
+        assert!(h.append(Message::text("b"), Tag::cid("c2")).is_ok());
+        assert!(h.append(Message::text("no id"), Tag::default()).is_ok());
         assert!(
-            h.append(Message::text("no id"), None).is_ok(),
+            h.append(Message::text("no id"), Tag::default()).is_ok(),
             "messages without ids are never duplicates"
         );
     }
@@ -314,7 +311,8 @@ mod tests {
             },
         );
         for _ in 0..100 {
-            h.append(Message::binary(vec![0u8; 1000]), None).unwrap();
+            h.append(Message::binary(vec![0u8; 1000]), Tag::default())
+                .unwrap();
         }
         assert!(h.bytes() <= 10_000, "{} bytes kept", h.bytes());
         assert!(h.len() >= 8, "kept only {}", h.len());
@@ -330,11 +328,11 @@ mod tests {
                 bytes: 1 << 30,
             },
         );
-        h.append(Message::text("a"), Some("old".into())).unwrap();
-        h.append(Message::text("b"), None).unwrap();
-        h.append(Message::text("c"), None).unwrap();
+        h.append(Message::text("a"), Tag::cid("old")).unwrap();
+        h.append(Message::text("b"), Tag::default()).unwrap();
+        h.append(Message::text("c"), Tag::default()).unwrap();
         assert!(
-            h.append(Message::text("a"), Some("old".into())).is_ok(),
+            h.append(Message::text("a"), Tag::cid("old")).is_ok(),
             "outside the window it is new again"
         );
     }
@@ -475,7 +473,7 @@ mod tests {
     fn the_largest_id_of_a_continued_epoch_is_the_live_edge() {
         let mut h = filled(3, ROOMY);
         h.continue_as(8);
-        h.append(Message::text("m4"), None).unwrap();
+        h.append(Message::text("m4"), Tag::default()).unwrap();
         let plan = h.catch_up(
             &Resume::Since {
                 id: u64::MAX,
@@ -492,7 +490,15 @@ mod tests {
     #[test]
     fn messages_numbered_elsewhere_are_kept_in_order_once() {
         let mut h = History::with_epoch(7, ROOMY);
-        let numbered = |id| Arc::new(RoomMessage::new(id, 7, 0, None, Message::text("x")));
+        let numbered = |id| {
+            Arc::new(RoomMessage::new(
+                id,
+                7,
+                0,
+                Tag::default(),
+                Message::text("x"),
+            ))
+        };
         assert!(h.insert(numbered(4)));
         assert!(h.insert(numbered(9)));
         assert!(!h.insert(numbered(9)), "a copy is refused");
@@ -512,7 +518,7 @@ mod tests {
     fn a_continued_history_still_serves_the_old_epoch() {
         let mut h = filled(3, ROOMY);
         h.continue_as(8);
-        h.append(Message::text("m4"), None).unwrap();
+        h.append(Message::text("m4"), Tag::default()).unwrap();
         let old = h.catch_up(
             &Resume::Since {
                 id: 2,

@@ -2,18 +2,41 @@
 //! every member's queue and the history (one `Arc`, however many members), with its
 //! bytes charged to the memory budget while anyone holds it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tungstenite::Message;
 
 use crate::budget::Reservation;
 use crate::protocol::envelope;
+use crate::protocol::person::Person;
 
 /// Bookkeeping cost of one stored message besides its bytes (the struct, the queue
 /// slot, the client-id entry), counted against the byte cap so that a flood of empty
 /// messages is bounded too.
 pub const MESSAGE_OVERHEAD_BYTES: usize = 128;
+
+/// What a publisher attaches to a message besides its payload: its own id for it,
+/// and who the server knows it to be. Both go into the message's header line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
+    /// The publisher's own id for the message (`cid:` line, `?cid=`), to drop repeats.
+    pub cid: Option<String>,
+    /// Who published it, as the server knows them (the header's `from`); never taken
+    /// from what the client sent.
+    pub sender: Option<Arc<Person>>,
+}
+
+#[cfg(test)]
+impl Tag {
+    /// A tag with a client id and no sender.
+    pub fn cid(cid: impl Into<String>) -> Tag {
+        Tag {
+            cid: Some(cid.into()),
+            sender: None,
+        }
+    }
+}
 
 /// A message as broadcast into a room: its id and the two forms members receive.
 /// Built once per publish and shared (`Arc`) by every member and the history.
@@ -30,6 +53,8 @@ pub struct RoomMessage {
     pub accepted: std::time::Instant,
     /// The publisher's own id for it, if it gave one.
     pub cid: Option<String>,
+    /// Who published it, if the server knows (the header's `from`).
+    pub sender: Option<Arc<Person>>,
     /// Header line + `\n` + payload: what enveloped WebSocket members receive.
     pub framed: Message,
     /// The payload exactly as published (shares `framed`'s buffer): what raw members get.
@@ -41,14 +66,23 @@ pub struct RoomMessage {
 
 impl RoomMessage {
     /// Frames `payload` as message `id` of `epoch`: both forms built once, here.
-    pub fn new(id: u64, epoch: u64, ts: u64, cid: Option<String>, payload: Message) -> Self {
-        let (framed, raw) = envelope::frame_room_message(id, epoch, ts, cid.as_deref(), payload);
+    pub fn new(id: u64, epoch: u64, ts: u64, tag: Tag, payload: Message) -> Self {
+        let Tag { cid, sender } = tag;
+        let header = envelope::Header {
+            id,
+            epoch,
+            ts,
+            cid: cid.as_deref(),
+            from: sender.as_deref(),
+        };
+        let (framed, raw) = envelope::frame_room_message(header, payload);
         RoomMessage {
             id,
             epoch,
             ts,
             accepted: std::time::Instant::now(),
             cid,
+            sender,
             framed,
             raw,
             charge: OnceLock::new(),
@@ -71,6 +105,7 @@ impl RoomMessage {
             epoch: self.epoch,
             ts: self.ts,
             cid: self.cid.as_deref(),
+            from: self.sender.as_deref(),
         }
     }
 

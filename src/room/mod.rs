@@ -12,5 +12,5 @@ mod message;
 mod resume;
 
 pub use history::{Duplicate, History, HistoryLimits, new_epoch};
-pub use message::{MESSAGE_OVERHEAD_BYTES, RoomMessage, now_millis};
+pub use message::{MESSAGE_OVERHEAD_BYTES, RoomMessage, Tag, now_millis};
 pub use resume::{CatchUp, Resume};

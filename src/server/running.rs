@@ -19,6 +19,7 @@ use crate::feed::Feeds;
 use crate::http::files::FileServer;
 use crate::hub::DRAIN_TIMEOUT;
 use crate::protocol::url::is_room;
+use crate::room::Tag;
 
 /// A running server. Dropping it shuts the server down (see [`ServerHandle::shutdown`]).
 pub struct ServerHandle {
@@ -136,10 +137,10 @@ impl ServerHandle {
             .counters
             .messages_in
             .fetch_add(1, Ordering::Relaxed);
-        let published = self
-            .shared
-            .hub
-            .publish(room.to_string(), (message, charge), None);
+        let published =
+            self.shared
+                .hub
+                .publish(room.to_string(), (message, charge), Tag::default());
         published
             .map(|published| published.delivered)
             .map_err(|_| PublishError::Stopped)

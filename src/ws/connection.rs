@@ -188,7 +188,7 @@ impl Reader<'_> {
     /// ends, leaves, and tells the writer how it ends.
     fn join_and_read(
         &self,
-        member: Member,
+        mut member: Member,
         destination: &Destination,
         settings: &Settings,
         (ctx, input): (&mut WebSocketContext, &mut ReadHalf),
@@ -205,6 +205,8 @@ impl Reader<'_> {
             let refused = CloseReason::Unauthorized(NOT_ALLOWED_HERE);
             return close_with(refused, self.to_writer, ctx, input);
         }
+        // Its name, if it has one, counts in the room's presence.
+        member.person = self.caller.person();
         let backlog = Arc::clone(&member.backlog);
         // The membership leaves the room when dropped, so should this thread panic
         // the connection still leaves; the writer then ends when its queue has no
@@ -238,6 +240,7 @@ impl Reader<'_> {
             id: self.id,
             destination,
             may_publish,
+            sender: self.caller.person(),
             to_writer: self.to_writer,
             hub: self.hub,
             limits: InputLimits {

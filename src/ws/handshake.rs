@@ -197,9 +197,12 @@ fn check_access(head: &Head, checks: &Checks) -> Result<Option<Caller>, Rejectio
     if checks.token_in_first_message {
         return Ok(None);
     }
-    match checks.policy.caller(token.as_deref()) {
-        Some(caller) => Ok(Some(caller)),
-        None => Err(Rejection::new(401, "missing or wrong token")),
+    let Some(caller) = checks.policy.caller(token.as_deref()) else {
+        return Err(Rejection::new(401, "missing or wrong token"));
+    };
+    match checks.policy.with_guest_name(caller, head.query()) {
+        Ok(caller) => Ok(Some(caller)),
+        Err(why) => Err(Rejection::new(400, why)),
     }
 }
 

@@ -4,6 +4,7 @@
 //! message is complete.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,9 @@ use crate::hub::{self, ConnId, Counters, Echo, Notice, Outgoing};
 use crate::net::rate::RateLimit;
 use crate::protocol::close::CloseReason;
 use crate::protocol::envelope;
+use crate::protocol::person::Person;
 use crate::protocol::rights::{Caller, NOT_ALLOWED_HERE};
+use crate::room::Tag;
 use crate::security::AccessPolicy;
 
 /// Authentication by first message (`--auth first-message`): the token travels as the
@@ -109,6 +112,9 @@ pub(super) struct Routes<'a> {
     /// Whether the client may publish into its room (its token's `publish`); if not,
     /// its messages are answered with an `error` notice and go nowhere.
     pub(super) may_publish: bool,
+    /// Who the client is, stamped on every message it publishes (`from`); `None` for
+    /// a client with no name. Set by the server from the token, never from the client.
+    pub(super) sender: Option<Arc<Person>>,
     /// The connection's own writer (pongs, echoes, the close frame).
     pub(super) to_writer: &'a Sender<Outgoing>,
     /// The hub (publishes).
@@ -210,7 +216,11 @@ impl Routes<'_> {
         } else {
             envelope::split_client_id(message)
         };
-        Ok(self.hub.post(room, (message, charge), cid, Some(self.id)))
+        let tag = Tag {
+            cid,
+            sender: self.sender.clone(),
+        };
+        Ok(self.hub.post(room, (message, charge), tag, Some(self.id)))
     }
 
     /// Answers a control frame. RFC 6455 §5.5.2: a ping gets a pong with the same

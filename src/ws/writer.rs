@@ -177,10 +177,7 @@ pub(super) fn write_one(
         }
         Outgoing::Joined(joined) if !raw => {
             let plan = &joined.plan;
-            ctx.write(
-                out,
-                Message::text(envelope::welcome_json(&joined.room, &plan.welcome())),
-            )?;
+            ctx.write(out, Message::text(joined.welcome_json()))?;
             if let Some((from, to)) = plan.gap {
                 ctx.write(out, Message::text(envelope::gap_json(from, to)))?;
             }

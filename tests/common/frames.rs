@@ -30,6 +30,8 @@ pub enum Frame {
         duplicate: bool,
     },
     Members,
+    /// A person's first connection arrived, or last one left (`join`, `leave`).
+    Presence,
 }
 
 /// The value of `"key":` in a flat JSON object: a number or a string (unescaped
@@ -77,6 +79,7 @@ pub fn parse(message: Message) -> Frame {
             duplicate: field(&header, "duplicate") == "true",
         },
         "members" => Frame::Members,
+        "join" | "leave" => Frame::Presence,
         other => panic!("unknown frame type {other}"),
     }
 }
@@ -85,7 +88,7 @@ pub fn parse(message: Message) -> Frame {
 pub fn next_frame(ws: &mut tungstenite::WebSocket<TcpStream>) -> Frame {
     loop {
         match parse(next_data(ws)) {
-            Frame::Members => continue,
+            Frame::Members | Frame::Presence => continue,
             frame => return frame,
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod frames;
 pub mod redis;
+pub mod tokens;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
