@@ -11,7 +11,7 @@ import { RoomConnection, backoffDelay } from './connection.js';
 import { Outbox, payloadOf } from './outbox.js';
 import { sendTokenFirst, useFirstMessageAuth, wsTokenQuery } from './transports.js';
 import {
-  ROOM_NAME, newClientId, hexPreview, sizeLabel, closeCodeText, describeUser, userKey,
+  ROOM_NAME, newClientId, hexPreview, sizeLabel, closeCodeText, describeUser, userKey, isVerified,
   tokenClaims, tokenExpired, guestName, CLOSE_DISCONNECTED,
 } from './protocol.js';
 
@@ -118,8 +118,17 @@ function senderElement(from) {
   return node;
 }
 
+/** Was this message sent by you? From this tab (its client id), or from another tab or
+ *  device signed in as the same verified user. A guest name proves nothing, so it
+ *  never makes a message "yours". */
+function isMine(header) {
+  if (header.cid && myClientIds.has(header.cid)) return true;
+  const me = whoYouAre().user;
+  return isVerified(me) && isVerified(header.from) && header.from.sub === me.sub;
+}
+
 function showMessage(header, payload) {
-  const mine = header.cid && myClientIds.has(header.cid);
+  const mine = isMine(header);
   const item = el('li', 'msg' + (typeof payload === 'string' ? '' : ' binary') + (mine ? ' mine' : ''));
   if (header.id !== undefined) item.dataset.id = header.id;
   if (header.epoch) item.dataset.epoch = header.epoch;
