@@ -169,6 +169,9 @@ const statusPill = $('status');
 let statusTicker = null;
 
 /** The status pill's text for states other than reconnecting and closed. */
+/** The status before the room connection exists, while the first token is fetched. */
+const AUTHORIZING = { state: 'authorizing', label: '–', lastClose: null };
+
 const STATE_TEXT = {
   connecting: 'connecting…',
   open: 'open',
@@ -319,8 +322,8 @@ function askForToken(message) {
   $('token-input').focus({ preventScroll: true });
   return new Promise((resolve) => {
     tokenPrompt.waiters.push(resolve);
-    // The status pill says "waiting for a new token" (see showStatus).
-    showStatus(main ? main.status() : { state: 'authorizing', label: '–', lastClose: null });
+    // While getting a token, the status pill now says "waiting for a new token".
+    if (statusPill.dataset.state === 'authorizing') showStatus(main ? main.status() : AUTHORIZING);
   });
 }
 
@@ -740,6 +743,7 @@ async function start() {
   }
   // Get the first token before anything connects (the Echo panel uses it too).
   if (tokenInUse()) {
+    showStatus(AUTHORIZING);
     try {
       await tokenSource();
     } catch (error) {
