@@ -168,10 +168,10 @@ function removePending(cid) {
 const statusPill = $('status');
 let statusTicker = null;
 
-/** The status pill's text for states other than reconnecting and closed. */
 /** The status before the room connection exists, while the first token is fetched. */
 const AUTHORIZING = { state: 'authorizing', label: '–', lastClose: null };
 
+/** The status pill's text for states other than reconnecting and closed. */
 const STATE_TEXT = {
   connecting: 'connecting…',
   open: 'open',
