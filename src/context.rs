@@ -75,13 +75,13 @@ pub struct HttpMember {
 impl Shared {
     /// Joins `room` as an enveloped member starting at `resume`; `None` when the hub
     /// has stopped (the server is shutting down).
-    /// `person` is who it is, for the room's presence (`None` for a long poll, which
-    /// is a member only while its request waits).
+    /// `person` is who it is; a stream (`listed`) counts in the room's presence, a
+    /// long poll, a member only while its request waits, does not.
     pub fn join(
         &self,
         room: &str,
         resume: Resume,
-        person: Option<Arc<Person>>,
+        (person, listed): (Option<Arc<Person>>, bool),
     ) -> Option<HttpMember> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (mut member, queue) = Member::new(
@@ -90,7 +90,7 @@ impl Shared {
             false,
             &self.counters,
         );
-        member.person = person;
+        (member.person, member.listed) = (person, listed);
         let close = Arc::clone(&member.close);
         let membership = self.hub.join(id, Some(room.to_string()), member, resume)?;
         Some(HttpMember {

@@ -144,6 +144,12 @@ impl AccessPolicy {
         self.caller(presented).is_some()
     }
 
+    /// Whether signed tokens name the users (`--jwt-secret`); if not, guests may name
+    /// themselves (`?name=`), unverified.
+    pub fn signs_identities(&self) -> bool {
+        self.jwt_secret.is_some()
+    }
+
     /// Whether an operator token (`--admin-token`) is set.
     pub fn has_operator(&self) -> bool {
         self.admin_token.is_some()
@@ -172,7 +178,7 @@ impl AccessPolicy {
     /// # Errors
     /// The reason (for a 400) when the name is not a usable one.
     pub fn with_guest_name(&self, caller: Caller, query: &str) -> Result<Caller, &'static str> {
-        if caller != Caller::Anonymous || self.jwt_secret.is_some() {
+        if caller != Caller::Anonymous || self.signs_identities() {
             return Ok(caller);
         }
         Ok(guest_name(query)?.map_or(Caller::Anonymous, Caller::Guest))

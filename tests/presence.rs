@@ -126,36 +126,13 @@ fn the_server_stamps_the_sender_and_a_client_cannot_forge_it() {
         2,
         "{answer}"
     );
-    let mut sse = raw_connect(addr, &format!("/events/lobby?since=0&token={}", bob()));
+    let mut sse = open_stream(addr, &format!("/events/lobby?since=0&token={}", bob()));
     let events = read_until(&mut sse, "from the backend");
     assert_eq!(
         events.matches(&format!("\"from\":{ALICE}")).count(),
         2,
         "{events}"
     );
-}
-
-/// Sends a GET for `path` and returns the stream (for a response that never ends).
-fn raw_connect(addr: std::net::SocketAddr, path: &str) -> TcpStream {
-    use std::io::Write;
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream
-}
-
-/// Reads from `stream` until `needle` has arrived; everything read.
-fn read_until(stream: &mut TcpStream, needle: &str) -> String {
-    use std::io::Read;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        let n = stream.read(&mut buf).expect("more of the stream");
-        assert!(n > 0, "stream ended before {needle:?}");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&seen).into_owned()
 }
 
 #[test]
@@ -237,7 +214,7 @@ fn presence_counts_people_not_tabs_across_transports() {
     // Alice's second tab (a WebSocket) and third (SSE): nobody hears of them...
     let mut second = join_as(&server, "lobby", &alice());
     let _ = next_control(&mut second);
-    let mut sse = raw_connect(addr, &format!("/events/lobby?token={}", alice()));
+    let mut sse = open_stream(addr, &format!("/events/lobby?token={}", alice()));
     read_until(&mut sse, "event: welcome");
     // ...and a long poll is no one (it is a member only while it waits).
     let poll = http(
@@ -286,4 +263,32 @@ fn presence_counts_people_not_tabs_across_transports() {
             .any(|c| c == leave)
     });
     assert!(left, "alice left when her last connection did");
+}
+
+#[test]
+fn a_connection_whose_token_expires_is_closed_with_4001_on_every_stream() {
+    let server = start_with(with_jwt);
+    let addr = server.http_addr();
+    // Valid for about two more seconds: `exp` is in the past, within the leeway.
+    let leeway = 30;
+    let short = mint(r#"{"sub":"alice"}"#, 2 - leeway);
+    let mut ws = join_as(&server, "lobby", &short);
+    let mut echo = connect(&server, &format!("/echo?token={short}"));
+    let mut sse = open_stream(addr, &format!("/events/lobby?token={short}"));
+    read_until(&mut sse, "event: welcome");
+    for ws in [&mut ws, &mut echo] {
+        let (code, reason) = expect_close(ws);
+        assert_eq!(
+            (u16::from(code), reason.as_str()),
+            (4001, "token expired: reconnect with a fresh token")
+        );
+    }
+    read_until(&mut sse, r#"data: {"type":"close","code":4001,"#);
+    // The same token is no longer let in; a fresh one is.
+    let again = raw_request(
+        addr,
+        upgrade_request(&format!("/ws/lobby?token={short}"), ""),
+    );
+    assert_eq!(again.1, 401);
+    let _fresh = join_as(&server, "lobby", &alice());
 }

@@ -1,25 +1,17 @@
-//! The small HTTP endpoints: `/healthz`, `/config.json`, `/stats`, and
-//! `POST /publish/<room>`.
+//! The small HTTP endpoints: `/healthz`, `/config.json`, `/stats`, and the checks
+//! of who may do what that the others share ([`check_rights`]).
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use tungstenite::Message;
-
-use super::body::{self, BodyError};
 use super::head::Head;
-use super::reply::{Reply, write_all_by};
-use super::{Exchange, browser};
-use crate::budget::{Category, Reservation};
+use super::reply::Reply;
 use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::hub::cluster::{LinkState, LinkStatus};
 use crate::hub::{RoomStats, Unanswered};
-use crate::protocol::envelope;
 use crate::protocol::json::JsonObject;
 use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
-use crate::protocol::url::{query_param, room_in_path};
-use crate::room::{MESSAGE_OVERHEAD_BYTES, Tag};
+use crate::protocol::url::query_param;
 use crate::security::bearer_token;
 
 /// The token from `Authorization: Bearer` or `?token=`.
@@ -79,6 +71,16 @@ pub fn config_json(head: &Head, shared: &Shared) -> Reply {
             match shared.config.auth {
                 AuthMode::Handshake => "handshake",
                 AuthMode::FirstMessage => "first-message",
+            },
+        )
+        // Who names people: signed tokens (`signed`), or guests themselves (`guest`,
+        // `?name=`, shown unverified).
+        .string(
+            "identity",
+            if shared.policy.signs_identities() {
+                "signed"
+            } else {
+                "guest"
             },
         )
         .number("max_message_bytes", shared.config.max_message_bytes as u64)
@@ -197,94 +199,9 @@ pub fn operator_figures(head: &Head, shared: &Shared) -> Result<(Vec<RoomStats>,
 }
 
 /// The 503 for a hub that gave no answer.
-fn unanswered(why: Unanswered) -> Reply {
+pub(super) fn unanswered(why: Unanswered) -> Reply {
     match why {
         Unanswered::Stopped => Reply::text(503, "server shutting down"),
         Unanswered::TimedOut => Reply::text(503, "hub did not answer"),
-    }
-}
-
-/// `POST /publish/<room>`: the body becomes one message (text if it is valid UTF-8,
-/// binary otherwise) for every member of the room. The body's declared length is
-/// checked before any of it is read, and all of it must arrive within
-/// `--request-timeout`.
-pub fn publish(exchange: Exchange) {
-    let reply = publish_reply(&exchange);
-    let cors = browser::cors_headers(&exchange.head, &exchange.shared.policy);
-    exchange.answer(reply.headers(cors));
-}
-
-fn publish_reply(exchange: &Exchange) -> Reply {
-    let (head, shared) = (&exchange.head, exchange.shared);
-    let Some(room) = room_in_path(head.path(), "/publish/") else {
-        return Reply::text(404, "room names are 1-64 characters of A-Z a-z 0-9 _ -");
-    };
-    let sender = match check_rights(head, shared, room, Action::Publish) {
-        Ok(caller) => caller.person(),
-        Err(refusal) => return refusal,
-    };
-    let cid =
-        query_param(head.query(), "cid").or_else(|| head.header("X-Client-Id").map(str::to_string));
-    if cid.as_deref().is_some_and(|c| !envelope::is_client_id(c)) {
-        return Reply::text(400, "client ids are 1-64 characters of A-Z a-z 0-9 _ -");
-    }
-    let (message, charge) = match read_message(exchange) {
-        Ok(read) => read,
-        Err(refusal) => return refusal,
-    };
-    shared.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-    match shared
-        .hub
-        .publish(room.to_string(), (message, charge), Tag { cid, sender })
-    {
-        Ok(published) => Reply::json(
-            202,
-            JsonObject::new()
-                .number("delivered", published.delivered as u64)
-                .number("id", published.id)
-                .string("epoch", &envelope::format_epoch(published.epoch))
-                .bool("duplicate", published.duplicate)
-                .finish(),
-        ),
-        Err(why) => unanswered(why),
-    }
-}
-
-/// The body of a publish, read within `--request-timeout` and charged to the memory
-/// budget as it arrives (503 if it cannot be): the message, text if it is UTF-8, with
-/// its charge. The answer to send instead when it cannot be read.
-fn read_message(exchange: &Exchange) -> Result<(Message, Reservation), Reply> {
-    let (head, shared) = (&exchange.head, exchange.shared);
-    let limit = shared.config.max_message_bytes;
-    let framing = body::framing(head, limit).map_err(|e| body_error(&e))?;
-    let socket = exchange.conn.socket();
-    let deadline = Instant::now() + shared.config.request_timeout;
-    // A client that asked to wait for our go-ahead before sending a large body
-    // (`Expect: 100-continue`, as curl does) gets it now that the length is fine.
-    if head
-        .header("Expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-        && write_all_by(socket, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err()
-    {
-        return Err(Reply::text(400, "client went away"));
-    }
-    let mut reading = shared.budget.force(Category::Reading, 0);
-    let leftover = &head.leftover;
-    let body = body::read_body(socket, leftover, &framing, limit, deadline, &mut reading)
-        .map_err(|e| body_error(&e))?;
-    // What was being read is now a message: its charge moves with it.
-    let charge = reading.split_into(Category::Messages, body.len() + MESSAGE_OVERHEAD_BYTES);
-    let message = match String::from_utf8(body) {
-        Ok(text) => Message::text(text),
-        Err(e) => Message::binary(e.into_bytes()),
-    };
-    Ok((message, charge))
-}
-
-fn body_error(e: &BodyError) -> Reply {
-    match e.status() {
-        Some((status, message)) => Reply::text(status, &message),
-        // Nobody is left to read it; the status only names the case in the log.
-        None => Reply::text(400, "client went away"),
     }
 }

@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `GET /healthz`, `/config.json`, `/stats` | [`endpoints`] |
 //! | `GET /metrics` (Prometheus) | [`metrics`] |
-//! | `POST /publish/<room>` | [`endpoints::publish`] |
+//! | `POST /publish/<room>`, `POST /publish?room=…` | [`publish`] |
+//! | `GET /rooms`, `GET /presence/<room>`, `DELETE /rooms/<room>`, `POST /disconnect/<sub>` (the operator's API) | [`operator`] |
 //! | `GET /events/<room>` (SSE), `GET /poll/<room>` | [`crate::http::sse`], [`crate::http::poll`] |
 //! | `OPTIONS` on those (CORS preflight) | [`browser`] |
 //! | any other `GET`/`HEAD` | [`files`]: tiny_http behind the door |
@@ -22,7 +23,9 @@ pub mod endpoints;
 pub mod files;
 pub mod head;
 pub mod metrics;
+pub mod operator;
 pub mod poll;
+pub mod publish;
 pub mod reply;
 pub mod response_head;
 pub mod sse;
@@ -39,8 +42,19 @@ use files::FileServer;
 use head::Head;
 use reply::Reply;
 
-/// Where the HTTP fallbacks and publishing live; these paths get the browser rules.
-pub const GUARDED_PREFIXES: [&str; 3] = ["/publish/", "/events/", "/poll/"];
+/// Where the HTTP fallbacks, publishing and the operator's API live; these paths get
+/// the browser rules.
+pub const GUARDED_PREFIXES: [&str; 6] = [
+    "/publish",
+    "/events/",
+    "/poll/",
+    "/rooms",
+    "/presence/",
+    "/disconnect/",
+];
+
+/// The operator's API (`src/http/operator.rs`).
+const OPERATOR_PREFIXES: [&str; 3] = ["/rooms", "/presence/", "/disconnect/"];
 
 /// One HTTP request on its connection's thread: the head is read, the socket still
 /// registered as "in progress" (so shutdown and the in-progress ceiling can cut it).
@@ -114,8 +128,12 @@ pub fn serve(exchange: Exchange, files: &FileServer) {
             let reply = browser::preflight(&exchange.head, &exchange.shared.policy);
             exchange.answer(reply)
         }
-        ("POST", p) if p.starts_with("/publish/") => endpoints::publish(exchange),
-        (_, p) if p.starts_with("/publish/") => exchange
+        ("POST", p) if p == "/publish" || p.starts_with("/publish/") => publish::publish(exchange),
+        (_, p) if OPERATOR_PREFIXES.iter().any(|o| p.starts_with(o)) => {
+            let reply = operator::answer(&exchange.head, exchange.shared);
+            exchange.answer(reply)
+        }
+        (_, p) if p.starts_with("/publish") => exchange
             .answer(Reply::text(405, "use POST to publish").header("Allow", "POST, OPTIONS")),
         (_, p) if read_only && p.starts_with("/events/") => crate::http::sse::start(exchange),
         (_, p) if read_only && p.starts_with("/poll/") => crate::http::poll::start(exchange),

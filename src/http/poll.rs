@@ -29,10 +29,13 @@ use crate::http::{Exchange, browser};
 use crate::hub::Outgoing;
 use crate::net::limit::Slot;
 use crate::net::socket::Socket;
+use crate::protocol::close::CloseReason;
+use crate::protocol::control;
 use crate::protocol::envelope::{self, format_epoch, write_message_json};
 use crate::protocol::json::JsonObject;
+use crate::protocol::person::Person;
 use crate::protocol::rights::{Action, Caller};
-use crate::protocol::url::room_in_path;
+use crate::protocol::url::{BAD_ROOM, room_in_path};
 use crate::room::{Resume, RoomMessage};
 
 /// An SSE stream or long poll that may go ahead: its room, where to start, and the
@@ -61,10 +64,7 @@ pub fn admit(exchange: &Exchange) -> Result<Admitted, Reply> {
         "/poll/"
     };
     let Some(room) = room_in_path(head.path(), prefix) else {
-        return Err(Reply::text(
-            404,
-            "room names are 1-64 characters of A-Z a-z 0-9 _ -",
-        ));
+        return Err(Reply::text(404, BAD_ROOM));
     };
     let caller = check_rights(head, shared, room, Action::Join)?;
     let Some(slot) = shared.limit.try_acquire() else {
@@ -111,7 +111,8 @@ pub fn start(exchange: Exchange) {
     let Some(socket) = exchange.conn.finish() else {
         return;
     };
-    let answer = wait(admitted.room, admitted.resume, exchange.shared);
+    let person = admitted.caller.person();
+    let answer = wait((admitted.room, admitted.resume, person), exchange.shared);
     drop(admitted.slot);
     let Some(answer) = answer else {
         let refusal = Reply::text(503, "server shutting down").headers(cors);
@@ -133,12 +134,17 @@ struct Answer {
     epoch_changed: bool,
     gap: Option<(u64, u64)>,
     messages: Vec<Arc<RoomMessage>>,
+    /// Why the server ended the wait, when the client must know (4003, 4004).
+    closed: Option<CloseReason>,
 }
 
 /// Waits for messages of `room` after `resume`: the catch-up, or the first live
 /// message, or nothing by `--poll-timeout`. `None` when the server is shutting down.
-fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
-    let member = shared.join(&room, resume, None)?;
+fn wait(
+    (room, resume, person): (String, Resume, Option<Arc<Person>>),
+    shared: &Shared,
+) -> Option<Answer> {
+    let member = shared.join(&room, resume, (person, false))?;
     let (queue, close) = (&member.queue, &member.close);
     let _gauge = shared.counters.polls_waiting.enter();
 
@@ -169,6 +175,11 @@ fn wait(room: String, resume: Resume, shared: &Shared) -> Option<Answer> {
             break;
         }
     }
+    // The operator disconnected its user or deleted its room: the client is told.
+    answer.closed = close
+        .requested()
+        .filter(|r| matches!(r, CloseReason::Disconnected | CloseReason::RoomDeleted))
+        .cloned();
     drop(member); // leave the room before answering
     shared
         .counters
@@ -216,6 +227,10 @@ fn write_answer(out: &mut impl fmt::Write, answer: &Answer) -> fmt::Result {
                 .number("to", to)
                 .finish(),
         );
+    }
+    if let Some(reason) = &answer.closed {
+        let code = u16::from(reason.code());
+        json.raw("closed", &control::close_json(code, &reason.reason()));
     }
     out.write_str(&json.before_value("messages"))?;
     out.write_char('[')?;

@@ -12,22 +12,22 @@
 
 use std::fmt::{self, Write as _};
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::context::Shared;
 use crate::http::bounded_body::BoundedBody;
+use crate::http::poll::Admitted;
 use crate::http::reply::{Reply, close_gently};
 use crate::http::response_head::{Patience, ResponseFraming, response_head};
 use crate::http::{Exchange, browser};
 use crate::hub::{CloseSignal, Outgoing, QueueEnd, Queued};
 use crate::net::limit::WRITE_TIMEOUT;
 use crate::net::socket::Socket;
-use crate::protocol::envelope;
-use crate::protocol::person::Person;
-use crate::room::{Resume, RoomMessage};
+use crate::protocol::close::CloseReason;
+use crate::protocol::{control, envelope};
+use crate::room::RoomMessage;
 
 /// A comment line this often keeps proxies and load balancers from closing a quiet
 /// stream (many close after 30–60 s of silence).
@@ -53,29 +53,24 @@ pub fn start(exchange: Exchange) {
     let Some(socket) = conn.finish() else {
         return; // cut off meanwhile (shutdown, or too many requests in progress)
     };
-    let _slot = admitted.slot;
-    let person = admitted.caller.person();
-    serve(
-        &socket,
-        (&admitted.room, admitted.resume, person),
-        shared,
-        &cors,
-    );
+    serve(&socket, &admitted, shared, &cors);
     close_gently(&socket);
 }
 
 /// Streams `room` to the client until it goes away or the server shuts down.
-fn serve(
-    socket: &Socket,
-    (room, resume, person): (&str, Resume, Option<Arc<Person>>),
-    shared: &Shared,
-    cors: &[(&str, String)],
-) {
-    let Some(member) = shared.join(room, resume, person) else {
+/// `admitted` holds its place under `--max-connections` until then.
+fn serve(socket: &Socket, admitted: &Admitted, shared: &Shared, cors: &[(&str, String)]) {
+    let (room, caller) = (admitted.room.as_str(), &admitted.caller);
+    let joining = shared.join(room, admitted.resume.clone(), (caller.person(), true));
+    let Some(member) = joining else {
         Reply::text(503, "server shutting down").send(socket, false);
         return;
     };
     let id = member.membership.id();
+    // A signed token's stream ends when the token expires (4001).
+    if let Some(valid) = caller.valid_for() {
+        member.close.expire_at(Instant::now() + valid);
+    }
     let _gauge = shared.counters.sse_streams.enter();
     log::debug!("SSE stream {id} opened for room '{room}'");
 
@@ -105,8 +100,14 @@ fn stream_events(body: &mut BoundedBody, queue: &QueueEnd, close: &CloseSignal) 
     body.write(|out| write!(out, "retry: {RETRY_MILLIS}\n\n"))?;
     body.end_batch()?;
     loop {
-        let item = match queue.recv_timeout(KEEP_ALIVE) {
+        // Wake for the keep-alive, or when the client's signed token expires.
+        let keep_alive = Instant::now() + KEEP_ALIVE;
+        let wake = close.expiry().map_or(keep_alive, |at| at.min(keep_alive));
+        let item = match queue.recv_deadline(wake) {
             Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) if close.expired(Instant::now()) => {
+                return close_stream(body, close);
+            }
             Err(RecvTimeoutError::Timeout) => {
                 body.write(|out| out.write_str(": keep-alive\n\n"))?;
                 body.end_batch()?;
@@ -119,8 +120,9 @@ fn stream_events(body: &mut BoundedBody, queue: &QueueEnd, close: &CloseSignal) 
         for item in std::iter::once(item).chain(queue.try_iter()) {
             match close.queued() {
                 None => body.write(|out| write_event(out, item))?,
-                // A slow consumer: what is queued is dropped, the client resumes later.
-                Some(Queued::Drop) => return close_stream(body),
+                // A slow consumer (or a user disconnected, a room deleted): what is
+                // queued is dropped, the client resumes later.
+                Some(Queued::Drop) => return close_stream(body, close),
                 // A shutdown: every queued message was accepted and acknowledged to its
                 // publisher, so the client is owed it; the hub queues nothing more.
                 Some(Queued::SendBy(deadline)) => {
@@ -128,7 +130,7 @@ fn stream_events(body: &mut BoundedBody, queue: &QueueEnd, close: &CloseSignal) 
                     for item in owed.take_while(|_| Instant::now() + CLOSE_RESERVE < deadline) {
                         body.write(|out| write_event(out, item))?;
                     }
-                    return close_stream(body);
+                    return close_stream(body, close);
                 }
             }
         }
@@ -137,9 +139,12 @@ fn stream_events(body: &mut BoundedBody, queue: &QueueEnd, close: &CloseSignal) 
     body.finish()
 }
 
-/// Tells the client the server is closing the stream, and ends the body.
-fn close_stream(body: &mut BoundedBody) -> io::Result<()> {
-    body.write(|out| out.write_str("event: close\ndata: server closing this stream\n\n"))?;
+/// Tells the client the server is closing the stream and why, with the close code a
+/// WebSocket would get (`event: close`), and ends the body.
+fn close_stream(body: &mut BoundedBody, close: &CloseSignal) -> io::Result<()> {
+    let reason = close.requested().unwrap_or(&CloseReason::GoingAway);
+    let data = control::close_json(u16::from(reason.code()), &reason.reason());
+    body.write(|out| write!(out, "event: close\ndata: {data}\n\n"))?;
     body.finish()
 }
 
@@ -151,11 +156,7 @@ fn write_event(out: &mut impl fmt::Write, item: Outgoing) -> fmt::Result {
             let plan = &joined.plan;
             write!(out, "event: welcome\ndata: {}\n\n", joined.welcome_json())?;
             if let Some((from, to)) = plan.gap {
-                write!(
-                    out,
-                    "event: gap\ndata: {}\n\n",
-                    envelope::gap_json(from, to)
-                )?;
+                write!(out, "event: gap\ndata: {}\n\n", control::gap_json(from, to))?;
             }
             plan.replay
                 .iter()

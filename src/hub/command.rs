@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tungstenite::Message;
 
-use super::{ConnId, Member};
+use super::{ConnId, Member, OperatorRequest};
 use crate::budget::Reservation;
 use crate::hub::cluster::{FromLink, LinkStatus, ToLink};
 use crate::room::{Resume, Tag};
@@ -43,6 +43,10 @@ pub struct RoomStats {
     pub history_messages: usize,
     /// Bytes of history.
     pub history_bytes: usize,
+    /// The newest id in the room (0 when nothing was ever published).
+    pub last_id: u64,
+    /// The room's epoch.
+    pub epoch: u64,
 }
 
 /// What connections and the HTTP side ask of the hub.
@@ -92,6 +96,8 @@ pub enum Command {
     Link(FromLink),
     /// Report every room, sorted by name.
     Stats(Sender<Vec<RoomStats>>),
+    /// A request from the operator's API (`--admin-token`).
+    Operator(OperatorRequest),
     /// Ask every connection to close with 1001 once it has sent what is queued to it,
     /// queue nothing more, answer their `Leave`s until they have all left or the
     /// deadline passes (the server's one drain deadline, which also bounds each

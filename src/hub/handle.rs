@@ -16,6 +16,7 @@ use tungstenite::Message;
 use super::cluster::FromLink;
 use super::command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, Published, RoomStats};
 use super::member::Member;
+use super::operator::{OperatorRequest, RoomPresence};
 use super::outgoing::ConnId;
 use crate::budget::Reservation;
 use crate::room::{Resume, Tag};
@@ -113,6 +114,31 @@ impl Handle {
     /// [`Unanswered`] when the hub has stopped or does not answer in time.
     pub fn stats(&self) -> Result<Vec<RoomStats>, Unanswered> {
         self.ask(Command::Stats)
+    }
+
+    /// Who is in `room` (`None`: this instance has no such room).
+    ///
+    /// # Errors
+    /// [`Unanswered`] when the hub has stopped or does not answer in time.
+    pub fn presence(&self, room: String) -> Result<Option<RoomPresence>, Unanswered> {
+        self.ask(|reply| Command::Operator(OperatorRequest::Presence { room, reply }))
+    }
+
+    /// Deletes `room` with its history, closing its members with 4004; how many
+    /// (`None`: this instance has no such room).
+    ///
+    /// # Errors
+    /// [`Unanswered`] when the hub has stopped or does not answer in time.
+    pub fn delete_room(&self, room: String) -> Result<Option<usize>, Unanswered> {
+        self.ask(|reply| Command::Operator(OperatorRequest::DeleteRoom { room, reply }))
+    }
+
+    /// Closes every connection of user `sub` with 4003; how many there were.
+    ///
+    /// # Errors
+    /// [`Unanswered`] when the hub has stopped or does not answer in time.
+    pub fn disconnect(&self, sub: String) -> Result<usize, Unanswered> {
+        self.ask(|reply| Command::Operator(OperatorRequest::Disconnect { sub, reply }))
     }
 
     /// The memory budget runs short: asks the hub to free what it can, without

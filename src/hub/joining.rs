@@ -48,7 +48,7 @@ impl Hub {
         let first = member
             .person
             .as_ref()
-            .filter(|person| room.presence.arrive(id, person));
+            .filter(|person| member.listed && room.presence.arrive(id, person));
         if !member.raw {
             let plan = room.history.catch_up(&resume, room.members.len());
             let users = room.users_for_welcome();

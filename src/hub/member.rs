@@ -38,23 +38,49 @@ struct CloseRequest {
 /// consumer, shutdown). A flag rather than a queued message, because the reason we
 /// close a slow consumer is precisely that its queue is full. Set once: the first
 /// request wins.
+///
+/// It also holds when the connection's signed token expires, if it has one: the
+/// writer (or the SSE stream) wakes up then and closes it with 4001.
 #[derive(Debug, Default)]
-pub struct CloseSignal(OnceLock<CloseRequest>);
+pub struct CloseSignal {
+    request: OnceLock<CloseRequest>,
+    expires: OnceLock<Instant>,
+}
 
 impl CloseSignal {
     /// Ask for a close for `reason` at once, dropping whatever is still queued.
     pub fn request(&self, reason: CloseReason) {
-        let _ = self.0.set(CloseRequest {
+        let _ = self.request.set(CloseRequest {
             reason,
             queued: Queued::Drop,
         });
+    }
+
+    /// The connection's token stops being valid at `at`: close it then (4001).
+    pub fn expire_at(&self, at: Instant) {
+        let _ = self.expires.set(at);
+    }
+
+    /// When the connection's token expires, if it has one.
+    pub fn expiry(&self) -> Option<Instant> {
+        self.expires.get().copied()
+    }
+
+    /// `true`, with a close for [`CloseReason::TokenExpired`] asked for, once the
+    /// token has expired.
+    pub fn expired(&self, now: Instant) -> bool {
+        let expired = self.expiry().is_some_and(|at| now >= at);
+        if expired {
+            self.request(CloseReason::TokenExpired);
+        }
+        expired
     }
 
     /// Ask for a close for `reason` once everything queued so far is sent, giving up on
     /// the rest at `deadline`. Whoever queues to this connection must queue nothing
     /// more (the hub stops at shutdown), or the queue might never be empty.
     pub fn request_after_queue(&self, reason: CloseReason, deadline: Instant) {
-        let _ = self.0.set(CloseRequest {
+        let _ = self.request.set(CloseRequest {
             reason,
             queued: Queued::SendBy(deadline),
         });
@@ -62,12 +88,12 @@ impl CloseSignal {
 
     /// Why the server asked for a close, if it did.
     pub fn requested(&self) -> Option<&CloseReason> {
-        self.0.get().map(|request| &request.reason)
+        self.request.get().map(|request| &request.reason)
     }
 
     /// What the close asked for does with the queue; `None` while none is asked for.
     pub fn queued(&self) -> Option<Queued> {
-        self.0.get().map(|request| request.queued)
+        self.request.get().map(|request| request.queued)
     }
 }
 
@@ -86,8 +112,12 @@ pub struct Member {
     pub close: Arc<CloseSignal>,
     /// Raw mode: no catch-up, no notices, payloads exactly as published.
     pub raw: bool,
-    /// Who the connection is, if it has a name: it counts in the room's presence.
+    /// Who the connection is, if it has a name: the operator can disconnect them,
+    /// and it counts in the room's presence when `listed`.
     pub person: Option<Arc<Person>>,
+    /// Whether it counts in the room's presence (not a long poll, which is a member
+    /// only while its request waits).
+    pub listed: bool,
 }
 
 impl Member {
@@ -110,6 +140,7 @@ impl Member {
                 close: Arc::new(CloseSignal::default()),
                 raw,
                 person: None,
+                listed: true,
             },
             end,
         )

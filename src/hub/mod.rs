@@ -46,6 +46,7 @@ mod joining;
 mod loading;
 mod member;
 mod offer;
+mod operator;
 mod outgoing;
 mod presence;
 mod pressure;
@@ -61,6 +62,7 @@ pub use counters::Counters;
 pub use handle::{Handle, Membership, Unanswered, channel};
 pub use member::{CloseSignal, Member, Queued};
 use offer::{acknowledge, offer, slow_consumer};
+pub use operator::OperatorRequest;
 pub use outgoing::{ConnId, Echo, Joined, Notice, Outgoing};
 pub use queue::{Backlog, QueueEnd};
 use rooms::Room;
@@ -168,6 +170,7 @@ impl Hub {
             // Everything the link to other instances sends: `sharing.rs`.
             Command::Link(event) => self.apply_link(event, counters),
             Command::Stats(reply) => drop(reply.send(self.stats())),
+            Command::Operator(request) => self.operate(request, counters),
             Command::Reclaim => self.relieve(counters),
             Command::Shutdown(_) => {}
         }

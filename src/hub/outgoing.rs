@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tungstenite::Message;
 
 use crate::budget::Reservation;
-use crate::protocol::envelope;
+use crate::protocol::control;
 use crate::protocol::person::Person;
 use crate::room::{CatchUp, RoomMessage};
 
@@ -82,7 +82,7 @@ pub struct Joined {
 impl Joined {
     /// The welcome control frame that opens the catch-up.
     pub fn welcome_json(&self) -> String {
-        envelope::welcome_json(&self.room, &self.plan.welcome(), self.users.as_deref())
+        control::welcome_json(&self.room, &self.plan.welcome(), self.users.as_deref())
     }
 }
 
@@ -124,11 +124,11 @@ impl Notice {
     /// The control frame for this notice (see `docs/PROTOCOL.md`).
     pub fn json(&self) -> String {
         match self {
-            Notice::Ack { cid, id, duplicate } => envelope::ack_json(cid, *id, *duplicate),
-            Notice::Members(count) => envelope::members_json(*count),
-            Notice::Join(person) => envelope::presence_json("join", person),
-            Notice::Leave(person) => envelope::presence_json("leave", person),
-            Notice::Error(reason) => envelope::error_json(reason),
+            Notice::Ack { cid, id, duplicate } => control::ack_json(cid, *id, *duplicate),
+            Notice::Members(count) => control::members_json(*count),
+            Notice::Join(person) => control::presence_json("join", person),
+            Notice::Leave(person) => control::presence_json("leave", person),
+            Notice::Error(reason) => control::error_json(reason),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::offer::offer;
 use super::rooms::Room;
 use super::{ConnId, Counters, Notice, Outgoing, PRESENCE_MAX_MEMBERS};
-use crate::protocol::envelope;
+use crate::protocol::control;
 use crate::protocol::person::Person;
 
 /// One person present in a room.
@@ -73,7 +73,7 @@ impl Presence {
     /// The list of people as JSON (the welcome's `users`, `GET /presence`).
     pub(super) fn users_json(&self) -> String {
         let people = self.people.values();
-        envelope::users_json(people.map(|p| (p.person.as_ref(), p.connections)))
+        control::users_json(people.map(|p| (p.person.as_ref(), p.connections)))
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
@@ -103,14 +103,6 @@ impl QueueEnd {
     /// As [`Receiver::recv_deadline`].
     pub fn recv_deadline(&self, deadline: Instant) -> Result<Outgoing, RecvTimeoutError> {
         self.queue.recv_deadline(deadline).map(|i| self.taken(i))
-    }
-
-    /// The next item, waiting up to `timeout`.
-    ///
-    /// # Errors
-    /// As [`Receiver::recv_timeout`].
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Outgoing, RecvTimeoutError> {
-        self.queue.recv_timeout(timeout).map(|i| self.taken(i))
     }
 
     /// The next item if one is waiting.

@@ -165,6 +165,8 @@ impl Hub {
                 members: room.members.len(),
                 history_messages: room.history.len(),
                 history_bytes: room.history.bytes(),
+                last_id: room.history.last_id(),
+                epoch: room.history.epoch(),
             })
             .collect();
         stats.sort_by(|a, b| a.name.cmp(&b.name));

@@ -43,7 +43,23 @@ pub enum CloseReason {
     Internal(String),
     /// 1013 (try again later): the memory budget cannot take what the client sent.
     TryAgainLater,
+    /// 4001 (ours): the connection's signed token expired. Come back with a fresh one.
+    TokenExpired,
+    /// 4003 (ours): the operator disconnected this user (`POST /disconnect/<sub>`).
+    /// Do not reconnect on your own.
+    Disconnected,
+    /// 4004 (ours): the operator deleted the room (`DELETE /rooms/<room>`); its
+    /// history is gone.
+    RoomDeleted,
 }
+
+/// Our own close codes, in the range RFC 6455 §7.4.2 leaves to applications
+/// (4000–4999); `docs/PROTOCOL.md` lists what a client does on each.
+pub const TOKEN_EXPIRED: u16 = 4001;
+/// See [`CloseReason::Disconnected`].
+pub const DISCONNECTED: u16 = 4003;
+/// See [`CloseReason::RoomDeleted`].
+pub const ROOM_DELETED: u16 = 4004;
 
 impl CloseReason {
     /// The close code the peer reads.
@@ -59,6 +75,9 @@ impl CloseReason {
             CloseReason::TooBig(_) => CloseCode::Size,
             CloseReason::Internal(_) => CloseCode::Error,
             CloseReason::TryAgainLater => CloseCode::Again,
+            CloseReason::TokenExpired => CloseCode::from(TOKEN_EXPIRED),
+            CloseReason::Disconnected => CloseCode::from(DISCONNECTED),
+            CloseReason::RoomDeleted => CloseCode::from(ROOM_DELETED),
         }
     }
 
@@ -76,6 +95,9 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid UTF-8 in a text message or close reason".into(),
             CloseReason::Internal(what) => format!("internal error: {what}").into(),
             CloseReason::TryAgainLater => "server memory budget exhausted; try again later".into(),
+            CloseReason::TokenExpired => "token expired: reconnect with a fresh token".into(),
+            CloseReason::Disconnected => "disconnected by the operator".into(),
+            CloseReason::RoomDeleted => "room deleted by the operator".into(),
         };
         cut_to(text, MAX_CLOSE_REASON)
     }
@@ -141,6 +163,21 @@ mod tests {
                 CloseReason::TryAgainLater,
                 1013,
                 "server memory budget exhausted; try again later",
+            ),
+            (
+                CloseReason::TokenExpired,
+                4001,
+                "token expired: reconnect with a fresh token",
+            ),
+            (
+                CloseReason::Disconnected,
+                4003,
+                "disconnected by the operator",
+            ),
+            (
+                CloseReason::RoomDeleted,
+                4004,
+                "room deleted by the operator",
             ),
         ];
         for (reason, code, words) in cases {

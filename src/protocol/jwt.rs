@@ -55,6 +55,16 @@ pub struct Claims {
     pub publish: Option<Vec<String>>,
 }
 
+impl Claims {
+    /// How long from `now` (time since 1970) the token is still accepted: through the
+    /// second `exp` plus the leeway, as [`verify`] counts. A connection opened with it
+    /// is closed then (4001), and the same token is refused from then on.
+    pub fn valid_for(&self, now: std::time::Duration) -> std::time::Duration {
+        let refused_from = self.exp.saturating_add(CLOCK_LEEWAY_SECS).saturating_add(1);
+        std::time::Duration::from_secs(refused_from).saturating_sub(now)
+    }
+}
+
 /// Why a token was refused. Its text names the reason, never the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JwtError {
@@ -365,6 +375,28 @@ mod tests {
             BASE64URL_NOPAD.encode(payload.as_bytes())
         );
         assert_eq!(verify(&none, SECRET, NOW), Err(JwtError::Algorithm));
+    }
+
+    #[test]
+    fn a_token_is_valid_for_as_long_as_verify_accepts_it() {
+        let token = mint(
+            &Claims {
+                exp: NOW + 10,
+                ..alice()
+            },
+            SECRET,
+        );
+        let claims = verify(&token, SECRET, NOW).unwrap();
+        let now = std::time::Duration::from_millis(NOW * 1000 + 250);
+        let valid = claims.valid_for(now);
+        assert_eq!(
+            valid.as_millis(),
+            (10 + u128::from(CLOCK_LEEWAY_SECS) + 1) * 1000 - 250
+        );
+        let last_second = NOW + 10 + CLOCK_LEEWAY_SECS;
+        assert!(verify(&token, SECRET, last_second).is_ok());
+        assert!(verify(&token, SECRET, last_second + 1).is_err());
+        assert_eq!(claims.valid_for(now * 2), std::time::Duration::ZERO);
     }
 
     #[test]

@@ -74,6 +74,15 @@ impl Caller {
         }
     }
 
+    /// How long from now the caller's signed token stays valid; `None` for callers
+    /// without one (their access does not run out).
+    pub fn valid_for(&self) -> Option<std::time::Duration> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.claims().map(|claims| claims.valid_for(now))
+    }
+
     /// Who this caller is to the others in a room: the `from` of its messages, its
     /// entry in the room's presence. `None` for callers with no name.
     pub fn person(&self) -> Option<Arc<Person>> {

@@ -23,6 +23,17 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .and_then(|(_, value)| percent_decode(&value.replace('+', " ")))
 }
 
+/// Every value of `name` in `query`, decoded, in order (`?room=a&room=b`); values
+/// that do not decode are left out.
+pub fn query_params(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == name)
+        .filter_map(|(_, value)| percent_decode(&value.replace('+', " ")))
+        .collect()
+}
+
 /// Whether `?name` is present and not explicitly false (`raw=1`, `raw=true`, `raw`).
 pub fn query_flag(query: &str, name: &str) -> bool {
     matches!(
@@ -57,6 +68,10 @@ pub fn is_room_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+/// What a client hears when a room name is not one (404).
+pub const BAD_ROOM: &str =
+    "room names are 1-64 characters of A-Z a-z 0-9 _ -, or @ and a user id (a personal room)";
 
 /// Whether `name` names a room: a shared room ([`is_room_name`]), or a personal one,
 /// `@` and its owner's user id in the same characters (64 in all, `@` included).
@@ -93,6 +108,8 @@ mod tests {
         assert_eq!(query_param("raw", "raw").as_deref(), Some(""));
         assert_eq!(query_param("", "raw"), None);
         assert_eq!(query_param("token=%zz", "token"), None);
+        assert_eq!(query_params("room=a&x=1&room=%40b", "room"), ["a", "@b"]);
+        assert!(query_params("rooms=a", "room").is_empty());
         assert!(query_flag("raw=1", "raw"));
         assert!(query_flag("x=2&raw", "raw"));
         assert!(!query_flag("raw=0", "raw"));

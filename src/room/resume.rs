@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::RoomMessage;
-use crate::protocol::envelope;
 use crate::protocol::url::query_param;
+use crate::protocol::{control, envelope};
 
 /// Where a joining client wants to start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,8 +59,8 @@ pub struct CatchUp {
 
 impl CatchUp {
     /// What the welcome control frame says.
-    pub fn welcome(&self) -> envelope::Welcome {
-        envelope::Welcome {
+    pub fn welcome(&self) -> control::Welcome {
+        control::Welcome {
             epoch: self.epoch,
             last_id: self.last_id,
             members: self.members,

@@ -56,9 +56,7 @@ pub enum PublishError {
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PublishError::InvalidRoom => {
-                write!(f, "room names are 1-64 characters of A-Z a-z 0-9 _ -")
-            }
+            PublishError::InvalidRoom => f.write_str(crate::protocol::url::BAD_ROOM),
             PublishError::Stopped => write!(f, "the server is shutting down"),
             PublishError::Busy => write!(f, "the server's memory budget is used up"),
         }

@@ -34,6 +34,7 @@
 
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -188,7 +189,7 @@ impl Reader<'_> {
     /// ends, leaves, and tells the writer how it ends.
     fn join_and_read(
         &self,
-        mut member: Member,
+        member: Member,
         destination: &Destination,
         settings: &Settings,
         (ctx, input): (&mut WebSocketContext, &mut ReadHalf),
@@ -205,8 +206,7 @@ impl Reader<'_> {
             let refused = CloseReason::Unauthorized(NOT_ALLOWED_HERE);
             return close_with(refused, self.to_writer, ctx, input);
         }
-        // Its name, if it has one, counts in the room's presence.
-        member.person = self.caller.person();
+        let member = self.identified(member);
         let backlog = Arc::clone(&member.backlog);
         // The membership leaves the room when dropped, so should this thread panic
         // the connection still leaves; the writer then ends when its queue has no
@@ -223,6 +223,18 @@ impl Reader<'_> {
         // the close frame queued next cannot overtake one the peer is owed.
         membership.leave_and_wait();
         finish(self.id, end, self.to_writer, ctx, input);
+    }
+
+    /// `member` with the client's identity: its name, if it has one, counts in the
+    /// room's presence, and a signed token's connection closes when the token expires
+    /// (its writer is woken to start watching the clock).
+    fn identified(&self, mut member: Member) -> Member {
+        member.person = self.caller.person();
+        if let Some(valid) = self.caller.valid_for() {
+            member.close.expire_at(Instant::now() + valid);
+            let _ = self.to_writer.try_send(Outgoing::Wake);
+        }
+        member
     }
 
     /// Where what this connection reads goes, and what bounds it.

@@ -46,7 +46,8 @@ impl Inbox {
         }
     }
 
-    /// The next item. Normally the writer sleeps for one until `next_ping`. Once asked
+    /// The next item. Normally the writer sleeps for one until `next_ping` (or until
+    /// the connection's token expires, when it closes it with 4001). Once asked
     /// to close after its queue it never sleeps: nobody queues it anything more, so an
     /// empty queue means it has sent everything it was owed, and it closes.
     pub(super) fn next(&self, next_ping: Instant) -> Work {
@@ -57,8 +58,16 @@ impl Inbox {
                 Err(TryRecvError::Disconnected) => Work::End(Next::Stop),
             };
         }
-        match self.queue.recv_deadline(next_ping) {
+        // A connection with a signed token also wakes when the token expires.
+        let wake = self
+            .close
+            .expiry()
+            .map_or(next_ping, |at| at.min(next_ping));
+        match self.queue.recv_deadline(wake) {
             Ok(item) => Work::Item(item),
+            Err(RecvTimeoutError::Timeout) if self.close.expired(Instant::now()) => {
+                Work::End(self.requested_close())
+            }
             Err(RecvTimeoutError::Timeout) => Work::PingDue,
             Err(RecvTimeoutError::Disconnected) => Work::End(Next::Stop),
         }

@@ -16,7 +16,7 @@ use tungstenite::{Bytes, Message};
 use super::inbox::{Inbox, Next, Work};
 use super::write_half::WriteHalf;
 use crate::hub::{ConnId, Counters, Outgoing, Queued};
-use crate::protocol::envelope;
+use crate::protocol::control;
 
 /// The writer collects frames up to this size before a `write` system call; a
 /// `flush` after each batch sends whatever is left.
@@ -179,7 +179,7 @@ pub(super) fn write_one(
             let plan = &joined.plan;
             ctx.write(out, Message::text(joined.welcome_json()))?;
             if let Some((from, to)) = plan.gap {
-                ctx.write(out, Message::text(envelope::gap_json(from, to)))?;
+                ctx.write(out, Message::text(control::gap_json(from, to)))?;
             }
             for message in &plan.replay {
                 out.begin();

@@ -386,6 +386,28 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
     HttpResponse { status, head, body }
 }
 
+/// Sends a GET for `path` and returns the stream, for a response that does not end
+/// (an SSE stream): read it with [`read_until`].
+pub fn open_stream(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+}
+
+/// Reads from `stream` until `needle` has arrived; everything read.
+pub fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = stream.read(&mut buf).expect("more of the stream");
+        assert!(n > 0, "stream ended before {needle:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 /// GET shorthand.
 pub fn get(addr: SocketAddr, target: &str) -> HttpResponse {
     http(addr, "GET", target, &[], b"")
