@@ -202,11 +202,17 @@ function showStatus({ state, label, retryAt, lastClose }) {
   };
   render();
   if (state === 'reconnecting') statusTicker = setInterval(render, 100);
-  $('detail').textContent = lastClose && lastClose.code && state !== 'open'
-    ? `Last close: ${lastClose.code} (${closeCodeText(lastClose.code)})${lastClose.reason ? ' · “' + lastClose.reason + '”' : ''}`
-    : '';
-  if (state !== 'open') { showMembers(null); presence.reset(null); }
+  $('detail').textContent = lastClose && lastClose.code && state !== 'open' ? closeDetail(lastClose) : '';
+  if (state !== 'open') { showMembers(null); presence.reset(null, 'Not in the room right now.'); }
   $('toggle').textContent = state === 'closed' ? 'Connect' : 'Disconnect';
+}
+
+/** "Last close: 4003 (disconnected by the operator)", plus the server's reason when it
+ *  says more than the code's meaning. */
+function closeDetail({ code, reason }) {
+  const meaning = closeCodeText(code);
+  const extra = reason && reason !== meaning ? ` · “${reason}”` : '';
+  return `Last close: ${code} (${meaning})${extra}`;
 }
 
 function showMembers(count) {
@@ -278,6 +284,11 @@ function tokenInUse() {
   return Boolean(identity.url || identity.pasted);
 }
 
+/** A signed token names its holder; a shared --token names nobody. */
+function signedTokenInUse() {
+  return Boolean(identity.url || tokenClaims(identity.current || identity.pasted)?.sub);
+}
+
 /** GET the token URL: its text body is the token. A different origin must send
  *  Access-Control-Allow-Origin for this page. */
 async function fetchToken(url) {
@@ -334,9 +345,8 @@ function useToken(token) {
   storeItem(sessionStorage, TOKEN_KEY, token);
   $('token-prompt').hidden = true;
   for (const resolve of tokenPrompt.waiters.splice(0)) resolve();
-  for (const connection of [main, feed]) {
-    if (connection) { connection.name = null; connection.reconnect({ freshToken: true }); }
-  }
+  if (main) main.name = guestNameToSend();
+  for (const connection of [main, feed]) if (connection) connection.reconnect({ freshToken: true });
   renderIdentity();
 }
 
@@ -352,16 +362,18 @@ function setGuestName(name) {
   storeItem(localStorage, NAME_KEY, name);
 }
 
-/** The guest name to send, or null: only without a token (with --jwt-secret the
- *  server ignores ?name= anyway, and the token's own name is the verified one). */
-function guestNameToSend() {
-  return tokenInUse() ? null : identity.guest;
+/** Is the name field any use? Only where guests name themselves: /config.json says
+ *  `"identity":"guest"` (no --jwt-secret: the zero-configuration demo; older servers
+ *  do not say, then: no token required at all), and not while a signed token names us. */
+function guestNamesOffered() {
+  if (!config || signedTokenInUse()) return false;
+  return config.identity ? config.identity === 'guest' : !config.token_required;
 }
 
-/** Is the name field any use? Only on a server that asks for no token at all (the
- *  zero-configuration demo: no --token, no --jwt-secret) and when we hold none. */
-function guestNamesOffered() {
-  return Boolean(config) && !config.token_required && !tokenInUse();
+/** The guest name to send as ?name=, or null (the server would ignore it anyway where
+ *  signed tokens name people). */
+function guestNameToSend() {
+  return guestNamesOffered() ? identity.guest : null;
 }
 
 /** The "You" line: who the server will take you for. */
@@ -372,8 +384,8 @@ function whoYouAre() {
       ? ` · token valid until ${new Date(claims.exp * 1000).toLocaleTimeString([], { hour12: false })}` : '';
     return { user: { sub: claims.sub, name: claims.name }, text: `signed in${expires}` };
   }
+  if (guestNameToSend()) return { user: { name: identity.guest, unverified: true }, text: 'a guest: others see this name marked unverified' };
   if (tokenInUse()) return { user: null, text: 'with the shared token: anonymous' };
-  if (identity.guest) return { user: { name: identity.guest, unverified: true }, text: 'a guest: others see this name marked unverified' };
   return { user: null, text: 'anonymous' };
 }
 
@@ -597,15 +609,18 @@ window.addEventListener('hashchange', () => {
 
 $('toggle').addEventListener('click', () => {
   if (!main) return;
-  if (main.state === 'closed') main.start();
-  else main.stop('closed by you');
+  if (main.state !== 'closed') { main.stop('closed by you'); return; }
+  main.start();
+  // After a disconnect by the operator (4003) the feed and the echo stopped too.
+  if (feed && feed.stopped) feed.start();
+  if (echo.stopped) echoConnect();
 });
 
 /* ---------------------------------------------------------------------------------
  * 8. Echo panel: a bare WebSocket to /echo, timing each round trip
  * ------------------------------------------------------------------------------- */
 
-const echo = { socket: null, inFlight: [], waiting: [], counter: 0, attempt: 0, retry: null };
+const echo = { socket: null, inFlight: [], waiting: [], counter: 0, attempt: 0, retry: null, stopped: false };
 
 function echoStatus(state, text) {
   $('echo-status').dataset.state = state;
@@ -614,6 +629,7 @@ function echoStatus(state, text) {
 
 function echoConnect() {
   clearTimeout(echo.retry);
+  echo.stopped = false;
   echoStatus('connecting', 'connecting…');
   // The token the room connection got last: /echo only checks that it is valid.
   const token = identity.current;
@@ -641,6 +657,12 @@ function echoConnect() {
     if (echo.socket !== socket) return;
     echo.socket = null;
     echo.inFlight = [];
+    if (event.code === CLOSE_DISCONNECTED) {
+      // The operator disconnected this user: stay away until the user presses Connect.
+      echo.stopped = true;
+      echoStatus('closed', 'disconnected by the operator');
+      return;
+    }
     const delay = backoffDelay(echo.attempt++);
     echoStatus('reconnecting', `closed · ${event.code} · retry in ${Math.ceil(delay / 1000)} s`);
     echo.retry = setTimeout(echoConnect, delay);
@@ -758,7 +780,7 @@ async function start() {
   window.addEventListener('online', () => {
     main.retryNow();
     feed.retryNow();
-    if (!echo.socket) echoConnect();
+    if (!echo.socket && !echo.stopped) echoConnect();
   });
   // For the curious: in the console, `threadcast.main.lastId`, `threadcast.outbox.items`.
   window.threadcast = { get main() { return main; }, get feed() { return feed; }, outbox, identity, presence };
