@@ -60,6 +60,15 @@ const senders = (page) => page.$$eval('#log li.msg:not(.pending)', (items) => it
   verified: li.querySelector('.sender')?.classList.contains('verified') ?? null,
 })));
 
+/** Checks `condition` every 50 ms until it holds (at most WAIT). */
+async function until(condition) {
+  const deadline = Date.now() + WAIT;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`never became true: ${condition}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 const person = (page, key) => page.locator(`#people li[data-key="${key}"]`);
 
 describe('identity and presence', () => {
@@ -179,24 +188,31 @@ describe('identity and presence', () => {
     });
   }
 
-  test('POST /disconnect/alice closes every alice tab with 4003, and they stay closed', async (t) => {
+  test('POST /disconnect/alice closes every alice tab with 4003 (WebSocket, SSE, long poll), and they stay closed', async (t) => {
     const server = await startSignedServer();
     t.after(() => server.stop());
     const aliceToken = await mint({ sub: 'alice', name: 'Alice' });
     const alice1 = await openPage(browser, server, { path: `#token=${aliceToken}` });
     const alice2 = await openPage(browser, server, { path: `?transport=sse#token=${aliceToken}` });
+    const alice3 = await openPage(browser, server, { path: `?transport=poll#token=${aliceToken}` });
     const bob = await openPage(browser, server, { path: `#token=${await mint({ sub: 'bob', name: 'Bob' })}` });
-    await Promise.all([alice1, alice2, bob].map((page) => waitForState(page, 'open')));
+    const alices = [alice1, alice2, alice3];
+    await Promise.all([...alices, bob].map((page) => waitForState(page, 'open')));
     await person(bob, 'user:alice').waitFor();
+    // The poll tab's poll is waiting at the server: a waiting poll counts as a member
+    // (4 = alice's WebSocket, SSE stream and poll, and bob).
+    await until(async () => (await operator(server, 'GET', '/rooms')).json.rooms.find((room) => room.name === 'lobby')?.members === 4);
     const socketsBefore = alice1.seen.websockets.length;
-    const requestsBefore = alice2.seen.requests.filter((url) => url.includes('/events/')).length;
+    const requestsBefore = (page, path) => page.seen.requests.filter((url) => url.includes(path)).length;
+    const eventsBefore = requestsBefore(alice2, '/events/');
+    const pollsBefore = requestsBefore(alice3, '/poll/');
 
     const answer = await operator(server, 'POST', '/disconnect/alice');
     assert.equal(answer.status, 200, answer.text);
     assert.equal(answer.json.sub, 'alice');
     assert.ok(answer.json.closed >= 2, answer.text); // both tabs' rooms (and their feeds)
 
-    for (const page of [alice1, alice2]) {
+    for (const page of alices) {
       await page.locator('#status[data-close-code="4003"]').waitFor();
       assert.equal(await page.textContent('#status'), 'disconnected by the operator');
       assert.equal(await page.textContent('#toggle'), 'Connect');
@@ -214,14 +230,16 @@ describe('identity and presence', () => {
     assert.equal(presence.status, 200, presence.text);
     assert.deepEqual(presence.json.users.map((user) => user.sub), ['bob']);
     assert.equal(alice1.seen.websockets.length, socketsBefore);
-    assert.equal(alice2.seen.requests.filter((url) => url.includes('/events/')).length, requestsBefore);
+    assert.equal(requestsBefore(alice2, '/events/'), eventsBefore);
+    // At most the poll that answered with `closed` (and none after it).
+    assert.ok(requestsBefore(alice3, '/poll/') <= pollsBefore + 1);
     await alice1.screenshot({ path: screenshotPath('disconnected.png') });
 
     // The user may come back by hand.
     await alice1.click('#toggle');
     await waitForState(alice1, 'open');
     await person(bob, 'user:alice').waitFor();
-    await Promise.all([alice1, alice2, bob].map((page) => page.context().close()));
+    await Promise.all([...alices, bob].map((page) => page.context().close()));
   });
 
   test('DELETE /rooms/lobby: the page says so and joins the new, empty room', async (t) => {
