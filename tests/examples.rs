@@ -172,6 +172,45 @@ fn client_talks_to_threadcast_and_completes_the_close_handshake() {
 }
 
 // ---------------------------------------------------------------------------------
+// backend.rs
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn backend_mints_a_token_the_server_accepts_and_pushes_to_that_user_alone() {
+    use common::tokens::{ADMIN, SECRET};
+    let server = start_with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.admin_token = Some(ADMIN.into());
+    });
+    let env = [
+        ("THREADCAST_JWT_SECRET", SECRET),
+        ("THREADCAST_ADMIN_TOKEN", ADMIN),
+    ];
+    let (status, token) =
+        Running::spawn("backend", &["token", "alice", "Alice \"A\""], &env).finish();
+    assert!(status.success(), "{token}");
+    let token = token.trim();
+    let mut alice = connect(&server, &format!("/ws/@alice?raw=1&token={token}"));
+    // The lobby is in the token's rooms; another shared room is not.
+    let _lobby = connect(&server, &format!("/ws/lobby?token={token}"));
+    let elsewhere = upgrade_request(&format!("/ws/other?token={token}"), "");
+    assert_eq!(raw_request(server.http_addr(), elsewhere).1, 403);
+    wait_for_members(&server, "@alice", 1);
+
+    let url = format!("http://{}", server.http_addr());
+    let env = [
+        ("THREADCAST_ADMIN_TOKEN", ADMIN),
+        ("THREADCAST_URL", url.as_str()),
+    ];
+    let (status, output) =
+        Running::spawn("backend", &["push", "alice", "your order shipped"], &env).finish();
+    assert!(status.success(), "{output}");
+    assert!(output.starts_with("HTTP/1.1 202"), "{output}");
+    assert!(output.contains(r#""delivered":1"#), "{output}");
+    assert_eq!(next_data(&mut alice), Message::text("your order shipped"));
+}
+
+// ---------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------
 

@@ -241,3 +241,33 @@ fn disconnecting_a_user_closes_all_their_connections_with_4003() {
         r#"{"sub":"nobody","closed":0}"#
     );
 }
+
+#[test]
+fn a_flood_of_new_rooms_cannot_push_out_a_user_s_pending_messages() {
+    let server = start_with(|c| {
+        with_operator(c);
+        c.max_idle_rooms = 4;
+    });
+    let pushed = call(
+        &server,
+        "POST",
+        "/publish/@alice",
+        ADMIN,
+        b"your order shipped",
+    );
+    assert_eq!(pushed.status, 202);
+    // An attacker with the shared token invents rooms, far past the idle-room limit.
+    for i in 0..40 {
+        let target = format!("/publish/flood-{i}?token={SHARED}");
+        assert_eq!(call(&server, "POST", &target, "", b"x").status, 202);
+    }
+    let rooms = call(&server, "GET", "/rooms", ADMIN, b"").text();
+    assert_eq!(rooms.matches(r#""name":"flood-"#).count(), 4, "{rooms}");
+    // Alice comes online later and finds her message.
+    let alice = mint(r#"{"sub":"alice"}"#, 3600);
+    let (mut ws, _) = frames::join(&server, "@alice", &format!("?since=0&token={alice}"));
+    let frames::Frame::Message { payload, .. } = frames::next_frame(&mut ws) else {
+        panic!("the pending message")
+    };
+    assert_eq!(payload, b"your order shipped");
+}

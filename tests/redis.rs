@@ -123,6 +123,40 @@ fn a_message_sent_on_one_instance_reaches_every_instance_once_with_one_id() {
 }
 
 #[test]
+fn the_sender_crosses_redis_with_the_message_and_resumes_with_it() {
+    use common::tokens::{SECRET, mint};
+    let redis = Redis::start();
+    let signed = |c: &mut threadcast::Config| c.jwt_secret = Some(SECRET.into());
+    let (a, b) = (
+        instance(&redis.url(), signed),
+        instance(&redis.url(), signed),
+    );
+    wait_linked(&[&a, &b]);
+    let alice = mint(r#"{"sub":"alice","name":"Alice \"A\" B"}"#, 3600);
+    let bob = mint(r#"{"sub":"bob"}"#, 3600);
+    let (mut on_a, _) = join_ws(a.ws_addr(), "hall", &format!("?token={alice}"));
+    let (mut on_b, _) = join_ws(b.ws_addr(), "hall", &format!("?token={bob}"));
+    on_a.send(Message::text("hi from alice")).unwrap();
+    let from = r#""from":{"sub":"alice","name":"Alice \"A\" B"}"#;
+    let header_of = |ws: &mut WebSocket<TcpStream>| loop {
+        let text = next_data(ws).into_text().unwrap().to_string();
+        if text.starts_with(r#"{"type":"message""#) {
+            return text;
+        }
+    };
+    for ws in [&mut on_a, &mut on_b] {
+        let text = header_of(ws);
+        assert!(
+            text.contains(from) && text.ends_with("\nhi from alice"),
+            "{text}"
+        );
+    }
+    // From the stored copy too: a client resuming from Redis's history on b.
+    let (mut later, _) = join_ws(b.ws_addr(), "hall", &format!("?since=0&token={bob}"));
+    assert!(header_of(&mut later).contains(from));
+}
+
+#[test]
 fn a_client_that_leaves_one_instance_resumes_on_another_without_loss() {
     let redis = Redis::start();
     let (a, b) = (

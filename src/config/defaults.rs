@@ -58,6 +58,11 @@ pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 100;
 /// Messages each room keeps for clients that reconnect.
 pub const DEFAULT_HISTORY: usize = 1000;
 
+/// Rooms with no members that keep their history for returning clients; past this
+/// many, the least recently used one is dropped with its history (bounds memory
+/// whatever names clients invent). Personal rooms holding messages do not count.
+pub const DEFAULT_MAX_IDLE_ROOMS: usize = 1024;
+
 /// Bytes each room's history may hold, so a room of large messages cannot eat the
 /// memory: 1000 messages of 1 KiB with their envelopes fit comfortably. Lowered to
 /// [`HISTORY_SHARE`] of a small memory budget.

@@ -6,11 +6,11 @@ use std::time::Duration;
 use super::defaults::{ADMIN_TOKEN_ENV, JWT_SECRET_ENV, MIN_JWT_SECRET_BYTES};
 use super::defaults::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, DEFAULT_HTTP_ADDR,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_MESSAGES_PER_SECOND, DEFAULT_PING_INTERVAL, DEFAULT_POLL_TIMEOUT,
-    DEFAULT_PONG_TIMEOUT, DEFAULT_PUBLIC_DIR, DEFAULT_REDIS_QUEUE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SEND_QUEUE, DEMO_FEED_ROOM, HISTORY_SHARE, MAX_DEFAULT_SEND_QUEUE_BYTES, REDIS_ENV,
-    SEND_QUEUE_SHARE, TOKEN_ENV,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_IDLE_ROOMS,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGES_PER_SECOND, DEFAULT_PING_INTERVAL,
+    DEFAULT_POLL_TIMEOUT, DEFAULT_PONG_TIMEOUT, DEFAULT_PUBLIC_DIR, DEFAULT_REDIS_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_QUEUE, DEMO_FEED_ROOM, HISTORY_SHARE,
+    MAX_DEFAULT_SEND_QUEUE_BYTES, REDIS_ENV, SEND_QUEUE_SHARE, TOKEN_ENV,
 };
 
 /// The `--help` text. Every flag with its default, section by section.
@@ -62,12 +62,17 @@ FLAGS:
                            would turn authentication off: leave both unset for
                            no token                              [default: none]
   --jwt-secret SECRET      also accept signed tokens (HS256 JWTs with sub and exp)
-                           wherever --token is; at least {jwt_min} bytes, or env
-                           {jwt_env}                 [default: none]
+                           wherever --token is: they name their users (from, who is
+                           here) and open personal rooms @SUB; a connection closes
+                           with 4001 when its token expires; at least {jwt_min}
+                           bytes, or env {jwt_env}   [default: none]
   --admin-token SECRET     the operator's token: a backend holding it may publish into
-                           any room, personal rooms (@USER) included, and only it
-                           may read /stats and /metrics (or env
-                           {admin_env})               [default: none]
+                           any room, personal rooms (@USER) included, and use the
+                           operator's API (GET /rooms, GET /presence/ROOM,
+                           DELETE /rooms/ROOM, POST /disconnect/SUB,
+                           POST /publish?room=A&room=B); only it may read /stats and
+                           /metrics; or env {admin_env}
+                                                                 [default: none]
 ",
         version = env!("CARGO_PKG_VERSION"),
         http = DEFAULT_HTTP_ADDR,
@@ -125,6 +130,9 @@ fn timing_and_queues() -> String {
   --history N              messages each room keeps for resuming clients [default: {history}]
   --history-bytes SIZE     bytes each room's history may hold
                            [default: {history_bytes}, at most 1/{history_share} of the budget]
+  --max-idle-rooms N       rooms with no members kept with their history; past it the
+                           least recently used is dropped (personal rooms holding
+                           messages are not counted)             [default: {idle_rooms}]
   --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
 ",
         ping = format_duration(DEFAULT_PING_INTERVAL),
@@ -133,6 +141,7 @@ fn timing_and_queues() -> String {
         request = format_duration(DEFAULT_REQUEST_TIMEOUT),
         queue = DEFAULT_SEND_QUEUE,
         history = DEFAULT_HISTORY,
+        idle_rooms = DEFAULT_MAX_IDLE_ROOMS,
         history_bytes = crate::budget::Size(DEFAULT_HISTORY_BYTES),
         history_share = HISTORY_SHARE,
         queue_share = SEND_QUEUE_SHARE,

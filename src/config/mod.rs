@@ -19,10 +19,11 @@ mod values;
 
 use defaults::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, DEFAULT_HTTP_ADDR,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_MESSAGES_PER_SECOND, DEFAULT_PING_INTERVAL, DEFAULT_POLL_TIMEOUT,
-    DEFAULT_PONG_TIMEOUT, DEFAULT_PUBLIC_DIR, DEFAULT_REDIS_QUEUE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SEND_QUEUE, HISTORY_SHARE, MAX_DEFAULT_SEND_QUEUE_BYTES, SEND_QUEUE_SHARE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_IDLE_ROOMS,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGES_PER_SECOND, DEFAULT_PING_INTERVAL,
+    DEFAULT_POLL_TIMEOUT, DEFAULT_PONG_TIMEOUT, DEFAULT_PUBLIC_DIR, DEFAULT_REDIS_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_QUEUE, HISTORY_SHARE, MAX_DEFAULT_SEND_QUEUE_BYTES,
+    SEND_QUEUE_SHARE,
 };
 use help::format_duration;
 pub use help::help;
@@ -90,6 +91,10 @@ pub struct Config {
     /// Bytes kept per room; `None`: derived from the memory budget (see
     /// [`Config::history_bytes`]).
     pub history_bytes: Option<usize>,
+    /// Idle rooms kept with their history (`--max-idle-rooms`); past it the least
+    /// recently used is dropped. Personal rooms holding messages are not counted and
+    /// never dropped for it. Default 1024.
+    pub max_idle_rooms: usize,
     /// Longest wait of a long-poll request. Default 25 s.
     pub poll_timeout: Duration,
     /// Live feeds: each line a command prints becomes a message in its room.
@@ -167,6 +172,7 @@ impl Default for Config {
             send_queue_bytes: None,
             memory_limit: None,
             history: DEFAULT_HISTORY,
+            max_idle_rooms: DEFAULT_MAX_IDLE_ROOMS,
             history_bytes: None,
             poll_timeout: DEFAULT_POLL_TIMEOUT,
             feeds: Vec::new(),
@@ -661,6 +667,9 @@ mod tests {
             "--log-level",
             "--history",
             "--history-bytes",
+            "--max-idle-rooms",
+            "--jwt-secret",
+            "--admin-token",
             "--poll-timeout",
             "--feed",
             "--no-demo-feed",

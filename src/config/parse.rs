@@ -108,6 +108,7 @@ fn set(
         "--send-queue" => config.send_queue = parse_count(flag, &value()?)?,
         "--history" => config.history = parse_count(flag, &value()?)?,
         "--history-bytes" => config.history_bytes = Some(parse_bytes(flag, &value()?)?),
+        "--max-idle-rooms" => config.max_idle_rooms = parse_count(flag, &value()?)?,
         "--poll-timeout" => config.poll_timeout = parse_duration(flag, &value()?)?,
         "--feed" => config.feeds.push(parse_feed(&value()?)?),
         "--no-demo-feed" => config.demo_feed = false,

@@ -68,11 +68,6 @@ pub use queue::{Backlog, QueueEnd};
 use rooms::Room;
 use sharing::forward;
 
-/// Rooms with no members that keep their history for returning clients; past this
-/// many, the least recently used one is dropped (bounds memory whatever names
-/// clients invent).
-pub const MAX_IDLE_ROOMS: usize = 1024;
-
 /// Member-count updates are sent while a room has at most this many members; above
 /// it every join would cost a message to every member (quadratic traffic).
 pub const PRESENCE_MAX_MEMBERS: usize = 100;
@@ -85,13 +80,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn spawn(
     commands: Receiver<Command>,
     counters: Arc<Counters>,
-    limits: HistoryLimits,
+    (limits, max_idle_rooms): (HistoryLimits, usize),
     link: Option<LinkEnd>,
     budget: Arc<Budget>,
 ) -> thread::JoinHandle<()> {
+    let mut hub = Hub::new(limits, link, budget);
+    hub.max_idle_rooms = max_idle_rooms;
     thread::Builder::new()
         .name("hub".into())
-        .spawn(move || Hub::new(limits, link, budget).run(commands, &counters))
+        .spawn(move || hub.run(commands, &counters))
         .expect("spawn hub thread")
 }
 
@@ -101,6 +98,8 @@ struct Hub {
     /// Connections in no room (echo); the hub knows them only to close them at shutdown.
     loners: HashMap<ConnId, Member>,
     limits: HistoryLimits,
+    /// Idle rooms kept with their history (`--max-idle-rooms`).
+    max_idle_rooms: usize,
     /// Counts commands; a cheap clock for "least recently used".
     clock: u64,
     /// The link to other instances, if any, and whether it is up right now.
@@ -116,6 +115,7 @@ impl Hub {
             rooms: HashMap::new(),
             loners: HashMap::new(),
             limits,
+            max_idle_rooms: crate::config::defaults::DEFAULT_MAX_IDLE_ROOMS,
             clock: 0,
             link,
             link_up: false,

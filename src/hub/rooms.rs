@@ -10,9 +10,10 @@ use tungstenite::Message;
 use super::offer::{acknowledge, offer};
 use super::presence::Presence;
 use super::sharing::Sharing;
-use super::{ConnId, Counters, Hub, MAX_IDLE_ROOMS, Member, Outgoing, Published, RoomStats};
+use super::{ConnId, Counters, Hub, Member, Outgoing, Published, RoomStats};
 use crate::budget::{Category, Reservation};
 use crate::hub::cluster::Outbound;
+use crate::protocol::rights::owner_of;
 use crate::room::{Duplicate, History, RoomMessage, Tag};
 
 /// A room: its members and its history.
@@ -128,7 +129,11 @@ impl Hub {
     }
 
     /// Drops a room nobody needs, and the least recently used idle room when there
-    /// are too many of them.
+    /// are more than `--max-idle-rooms` of them. A personal room holding messages is
+    /// never dropped for that: they are waiting for its one reader, and only the
+    /// operator and its owner can create one. Its history is bounded like any other
+    /// (`--history`, `--history-bytes`, and the memory budget trimming the oldest
+    /// messages of all rooms); once empty, it counts like any idle room.
     pub(super) fn tidy(&mut self, name: &str) {
         if self
             .rooms
@@ -137,19 +142,21 @@ impl Hub {
         {
             self.rooms.remove(name);
         }
+        let max = self.max_idle_rooms;
+        let droppable = |(name, r): &(&String, &Room)| {
+            r.is_idle() && (owner_of(name).is_none() || r.history.is_empty())
+        };
         // Counting idle rooms is a scan, so only when there could be too many.
-        if self.rooms.len() > MAX_IDLE_ROOMS
-            && self.rooms.values().filter(|r| r.is_idle()).count() > MAX_IDLE_ROOMS
-        {
+        if self.rooms.len() > max && self.rooms.iter().filter(droppable).count() > max {
             let oldest = self
                 .rooms
                 .iter()
-                .filter(|(_, r)| r.is_idle())
+                .filter(droppable)
                 .min_by_key(|(_, r)| r.last_used)
                 .map(|(n, _)| n.clone());
             if let Some(oldest) = oldest {
                 log::debug!(
-                    "dropping idle room '{oldest}' and its history ({MAX_IDLE_ROOMS} idle rooms kept)"
+                    "dropping idle room '{oldest}' and its history ({max} idle rooms kept)"
                 );
                 self.rooms.remove(&oldest);
             }

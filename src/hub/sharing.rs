@@ -245,7 +245,7 @@ mod tests {
                 status: Arc::new(LinkStatus::default()),
             };
             let budget = crate::budget::Budget::new(64 << 20);
-            let thread = spawn(commands, Arc::default(), limits, Some(end), budget);
+            let thread = spawn(commands, Arc::default(), (limits, 1024), Some(end), budget);
             Rig {
                 hub,
                 link,

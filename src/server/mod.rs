@@ -72,7 +72,8 @@ impl Server {
             bytes: shared.config.history_bytes(shared.budget.limit()),
         };
         let (counters, budget) = (Arc::clone(&shared.counters), Arc::clone(&shared.budget));
-        let hub = hub::spawn(hub_commands, counters, limits, link, budget);
+        let idle_rooms = shared.config.max_idle_rooms;
+        let hub = hub::spawn(hub_commands, counters, (limits, idle_rooms), link, budget);
         let feeds = Feeds::start(&shared);
         let accept = listeners.open_doors(&shared, &files)?;
         announce(&shared);
