@@ -6,8 +6,14 @@
 // - Sends the outbox after every (re)connect; the server drops repeated client ids.
 // - Falls back from WebSocket to SSE to long polling when a transport keeps failing
 //   while the server itself answers, and tries WebSocket again later.
+// - Follows threadcast's own close codes: 4001 (token expired) gets a fresh token from
+//   the token source and resumes; 4003 (disconnected by the operator) stops for good
+//   until the user reconnects by hand; 4004 (room deleted) reconnects to the new room.
 
 import { TRANSPORTS, firstMessageAuth, sendTokenFirst, wsTokenQuery } from './transports.js';
+import {
+  CLOSE_TOKEN_EXPIRED, CLOSE_DISCONNECTED, CLOSE_ROOM_DELETED, tokenExpired,
+} from './protocol.js';
 
 /* Reconnect timing ------------------------------------------------------------------ */
 
@@ -30,15 +36,24 @@ export class RoomConnection {
   /**
    * room:      the room to join
    * wsBase:    `ws_url` from /config.json, e.g. "ws://127.0.0.1:8080" (the page's own host and port)
-   * token:     the access token or null
+   * token:     the token *source*: a string, null (no token), or a function returning
+   *            one (or a promise of one). A function is asked before the first connect
+   *            and again whenever the token has expired (close 4001, a 401, or its
+   *            `exp` passed): e.g. fetch a fresh token from the app's backend.
+   * name:      a guest display name, sent as ?name= (servers without --jwt-secret), or null
    * forced:    'ws' | 'sse' | 'poll' to use only that transport, or null
    * replay:    true: start with the room's history (since=0); false: live messages only
    * outbox:    an Outbox (outbox.js) whose items for this room are sent, or null
    * wsRetryMs: how long after a fallback to try WebSocket again
-   * on:        callbacks: status, welcome, message, gap, members, confirmed, rejected, note
+   * on:        callbacks: status, welcome, message, gap, members, confirmed, rejected, note,
+   *            and optionally presence(type, user) for join/leave frames
    */
-  constructor({ room, wsBase, token, forced, replay, outbox, wsRetryMs, on }) {
-    Object.assign(this, { room, wsBase, token, forced, outbox, on });
+  constructor({ room, wsBase, token, name, forced, replay, outbox, wsRetryMs, on }) {
+    Object.assign(this, { room, wsBase, forced, outbox, on });
+    this.tokenSource = typeof token === 'function' ? token : () => token;
+    this.token = null;          // the token in use, once the source gave one
+    this.tokenStale = true;     // ask the source before the next connect
+    this.name = name || null;
     this.wsRetryMs = wsRetryMs || WS_RETRY_MS;
     this.ladder = forced ? [forced] : LADDER;
     this.rung = 0;              // index in ladder of the transport in use
@@ -54,6 +69,7 @@ export class RoomConnection {
     this.state = 'closed';
     this.timers = {};
     this.flushing = false;
+    this.generation = 0;        // bumped by every connect() and stop(): a newer one wins
   }
 
   get kind() { return this.ladder[this.rung]; }
@@ -68,12 +84,24 @@ export class RoomConnection {
   /** Leaves the room for good (user pressed Disconnect, or switched rooms). */
   stop(reason = 'closed by you') {
     this.stopped = true;
+    this.generation += 1;
     this.clearTimers();
     if (this.transport) this.transport.close(1000, reason);
     this.transport = null;
     this.ready = false;
     this.lastClose = { code: 1000, reason };
     this.setState('closed');
+  }
+
+  /** Closes the transport and connects again at once, resuming where it was: after
+   *  the user pasted a new token (`freshToken`: ask the token source first) or chose
+   *  another display name. Does nothing while stopped. */
+  reconnect({ freshToken = false } = {}) {
+    if (freshToken) this.tokenStale = true;
+    if (this.stopped) return;
+    if (this.transport) this.transport.close(1000, 'reconnecting');
+    this.transport = null;
+    this.connect();
   }
 
   /** Skips the rest of the backoff wait (e.g. the browser says it is online again). */
@@ -83,8 +111,32 @@ export class RoomConnection {
 
   /* Connecting -------------------------------------------------------------------- */
 
-  connect() {
+  /** Gets a token if the one we have is stale, then opens the transport. */
+  async connect() {
     this.clearTimers();
+    const generation = ++this.generation;
+    this.ready = false;
+    // A signed token whose `exp` has passed would only be refused: get a fresh one
+    // first (the server would close us with 4001 a moment later anyway).
+    if (this.tokenStale || tokenExpired(this.token)) {
+      this.setState('authorizing');
+      let token;
+      try {
+        token = await this.tokenSource();
+      } catch (error) {
+        if (generation !== this.generation || this.stopped) return;
+        this.on.note(`could not get a token (${error.message}): trying again`, 'close');
+        this.scheduleReconnect();
+        return;
+      }
+      if (generation !== this.generation || this.stopped) return; // stopped meanwhile
+      this.token = token || null;
+      this.tokenStale = false;
+    }
+    this.open();
+  }
+
+  open() {
     const Transport = TRANSPORTS[this.kind];
     const params = new URLSearchParams();
     if (this.lastId !== null) params.set('since', this.lastId);
@@ -94,9 +146,10 @@ export class RoomConnection {
     if (this.token && Transport.kind !== 'poll' && !(Transport.kind === 'ws' && firstMessageAuth())) {
       params.set('token', this.token);
     }
+    // A guest's display name; the server puts it in `from` as unverified.
+    if (this.name && Transport.kind !== 'poll') params.set('name', this.name);
     const query = params.toString() ? '?' + params : '';
 
-    this.ready = false;
     this.setState('connecting');
     // Each transport gets callbacks bound to itself, so events from a transport we
     // have already replaced are ignored.
@@ -108,7 +161,7 @@ export class RoomConnection {
       close: (info) => { if (current()) this.onClose(info); },
     };
     transport = new Transport({
-      wsBase: this.wsBase, room: this.room, query, token: this.token, events,
+      wsBase: this.wsBase, room: this.room, query, token: this.token, name: this.name, events,
       position: () => ({ since: this.lastId, epoch: this.epoch }),
     });
     this.transport = transport;
@@ -141,6 +194,33 @@ export class RoomConnection {
     if (wasReady) this.on.note(`${this.label} connection lost: ${code}${reason ? ' ' + reason : ''}`, 'close');
     if (this.stopped) return;
     this.failures = wasReady ? 0 : this.failures + 1;
+
+    // threadcast's own close codes say what to do next.
+    switch (code) {
+      case CLOSE_DISCONNECTED:
+        // The operator wants this user gone: coming straight back would defeat that.
+        // Only the user (the Connect button) starts again.
+        this.stopped = true;
+        this.generation += 1;
+        this.setState('closed');
+        this.on.note('Disconnected by the operator. Not reconnecting: press Connect to try again.', 'close');
+        return;
+      case CLOSE_TOKEN_EXPIRED:
+        // Ask the token source for a fresh token on the next connect, and resume from
+        // the last id as after any drop: nothing lost, nothing twice.
+        this.tokenStale = true;
+        this.on.note('The token expired: getting a fresh one and reconnecting.', 'epoch');
+        this.scheduleReconnect();
+        return;
+      case CLOSE_ROOM_DELETED:
+        // The room and its history are gone; joining again makes a new, empty room
+        // with a new epoch, which the welcome reports like a server restart.
+        this.on.note('The operator deleted this room: joining it again (a new, empty room).', 'epoch');
+        this.scheduleReconnect();
+        return;
+      default:
+        break;
+    }
 
     // A transport that keeps failing while the server answers plain HTTP is being
     // blocked (a proxy that does not pass WebSockets, say): move down the ladder.
@@ -182,7 +262,7 @@ export class RoomConnection {
     clearTimeout(this.timers.probe);
     this.timers.probe = setTimeout(() => {
       const probe = new WebSocket(this.wsBase + '/echo' + wsTokenQuery(this.token));
-      probe.addEventListener('open', () => sendTokenFirst(probe));
+      probe.addEventListener('open', () => sendTokenFirst(probe, this.token));
       probe.onopen = () => {
         probe.onclose = null;
         probe.close(1000, 'probe done');
@@ -209,6 +289,13 @@ export class RoomConnection {
         return this.on.gap(header);
       case 'ack': return this.confirm(header.cid, header);
       case 'members': return this.on.members(header.count);
+      case 'join':
+      case 'leave':
+        // A user's first connection to the room arrived, or their last one left.
+        return this.on.presence?.(header.type, header.user);
+      case 'error':
+        // Our message was refused (the token may not publish here); the connection stays.
+        return this.on.note(`The server refused a message: ${header.reason || 'no reason given'}`, 'error');
       default: return undefined; // a newer server's frame type: ignore it
     }
   }
@@ -293,6 +380,16 @@ export class RoomConnection {
             const answer = await transport.send(item);
             this.confirm(item.cid, { type: 'ack', cid: item.cid, id: answer.id, duplicate: answer.duplicate });
           } catch (error) {
+            if (error.status === 401) {
+              // The token expired while we were sending: keep the message, get a fresh
+              // token and reconnect (as a 4001 close would), then send it again.
+              this.on.note('sending failed (' + error.message + '): kept in the outbox', 'close');
+              if (this.transport === transport) {
+                transport.close(1000, 'token refused');
+                this.onClose({ code: CLOSE_TOKEN_EXPIRED, reason: 'token refused by /publish' });
+              }
+              return;
+            }
             if (error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429) {
               // The server will never take this one (too big, bad room, no token).
               this.outbox.remove(item.cid);
@@ -314,13 +411,18 @@ export class RoomConnection {
 
   setState(state) {
     this.state = state;
-    this.on.status({
-      state,
+    this.on.status(this.status());
+  }
+
+  /** What the status callback gets: { state, transport, label, retryAt, lastClose }. */
+  status() {
+    return {
+      state: this.state,
       transport: this.kind,
       label: this.label,
       retryAt: this.retryAt,
       lastClose: this.lastClose,
-    });
+    };
   }
 
   clearTimers() {

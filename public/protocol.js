@@ -7,10 +7,18 @@
 //
 // A text message arrives in a text frame (a JS string), a binary message in a binary
 // frame (an ArrayBuffer, because we set `socket.binaryType = 'arraybuffer'`). Control
-// frames (welcome, gap, ack, members) are a header line with nothing after it.
+// frames (welcome, gap, ack, members, join, leave, error) are a header line with
+// nothing after it.
 
-/** Room names: 1 to 64 characters of A-Z a-z 0-9 _ - (the same rule as the server). */
-export const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** Room names: 1 to 64 characters of A-Z a-z 0-9 _ - (the same rule as the server), or
+ *  a personal room: `@` and its owner's user id (64 characters in all). */
+export const ROOM_NAME = /^(?:[A-Za-z0-9_-]{1,64}|@[A-Za-z0-9_-]{1,63})$/;
+
+/** A room's name as it goes in a URL path: the server reads the path as it is (no
+ *  percent-decoding), so a personal room's `@` must stay `@`. */
+export function roomPath(room) {
+  return encodeURIComponent(room).replace(/^%40/, '@');
+}
 
 const NEWLINE = 0x0a;
 const utf8 = new TextEncoder();
@@ -98,9 +106,19 @@ export function bytesToBase64(bytes) {
   return btoa(binary);
 }
 
-/** What a WebSocket close code means, in a few words (RFC 6455 section 7.4). */
+/* Close codes of threadcast's own (docs/PROTOCOL.md, "Close codes of our own") ---- */
+
+export const CLOSE_TOKEN_EXPIRED = 4001;  // ask the token source for a fresh one, reconnect
+export const CLOSE_DISCONNECTED = 4003;   // by the operator: do NOT reconnect by ourselves
+export const CLOSE_ROOM_DELETED = 4004;   // by the operator: reconnect, to a new empty room
+
+/** What a WebSocket close code means, in a few words (RFC 6455 section 7.4, and
+ *  threadcast's own 4000–4999). */
 export function closeCodeText(code) {
   const meanings = {
+    [CLOSE_TOKEN_EXPIRED]: 'token expired',
+    [CLOSE_DISCONNECTED]: 'disconnected by the operator',
+    [CLOSE_ROOM_DELETED]: 'room deleted by the operator',
     1000: 'normal closure',
     1001: 'going away: the server is shutting down',
     1006: 'connection lost, no close frame',
@@ -111,4 +129,94 @@ export function closeCodeText(code) {
     1013: 'try again later',
   };
   return meanings[code] || 'code ' + code;
+}
+
+/** An SSE `event: close` carries `{"type":"close","code":4001,"reason":"…"}`; older
+ *  servers sent plain text (at shutdown). Either way: { code, reason }. */
+export function parseCloseEvent(data, fallbackCode = 1001) {
+  try {
+    const object = JSON.parse(data);
+    if (object && typeof object.code === 'number') return { code: object.code, reason: String(object.reason || '') };
+  } catch {
+    // plain text: the reason itself
+  }
+  return { code: fallbackCode, reason: String(data || '') };
+}
+
+/* Who sent a message, and who is in a room ------------------------------------------- */
+//
+// The server puts `from` in a room message's header, from the publisher's token:
+//   {"sub":"alice","name":"Alice"}         a signed token: a verified user
+//   {"name":"Bob","unverified":true}       a guest's ?name= (no sub: anyone can type it)
+//   absent                                 the shared token, no token, a backend, a feed
+// Presence (the welcome's `users`, join and leave frames) names users the same way.
+
+/** Is this `from` (or presence user) a verified user? Only a `sub` says so, and never
+ *  together with `unverified`. */
+export function isVerified(user) {
+  return Boolean(user && typeof user.sub === 'string' && user.sub && !user.unverified);
+}
+
+/**
+ * How to show a sender or a present user: { text, verified, title }, or null when
+ * `user` names nobody. A verified user shows their name (or their sub when the token
+ * has no name); a guest's name always says "(unverified)", so a guest who types
+ * "Alice" can never pass for the verified Alice.
+ */
+export function describeUser(user) {
+  if (!user || typeof user !== 'object') return null;
+  if (isVerified(user)) {
+    const name = typeof user.name === 'string' && user.name ? user.name : user.sub;
+    return { text: name, verified: true, title: `verified user “${user.sub}”` };
+  }
+  if (typeof user.name === 'string' && user.name) {
+    return { text: `${user.name} (unverified)`, verified: false, title: 'a display name the sender chose: not verified' };
+  }
+  return null;
+}
+
+/** One key per person, as the server groups them: verified users by sub, guests by
+ *  name (in a namespace of their own, so guest "alice" is not user "alice"). */
+export function userKey(user) {
+  return isVerified(user) ? 'user:' + user.sub : 'guest:' + (user.name || '');
+}
+
+/* Signed tokens (HS256 JWT) ------------------------------------------------------------ */
+//
+// The page never verifies a token (it has no secret; the server does that). It only
+// reads the claims to show who you are and to notice an expired token before the
+// server refuses it.
+
+/** Seconds the server still accepts a token after its `exp` (docs/PROTOCOL.md). */
+export const TOKEN_LEEWAY_S = 30;
+
+/** The claims of a JWT ({ sub, name, exp, … }), or null if `token` is not one (a
+ *  shared --token is just a string). */
+export function tokenClaims(token) {
+  const parts = typeof token === 'string' ? token.split('.') : [];
+  if (parts.length !== 3) return null;
+  try {
+    const base64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = fromUtf8.decode(base64ToBytes(base64 + '='.repeat((4 - base64.length % 4) % 4)));
+    const claims = JSON.parse(json);
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the server would refuse `token` as expired at `nowMs` (its `exp` plus the
+ *  server's leeway has passed). A token without `exp` (or not a JWT) never expires here. */
+export function tokenExpired(token, nowMs = Date.now()) {
+  const claims = tokenClaims(token);
+  if (!claims || typeof claims.exp !== 'number') return false;
+  return nowMs / 1000 >= claims.exp + TOKEN_LEEWAY_S;
+}
+
+/** A guest display name the server takes with ?name=: 1–32 characters, no control
+ *  characters. Returns the trimmed name, or null. */
+export function guestName(text) {
+  const name = String(text || '').trim();
+  if (!name || [...name].length > 32 || /[\u0000-\u001f\u007f-\u009f]/.test(name)) return null;
+  return name;
 }

@@ -5,12 +5,17 @@
 //   PollTransport         long polling in, POST out        /poll/<room>   + POST /publish/<room>
 //
 // Each is made with `events`, three callbacks the connection (connection.js) handles:
-//   events.frame(header, payload)   a frame from the server: welcome, message, gap, ack, members
+//   events.frame(header, payload)   a frame from the server: welcome, message, gap, ack,
+//                                   members, join, leave, error
 //   events.ready()                  the room is joined; messages can be sent now
-//   events.close({ code, reason })  the transport died (not called after our own close())
+//   events.close({ code, reason })  the transport died (not called after our own close());
+//                                   the HTTP transports report threadcast's own close
+//                                   codes too (4001 for a 401, 4003, 4004), like a WebSocket
 // and has `send(item)` for an outbox item and `close(code, reason)`.
 
-import { parseFrame, fromJsonMessage, withClientId } from './protocol.js';
+import {
+  parseFrame, fromJsonMessage, withClientId, parseCloseEvent, roomPath, CLOSE_TOKEN_EXPIRED,
+} from './protocol.js';
 import { payloadOf } from './outbox.js';
 
 /* ---------------------------------------------------------------------------------
@@ -20,9 +25,9 @@ import { payloadOf } from './outbox.js';
 // With `--auth first-message` (config.json says "auth": "first-message") the server
 // wants the token as the first message on every WebSocket instead of in the URL,
 // where proxies would log it. Until it arrives the server sends nothing.
-let firstMessageToken = null;
-export function useFirstMessageAuth(token) { firstMessageToken = token; }
-export function firstMessageAuth() { return firstMessageToken !== null; }
+let firstMessageMode = false;
+export function useFirstMessageAuth() { firstMessageMode = true; }
+export function firstMessageAuth() { return firstMessageMode; }
 
 /** The query part that carries the token on a WebSocket URL ('' in first-message mode). */
 export function wsTokenQuery(token) {
@@ -30,19 +35,19 @@ export function wsTokenQuery(token) {
 }
 
 /** Sends the token as the first message, if the server wants it that way. */
-export function sendTokenFirst(socket) {
-  if (firstMessageToken) socket.send(firstMessageToken);
+export function sendTokenFirst(socket, token) {
+  if (firstMessageMode && token) socket.send(token);
 }
 
 export class WebSocketTransport {
   static kind = 'ws';
   static label = 'WebSocket';
 
-  constructor({ wsBase, room, query, events }) {
+  constructor({ wsBase, room, query, token, events }) {
     // `new WebSocket(url)` starts the opening handshake at once: an HTTP GET with
     // `Upgrade: websocket` that the server answers with `101 Switching Protocols`.
     // Until then `socket.readyState` is WebSocket.CONNECTING (0).
-    const socket = new WebSocket(wsBase + '/ws/' + encodeURIComponent(room) + query);
+    const socket = new WebSocket(wsBase + '/ws/' + roomPath(room) + query);
     // Binary frames arrive as ArrayBuffer instead of Blob, so they can be read at once.
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
@@ -50,7 +55,7 @@ export class WebSocketTransport {
 
     // `open`: the handshake succeeded; readyState is now WebSocket.OPEN (1). We still
     // wait for the server's `welcome` frame before calling the room joined.
-    socket.addEventListener('open', () => sendTokenFirst(socket));
+    socket.addEventListener('open', () => sendTokenFirst(socket, token));
 
     // `message`: one whole frame. event.data is a string for a text frame and an
     // ArrayBuffer for a binary frame (because of binaryType above).
@@ -75,7 +80,8 @@ export class WebSocketTransport {
 
     // `close`: the connection is over; readyState is WebSocket.CLOSED (3).
     // event.code and event.reason come from the server's close frame (1001 when the
-    // server shuts down, 1008 for a slow consumer, ...). 1006 means no close frame
+    // server shuts down, 1008 for a slow consumer, 4001 when the token expired, 4003
+    // disconnected by the operator, 4004 room deleted, ...). 1006 means no close frame
     // arrived at all: the network failed, the handshake was refused or never answered.
     socket.addEventListener('close', (event) => {
       if (this.closed) return;
@@ -110,11 +116,12 @@ export class EventSourceTransport {
   static kind = 'sse';
   static label = 'SSE + POST';
 
-  constructor({ room, query, token, events }) {
+  constructor({ room, query, token, name, events }) {
     this.room = room;
     this.token = token;
+    this.name = name;
     this.closed = false;
-    const source = new EventSource('/events/' + encodeURIComponent(room) + query);
+    const source = new EventSource('/events/' + roomPath(room) + query);
     this.source = source;
     const json = (handler) => (event) => {
       if (!this.closed) handler(JSON.parse(event.data));
@@ -132,7 +139,10 @@ export class EventSourceTransport {
     source.addEventListener('message', onMessage);
     source.addEventListener('binary', onMessage);
     source.addEventListener('gap', json((header) => events.frame(header, null)));
-    source.addEventListener('members', json((header) => events.frame(header, null)));
+    // Control events carry the same JSON as the WebSocket control frames.
+    for (const type of ['members', 'join', 'leave']) {
+      source.addEventListener(type, json((header) => events.frame(header, null)));
+    }
     // EventSource would reconnect by itself (sending Last-Event-ID so the server
     // resumes), but we close it and let the connection reconnect: then all three
     // transports share one backoff and one status display.
@@ -141,12 +151,18 @@ export class EventSourceTransport {
       this.close();
       events.close({ code, reason });
     };
-    source.addEventListener('close', () => end(1001, 'server shutting down'));
+    // `event: close` ends the stream with a reason: {"type":"close","code":4001,…}
+    // (older servers: plain text, at shutdown). EventSource's own `error` event says
+    // nothing about why (not even an HTTP status).
+    source.addEventListener('close', (event) => {
+      const { code, reason } = parseCloseEvent(event.data);
+      end(code, reason || 'server shutting down');
+    });
     source.addEventListener('error', () => end(1006, 'event stream failed'));
   }
 
   send(item) {
-    return publish(this.room, item, this.token);
+    return publish(this.room, item, this.token, this.name);
   }
 
   close() {
@@ -164,15 +180,20 @@ export class PollTransport {
   static label = 'long polling + POST';
 
   /** `position()` says where to resume: { since, epoch } (either may be null). */
-  constructor({ room, token, position, events }) {
+  constructor({ room, token, name, position, events }) {
     this.room = room;
     this.token = token;
+    this.name = name;
     this.closed = false;
     this.abort = new AbortController();
     this.loop(position, events).catch((error) => {
       if (this.closed) return;
       this.closed = true;
-      events.close({ code: 1006, reason: 'poll failed: ' + error.message });
+      // A poll checks the token on every request: 401 once it has expired, which is
+      // what a WebSocket hears as close code 4001.
+      events.close(error.status === 401
+        ? { code: CLOSE_TOKEN_EXPIRED, reason: 'token expired (HTTP 401)' }
+        : { code: 1006, reason: 'poll failed: ' + error.message });
     });
   }
 
@@ -190,7 +211,7 @@ export class PollTransport {
       const query = params.toString() ? '?' + params : '';
       // Returns at once if there is something after `since`, else waits (up to 25 s
       // on the server) for the next message and may come back empty.
-      const answer = await (await this.get('/poll/' + encodeURIComponent(this.room) + query)).json();
+      const answer = await (await this.get('/poll/' + roomPath(this.room) + query)).json();
       if (this.closed) return;
       if (first || answer.epoch_changed) {
         events.frame({ type: 'welcome', room: this.room, epoch: answer.epoch,
@@ -206,6 +227,13 @@ export class PollTransport {
       const lastInAnswer = answer.messages && answer.messages.length
         ? answer.messages[answer.messages.length - 1].id : null;
       since = answer.last_id ?? lastInAnswer ?? since;
+      // A waiting poll whose user was disconnected (4003) or whose room was deleted
+      // (4004) answers at once with `closed`: end like a WebSocket closed that way.
+      if (answer.closed) {
+        this.closed = true;
+        events.close({ code: answer.closed.code, reason: answer.closed.reason || '' });
+        return;
+      }
     }
   }
 
@@ -215,12 +243,12 @@ export class PollTransport {
       signal: this.abort.signal,
       headers: authHeaders(this.token),
     });
-    if (!response.ok) throw new Error('HTTP ' + response.status);
+    if (!response.ok) throw Object.assign(new Error('HTTP ' + response.status), { status: response.status });
     return response;
   }
 
   send(item) {
-    return publish(this.room, item, this.token);
+    return publish(this.room, item, this.token, this.name);
   }
 
   close() {
@@ -235,10 +263,13 @@ export class PollTransport {
 
 /** Publishes one outbox item; resolves to the server's answer
  *  { delivered, id, epoch, duplicate }. Rejects with error.status set for an HTTP
- *  error, without it when the server could not be reached. */
-export async function publish(room, item, token) {
+ *  error, without it when the server could not be reached. A guest's `name` goes as
+ *  ?name= (the server adds it to the message as an unverified `from`). */
+export async function publish(room, item, token, name) {
   const body = payloadOf(item);
-  const response = await fetch('/publish/' + encodeURIComponent(room) + '?cid=' + encodeURIComponent(item.cid), {
+  const params = new URLSearchParams({ cid: item.cid });
+  if (name) params.set('name', name);
+  const response = await fetch('/publish/' + roomPath(room) + '?' + params, {
     method: 'POST',
     body,
     cache: 'no-store',
