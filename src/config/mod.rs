@@ -663,6 +663,20 @@ mod tests {
     }
 
     #[test]
+    fn data_dir_and_redis_do_not_go_together() {
+        let both = Config {
+            data_dir: Some("/tmp/x".into()),
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            ..Config::default()
+        };
+        let refusal = both.validate().unwrap_err().to_string();
+        assert!(
+            refusal.contains("--data-dir and --redis do not go together"),
+            "{refusal}"
+        );
+    }
+
+    #[test]
     fn help_names_every_flag() {
         let text = help();
         for flag in [

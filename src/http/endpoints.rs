@@ -13,6 +13,7 @@ use crate::protocol::json::JsonObject;
 use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::protocol::url::query_param;
 use crate::security::bearer_token;
+use crate::store::StoreFigures;
 
 /// The token from `Authorization: Bearer` or `?token=`.
 pub fn request_token(head: &Head) -> Option<String> {
@@ -179,7 +180,28 @@ pub fn stats(head: &Head, shared: &Shared) -> Reply {
     if let Some(link) = &shared.link {
         body.raw("redis", &link_json(link));
     }
+    if let Some(store) = &shared.store {
+        body.raw("store", &store_json(store));
+    }
     Reply::json(200, body.finish()).no_store()
+}
+
+/// The store's figures (`--data-dir`): its size, its commits and fsyncs, and how
+/// long commits take.
+fn store_json(store: &StoreFigures) -> String {
+    let read = |figure: &std::sync::atomic::AtomicU64| figure.load(Ordering::Relaxed);
+    let commits = read(&store.commits);
+    JsonObject::new()
+        .number("file_bytes", read(&store.file_bytes))
+        .number("commits", commits)
+        .number("fsyncs", read(&store.fsyncs))
+        .number(
+            "commit_micros_avg",
+            read(&store.commit_micros) / commits.max(1),
+        )
+        .number("commit_micros_max", read(&store.max_commit_micros))
+        .number("failures", read(&store.failures))
+        .finish()
 }
 
 /// The rooms' figures for an operator endpoint (`/stats`, `/metrics`), and who asks:

@@ -38,6 +38,7 @@ pub fn metrics(head: &Head, shared: &Shared) -> Reply {
     messages(&mut out, shared);
     memory(&mut out, shared);
     process(&mut out, shared);
+    store(&mut out, shared);
     Reply::new(200, CONTENT_TYPE, out.text.into_bytes()).no_store()
 }
 
@@ -186,6 +187,39 @@ fn process(out: &mut Metrics, shared: &Shared) {
         "threadcast_uptime_seconds",
         "Seconds since the server started.",
         shared.started.elapsed().as_secs(),
+    );
+}
+
+/// The store of room histories (`--data-dir`), when there is one.
+fn store(out: &mut Metrics, shared: &Shared) {
+    let Some(store) = &shared.store else {
+        return;
+    };
+    let read = |figure: &std::sync::atomic::AtomicU64| figure.load(Ordering::Relaxed);
+    out.gauge(
+        "threadcast_store_bytes",
+        "Size of the store's file.",
+        read(&store.file_bytes),
+    );
+    out.counter(
+        "threadcast_store_commits_total",
+        "Transactions written to the store.",
+        read(&store.commits),
+    );
+    out.counter(
+        "threadcast_store_fsyncs_total",
+        "Commits that forced the disk.",
+        read(&store.fsyncs),
+    );
+    out.counter(
+        "threadcast_store_commit_microseconds_total",
+        "Time spent committing, in microseconds.",
+        read(&store.commit_micros),
+    );
+    out.counter(
+        "threadcast_store_failures_total",
+        "Commits that failed; their messages were refused.",
+        read(&store.failures),
     );
 }
 

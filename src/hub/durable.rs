@@ -231,8 +231,8 @@ impl Hub {
 
     /// A room the store had, as it was (`None`: the store has no such room, or no
     /// store). Its messages are charged to the memory budget again.
-    pub(super) fn restore(&self, name: &str) -> Option<crate::room::History> {
-        let loaded = match self.store.as_ref()?.load(name) {
+    pub(super) fn restore(&mut self, name: &str) -> Option<crate::room::History> {
+        let loaded = match self.store.as_mut()?.load(name) {
             Ok(loaded) => loaded?,
             Err(e) => {
                 log::error!("could not read room '{name}' from the store ({e}); it starts empty");

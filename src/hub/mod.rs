@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -136,6 +136,8 @@ struct Hub {
     pending: Changes,
     /// `--history-ttl`: messages older than this leave history.
     ttl: Option<Duration>,
+    /// When the hub next does its own work (`tick`).
+    next_tick: Instant,
 }
 
 impl Hub {
@@ -153,6 +155,7 @@ impl Hub {
             staged: Vec::new(),
             pending: Changes::default(),
             ttl: None,
+            next_tick: Instant::now(),
         }
     }
 
@@ -212,9 +215,14 @@ impl Hub {
             return commands.recv().ok();
         }
         loop {
-            match commands.recv_timeout(TICK) {
+            // On time even while commands keep coming.
+            if Instant::now() >= self.next_tick {
+                self.tick(counters);
+                self.next_tick = Instant::now() + TICK;
+            }
+            match commands.recv_deadline(self.next_tick) {
                 Ok(command) => return Some(command),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.tick(counters),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
             }
         }

@@ -80,7 +80,9 @@ pub struct StoreFigures {
 
 /// The store: the open database and how it syncs. Owned by the hub thread.
 pub struct Store {
-    db: Database,
+    /// The open database; `None` after a failed commit, until it is opened again
+    /// (redb refuses every operation after an I/O error until then).
+    db: Option<Database>,
     path: PathBuf,
     fsync: Fsync,
     /// Committed without fsync since the last forced commit (`--fsync never`).
@@ -102,6 +104,20 @@ impl Store {
     /// The figures, to show them.
     pub fn figures(&self) -> Arc<StoreFigures> {
         Arc::clone(&self.figures)
+    }
+
+    /// The open database, opened again if a failure closed it (redb checks and
+    /// repairs the file as it opens it).
+    fn db(&mut self) -> Result<&Database, String> {
+        if self.db.is_none() {
+            let db = redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&self.path)
+                .map_err(|e| format!("could not open the store again: {e}"))?;
+            log::info!("the store is open again after a failure");
+            self.db = Some(db);
+        }
+        Ok(self.db.as_ref().expect("just opened"))
     }
 
     /// Counts one commit of `micros` microseconds.

@@ -24,8 +24,8 @@ pub fn open(dir: &Path, fsync: Fsync) -> Result<Store, String> {
         .set_cache_size(CACHE_BYTES)
         .create(&path)
         .map_err(|e| refusal(dir, &e))?;
-    let store = Store {
-        db,
+    let mut store = Store {
+        db: Some(db),
         path,
         fsync,
         unsynced: false,
@@ -64,11 +64,12 @@ fn refusal(dir: &Path, error: &DatabaseError) -> String {
 impl Store {
     /// Makes sure the file holds rooms in the format this version reads, writing the
     /// format into a new file.
-    fn check_format(&self, dir: &Path) -> Result<(), String> {
+    fn check_format(&mut self, dir: &Path) -> Result<(), String> {
         let shown = dir.display();
         let fail = |e: &dyn std::fmt::Display| format!("--data-dir {shown}: {e}");
+        let db = self.db()?;
         let found = {
-            let read = self.db.begin_read().map_err(|e| fail(&e))?;
+            let read = db.begin_read().map_err(|e| fail(&e))?;
             match read.open_table(META) {
                 Ok(meta) => meta.get("format").map_err(|e| fail(&e))?.map(|v| v.value()),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
@@ -81,7 +82,7 @@ impl Store {
                 "--data-dir {shown}: {FILE_NAME} holds rooms in format {other}, and this threadcast reads format {FORMAT}; run the version that wrote it, or move the file away to start with empty histories"
             )),
             None => {
-                let write = self.db.begin_write().map_err(|e| fail(&e))?;
+                let write = db.begin_write().map_err(|e| fail(&e))?;
                 {
                     write
                         .open_table(META)

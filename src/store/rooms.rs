@@ -53,8 +53,8 @@ impl Store {
     ///
     /// # Errors
     /// The store cannot be read.
-    pub fn load(&self, name: &str) -> Result<Option<Loaded>, String> {
-        let read = self.db.begin_read().map_err(text)?;
+    pub fn load(&mut self, name: &str) -> Result<Option<Loaded>, String> {
+        let read = self.db()?.begin_read().map_err(text)?;
         let rooms = read.open_table(ROOMS).map_err(text)?;
         let Some(row) = rooms.get(name).map_err(text)? else {
             return Ok(None);
@@ -86,8 +86,20 @@ impl Store {
     /// The transaction failed (disk full, I/O error): none of it was written.
     pub fn commit(&mut self, changes: &Changes) -> Result<(), String> {
         let started = Instant::now();
-        let mut write = self.db.begin_write().map_err(text)?;
         let forced = self.fsync != Fsync::Never;
+        let written = self.write(changes, forced);
+        if written.is_err() {
+            self.db = None; // opened again for the next commit
+        } else {
+            self.unsynced |= !forced;
+            self.counted(started.elapsed().as_micros() as u64, forced);
+        }
+        written
+    }
+
+    /// One transaction with `changes`, forcing the disk when `forced`.
+    fn write(&mut self, changes: &Changes, forced: bool) -> Result<(), String> {
+        let mut write = self.db()?.begin_write().map_err(text)?;
         let durability = if forced {
             Durability::Immediate
         } else {
@@ -123,10 +135,7 @@ impl Store {
                     .map_err(text)?;
             }
         }
-        write.commit().map_err(text)?;
-        self.unsynced |= !forced;
-        self.counted(started.elapsed().as_micros() as u64, forced);
-        Ok(())
+        write.commit().map_err(text)
     }
 
     /// Under `--fsync never`: forces the disk if anything was committed since the
@@ -139,7 +148,7 @@ impl Store {
             return Ok(());
         }
         let started = Instant::now();
-        let mut write = self.db.begin_write().map_err(text)?;
+        let mut write = self.db()?.begin_write().map_err(text)?;
         write.set_durability(Durability::Immediate).map_err(text)?;
         write.commit().map_err(text)?;
         self.unsynced = false;
@@ -162,8 +171,8 @@ impl Store {
     ///
     /// # Errors
     /// The store cannot be read.
-    pub fn rooms_by_age(&self) -> Result<Vec<(String, u64)>, String> {
-        let read = self.db.begin_read().map_err(text)?;
+    pub fn rooms_by_age(&mut self) -> Result<Vec<(String, u64)>, String> {
+        let read = self.db()?.begin_read().map_err(text)?;
         let rooms = read.open_table(ROOMS).map_err(text)?;
         let mut all = Vec::new();
         for entry in rooms.iter().map_err(text)? {
