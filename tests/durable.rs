@@ -245,7 +245,36 @@ fn refused(dir: &Path) -> String {
 }
 
 #[test]
+fn every_fsync_mode_keeps_what_it_acknowledged_across_a_stop() {
+    for mode in ["batch", "always", "never"] {
+        let dir = temp_dir(&format!("durable-{mode}"));
+        let mut server = binary(&dir, &["--fsync", mode]);
+        for i in 0..20 {
+            assert_eq!(
+                publish(server.http, "lobby", "", &format!("{mode}-{i}")).status,
+                202
+            );
+        }
+        server.signal("TERM");
+        server.child.wait().unwrap();
+        let server = binary(&dir, &["--fsync", mode]);
+        let all = http(server.http, "GET", "/poll/lobby?since=0", &[], b"").text();
+        assert_eq!(
+            all.matches(&format!("\"data\":\"{mode}-")).count(),
+            20,
+            "{mode}: {all}"
+        );
+    }
+}
+
+#[test]
 fn a_second_instance_and_a_damaged_file_are_refused_with_what_to_do() {
+    // A directory that cannot be one.
+    let file = temp_dir("durable-not-a-dir").join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let words = refused(&file);
+    assert!(words.contains("cannot create it"), "{words}");
+
     let dir = temp_dir("durable-refusals");
     let mut first = binary(&dir, &[]);
     assert_eq!(publish(first.http, "lobby", "", "kept").status, 202);

@@ -196,10 +196,13 @@ impl Hub {
             emptied.iter().for_each(|name| self.tidy(name));
         }
         self.commit(counters);
-        if let Some(store) = self.store.as_mut() {
-            if let Err(e) = store.sync() {
-                log::error!("could not force the store to disk: {e}");
-            }
+        self.sync_store();
+    }
+
+    /// Forces to disk what was committed without fsync (`--fsync never`).
+    pub(super) fn sync_store(&mut self) {
+        if let Some(Err(e)) = self.store.as_mut().map(crate::store::Store::sync) {
+            log::error!("could not force the store to disk: {e}");
         }
     }
 

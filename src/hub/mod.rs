@@ -188,6 +188,7 @@ impl Hub {
         self.clock += 1;
         if let Command::Shutdown(deadline) = command {
             self.flush(counters);
+            self.sync_store();
             self.close_everyone(deadline);
             self.drain(commands, counters, deadline);
             return false;
