@@ -291,6 +291,25 @@ fn a_second_instance_and_a_damaged_file_are_refused_with_what_to_do() {
     first.signal("TERM");
     first.child.wait().unwrap();
 
+    // A file from a threadcast that stores rooms in another format.
+    let other = temp_dir("durable-format");
+    {
+        let db = redb::Database::create(other.join("rooms.redb")).unwrap();
+        let write = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        write
+            .open_table(meta)
+            .unwrap()
+            .insert("format", 99)
+            .unwrap();
+        write.commit().unwrap();
+    }
+    let words = refused(&other);
+    assert!(
+        words.contains("format 99") && words.contains("run the version that wrote it"),
+        "{words}"
+    );
+
     // Cut the file in half, as a disk failing mid-write might.
     let file = dir.join("rooms.redb");
     let len = std::fs::metadata(&file).unwrap().len();
