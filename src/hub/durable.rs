@@ -151,6 +151,7 @@ impl Hub {
         } = staged;
         let room = self.room(name.clone());
         room.history.insert(Arc::clone(&message));
+        room.on_disk = true;
         message.charge(charge);
         // History it pushed out leaves the disk with the next commit.
         let oldest = room.history.oldest_id();

@@ -264,7 +264,11 @@ impl Hub {
             // Everything the link to other instances sends: `sharing.rs`.
             Command::Link(event) => self.apply_link(event, counters),
             Command::Stats(reply) => drop(reply.send(self.stats())),
-            Command::Operator(request) => self.operate(request, counters),
+            Command::Operator(request) => {
+                self.operate(request, counters);
+                // A deleted room is gone from the disk before anything else happens.
+                self.flush(counters);
+            }
             Command::Reclaim => self.relieve(counters),
             Command::Shutdown(_) => {}
         }

@@ -46,6 +46,8 @@ pub(super) struct Room {
     pub(super) served: Option<(u64, u64)>,
     /// Who is in the room (named connections only).
     pub(super) presence: Presence,
+    /// Whether the store has this room (`--data-dir`): dropping it then drops it there.
+    pub(super) on_disk: bool,
 }
 
 impl Room {
@@ -75,9 +77,9 @@ impl Hub {
     pub(super) fn room(&mut self, name: String) -> &mut Room {
         let clock = self.clock;
         if !self.rooms.contains_key(&name) {
-            let history = self
-                .restore(&name)
-                .unwrap_or_else(|| History::new(self.limits));
+            let restored = self.restore(&name);
+            let on_disk = restored.is_some();
+            let history = restored.unwrap_or_else(|| History::new(self.limits));
             let room = Room {
                 members: HashMap::new(),
                 history,
@@ -85,6 +87,7 @@ impl Hub {
                 sharing: Sharing::Alone,
                 served: None,
                 presence: Presence::default(),
+                on_disk,
             };
             self.rooms.insert(name.clone(), room);
         }
@@ -95,10 +98,11 @@ impl Hub {
 
     /// Forgets room `name` with its history, on disk too.
     pub(super) fn drop_room(&mut self, name: &str) -> Option<Room> {
-        if self.store.is_some() {
+        let room = self.rooms.remove(name)?;
+        if room.on_disk {
             self.pending.dropped.push(name.to_string());
         }
-        self.rooms.remove(name)
+        Some(room)
     }
 
     /// Publishes into this instance's own sequence (no link, or the link is down).
