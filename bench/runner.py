@@ -20,11 +20,14 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
@@ -59,17 +62,58 @@ SERVER_NOTES = {
 }
 SERVER_COLORS = {THREADCAST: "#d62728", "gorilla": "#1f77b4", "node-ws": "#2ca02c"}
 
+# threadcast keeping room histories on disk (issue 16): the same command with
+# --fsync MODE, and --data-dir a fresh temporary directory for every run (under
+# BENCH_STORE_DIR, else the system's temp directory), removed after the run. The
+# store scenarios compare them with threadcast without a store ("memory-only").
+STORE_VARIANTS = {"tc-batch": "batch", "tc-always": "always", "tc-never": "never"}
+# The servers of every other scenario (the default of --servers).
+BASE_SERVERS = list(SERVERS)
+for _name, _mode in STORE_VARIANTS.items():
+    SERVERS[_name] = SERVERS[THREADCAST] + ["--fsync", _mode]
+    SERVER_NOTES[_name] = f"threadcast with `--data-dir` (fresh temp directory per run) and `--fsync {_mode}`"
+SERVER_COLORS.update({"tc-batch": "#ff7f0e", "tc-always": "#9467bd", "tc-never": "#8c564b"})
+STORE_LABELS = {THREADCAST: "memory-only", "tc-batch": "--fsync batch",
+                "tc-always": "--fsync always", "tc-never": "--fsync never"}
+STORE_SCENARIOS = ("store-publish", "store-fanout")
+
+
+def store_parent():
+    return os.environ.get("BENCH_STORE_DIR") or tempfile.gettempdir()
+
+
+def store_filesystem():
+    """What the data directories live on (fsync cost depends on it)."""
+    parent = store_parent()
+    df = sh(f"df --output=source,fstype,target '{parent}' | tail -1").split()
+    if len(df) < 3:
+        return f"{parent}: ?"
+    source, fstype, target = df[:3]
+    opts = next((l.split()[3] for l in read_first("/proc/mounts").splitlines()
+                 if l.split()[1:2] == [target]), "?")
+    dev = os.path.basename(source)
+    kind = "virtio block device" if dev.startswith("vd") else ""
+    rot = read_first(f"/sys/block/{dev}/queue/rotational")
+    if rot in ("0", "1"):
+        kind += f"{', ' if kind else ''}queue/rotational={rot}"
+    return (f"{parent} on {source} ({fstype}, mounted on {target}, {opts}"
+            + (f"; {kind}" if kind else "") + ")"
+            + (" — tmpfs: fsync costs nothing here" if fstype == "tmpfs" else "")
+            + (" — overlay: fsync reaches the filesystem underneath" if fstype == "overlay" else ""))
+
 
 class Case:
     """One loadgen invocation (run once per server per repeat)."""
 
-    def __init__(self, scenario, key, mode, args, expect_s, repeats=None):
+    def __init__(self, scenario, key, mode, args, expect_s, repeats=None, servers=None, server_args=()):
         self.scenario = scenario   # table it belongs to
         self.key = key             # row label within the table
         self.mode = mode
         self.args = args           # loadgen options (strings)
         self.expect_s = expect_s   # rough wall time of one run
         self.repeats = repeats     # overrides the suite's repeat count
+        self.servers = servers     # run against these instead of --servers (store cases)
+        self.server_args = list(server_args)  # added to every server's command line
 
     def name(self):
         return f"{self.scenario}/{self.key}"
@@ -102,18 +146,45 @@ def suite(quick):
     cases.append(Case("idle-cpu", 1000, "idle",
                       ["--conns", "1000", "--hold", hold, "--settle", "2"], int(hold) + 4,
                       repeats=1))
+    # Issue 16: what --data-dir costs, against threadcast without it, per --fsync mode.
+    # HTTP publishes, each on a fresh connection, P in flight, into one room with 4
+    # WebSocket subscribers (every acknowledged message must reach each). A
+    # subscriber's send queue is raised so a scheduling hiccup of the shared cores
+    # does not close one as a slow consumer (that would lighten the server's work).
+    store_all = [THREADCAST] + list(STORE_VARIANTS)
+    pub_secs, pub_warm = ("2", "0.5") if quick else ("3", "1")
+    for pubs, variants in ([(8, store_all)] if quick else [(8, store_all), (64, [THREADCAST, "tc-batch"])]):
+        cases.append(Case("store-publish", pubs, "publish",
+                          ["--publishers", str(pubs), "--subscribers", "4", "--size", "64",
+                           "--duration", pub_secs, "--warmup", pub_warm],
+                          float(pub_secs) + float(pub_warm) + 1.5, servers=variants,
+                          server_args=["--send-queue", "100000"]))
+    # The fan-out case above at 1,000 subscribers, memory-only and --fsync batch.
+    cases.append(Case("store-fanout", 1000, "fanout",
+                      ["--subscribers", "1000", "--rate", "100", "--size", "64",
+                       "--duration", fan_secs], int(fan_secs) + 4,
+                      servers=[THREADCAST, "tc-batch"]))
     return cases
+
+
+def case_servers(case, servers):
+    """Which servers a case runs against: its own list (the store cases, when
+    threadcast is selected), else the suite's."""
+    if case.servers is None:
+        return servers
+    return case.servers if THREADCAST in servers else []
 
 
 # ---------------------------------------------------------------- running
 
-def start_server(name, log_path):
+def start_server(name, log_path, extra_args=(), data_dir=None):
     log = open(log_path, "wb")
+    cmd = SERVERS[name] + list(extra_args) + (["--data-dir", data_dir] if data_dir else [])
     # A session of its own puts the server in its own scheduler autogroup, so
     # a server with thousands of runnable threads cannot starve the load
     # generator (which gets its own session too): each gets half the CPU
     # when both want more.
-    proc = subprocess.Popen(SERVERS[name], stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -151,13 +222,35 @@ def machine_busy_secs():
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def store_figures(addr):
+    """The store's figures from the server's /stats (commits, fsyncs, commit time)."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}/stats", timeout=5) as r:
+            store = json.loads(r.read()).get("store") or {}
+    except Exception:  # noqa: BLE001 - the figures are extra
+        return {}
+    return {f"store_{k}": v for k, v in store.items() if isinstance(v, (int, float))}
+
+
 def run_case(case, server, repeat, run_no):
     tag = f"{run_no:03d}-{case.scenario}-{case.key}-{server}-r{repeat}"
     server_log = os.path.join(LOG_DIR, tag + ".server.log")
     result = {"scenario": case.scenario, "key": case.key, "server": server,
               "repeat": repeat, "mode": case.mode}
+    # A fresh, empty data directory for every run with a store.
+    data_dir = tempfile.mkdtemp(prefix="threadcast-bench-", dir=store_parent()) \
+        if server in STORE_VARIANTS else None
     try:
-        proc, addr, log = start_server(server, server_log)
+        return _run_case(case, server, result, server_log, tag, data_dir)
+    finally:
+        if data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _run_case(case, server, result, server_log, tag, data_dir):
+    try:
+        proc, addr, log = start_server(server, server_log, case.server_args,
+                                       os.path.join(data_dir, "data") if data_dir else None)
     except Exception as e:  # noqa: BLE001 - reported in the results
         result["error"] = f"server start: {e}"
         return result
@@ -183,6 +276,13 @@ def run_case(case, server, repeat, run_no):
         other = max(0.0, busy - result["server_cpu_secs_total"] - result["loadgen_cpu_secs_total"])
         result["other_cpu_percent"] = 100 * other / (wall * (os.cpu_count() or 1))
     alive = proc.poll() is None
+    if alive and data_dir:
+        result.update(store_figures(addr))
+        if result.get("store_commits"):
+            # Messages written per commit (group size); the few commits of
+            # start-up and the SYNC messages are included.
+            result["messages_per_commit"] = (result.get("acked") or result.get("published", 0)) \
+                / result["store_commits"]
     status = stop_server(proc, log)
     if not alive:
         result["server_died"] = True
@@ -196,7 +296,7 @@ def run_case(case, server, repeat, run_no):
 # Counters where the worst repeat matters more than the median.
 WORST_OF = {"mismatches", "unanswered", "lost", "lost_incl_disconnected", "duplicates",
             "reordered", "corrupt", "slow_disconnected", "other_disconnected",
-            "closed_during_run", "closed_while_held", "conns_failed"}
+            "closed_during_run", "closed_while_held", "conns_failed", "failed_requests"}
 
 
 def aggregate(results):
@@ -305,6 +405,113 @@ TABLES = [
         ("server_rss_kb", "server RSS KiB", True),
     ]),
 ]
+
+
+# The store scenarios: one row per server variant, ratios against memory-only.
+STORE_TABLES = [
+    ("store-publish", "HTTP publish throughput with `--data-dir`, per `--fsync` mode", "publishers", [
+        ("publishes_per_sec", "publishes/s", True),
+        ("request_p50_us", "POST p50 µs", True),
+        ("request_p99_us", "POST p99 µs", True),
+        ("delivery_p99_us", "delivery p99 µs", False),
+        ("messages_per_commit", "msgs/commit", False),
+        ("store_commit_micros_avg", "commit µs avg", False),
+        ("store_commit_micros_max", "commit µs max", False),
+        ("failed_requests", "failed", False),
+        ("lost", "lost", False),
+        ("slow_disconnected", "slow-dropped", False),
+        ("server_cpu_secs_total", "server CPU s", False),
+    ]),
+    ("store-fanout", "Fan-out latency with `--data-dir`: 1 publisher, 100 msg/s of 64 B", "subscribers", [
+        ("deliveries_per_sec", "deliveries/s", True),
+        ("latency_p50_us", "latency p50 µs", True),
+        ("latency_p99_us", "latency p99 µs", True),
+        ("latency_max_us", "latency max µs", False),
+        ("messages_per_commit", "msgs/commit", False),
+        ("store_commit_micros_avg", "commit µs avg", False),
+        ("store_commit_micros_max", "commit µs max", False),
+        ("lost", "lost", False),
+        ("drain_cut_off", "cut off", False),
+        ("slow_disconnected", "slow-dropped", False),
+        ("server_cpu_secs_total", "server CPU s", False),
+    ]),
+]
+STORE_NOTES = {
+    "store-publish": "`loadgen publish --publishers P --subscribers 4 --size 64`: P HTTP publishers, each "
+                     "with one `POST /publish/bench-publish` in flight on a fresh connection (`Connection: close`), "
+                     "1 s warm-up then 3 s measured; 4 WebSocket subscribers (`?raw=1`) must receive every "
+                     "acknowledged (202) message. Servers also run with `--send-queue 100000`. **publishes/s**: "
+                     "202 answers per second in the measured window; **POST p50/p99**: connect to complete answer; "
+                     "**delivery p99**: POST sent to a subscriber's receive; **msgs/commit**, **commit µs**: "
+                     "from the server's `/stats` (`store`) at the end of the run.",
+    "store-fanout": "The fan-out case above (`loadgen fanout --subscribers 1000 --rate 100 --size 64 --duration 5`), "
+                    "memory-only against `--fsync batch`.",
+}
+# Issue 16's targets: (scenario, key, metric, variant, bound, "min"|"max", wording, unit).
+STORE_TARGETS = [
+    ("store-publish", 8, "publishes_per_sec", "tc-batch", 0.5, "min",
+     "HTTP publish throughput with `--fsync batch` ≥ 0.5× memory-only (8 publishers)", "publishes/s"),
+    ("store-fanout", 1000, "latency_p99_us", "tc-batch", 1.2, "max",
+     "fan-out p99 at 1,000 subscribers with `--fsync batch` ≤ 1.2× memory-only", "µs"),
+]
+
+
+def store_table_md(scenario, key_heading, columns, agg, keys):
+    variants = [THREADCAST] + list(STORE_VARIANTS)
+    head = [key_heading, "store"]
+    for m, h, r in columns:
+        head.append(h)
+        if r:
+            head.append("÷ memory")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for key in keys:
+        base = agg.get((scenario, key, THREADCAST), {})
+        for s in variants:
+            a = agg.get((scenario, key, s))
+            if a is None:
+                continue
+            failed = a["ok_runs"] == 0
+            row = [fmt(key), STORE_LABELS[s]]
+            for m, h, r in columns:
+                row.append("failed" if failed else ("" if s == THREADCAST and m.startswith(("store_", "messages_"))
+                                                   else fmt(a.get(m))))
+                if r:
+                    row.append("" if s == THREADCAST or failed else ratio(a.get(m), base.get(m)))
+            lines.append("| " + " | ".join(row) + " |")
+            if a["errors"]:
+                notes.append(f"- {fmt(key)} / {STORE_LABELS[s]}: {a['runs'] - a['ok_runs']} of {a['runs']} runs "
+                             "failed: " + "; ".join(e.splitlines()[0][:200] for e in a["errors"]))
+            if a.get("disconnect_reasons"):
+                notes.append(f"- {fmt(key)} / {STORE_LABELS[s]}: subscribers disconnected during the run: "
+                             + ", ".join(f"{k} ×{v}" for k, v in sorted(a["disconnect_reasons"].items())))
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+# Above this median share of the CPU used by other processes, a target's verdict is
+# marked as not conclusive.
+DISTURBED_PERCENT = 20
+
+
+def store_targets_md(agg, results):
+    lines = ["| target | memory-only | `--fsync batch` | ratio | met? |", "|---|---|---|---|---|"]
+    for scenario, key, metric, variant, bound, kind, wording, unit in STORE_TARGETS:
+        base = agg.get((scenario, key, THREADCAST), {}).get(metric)
+        got = agg.get((scenario, key, variant), {}).get(metric)
+        if not base or not got:
+            lines.append(f"| {wording} | {fmt(base)} | {fmt(got)} | – | not measured |")
+            continue
+        r = got / base
+        met = r >= bound if kind == "min" else r <= bound
+        # Figures taken while other processes held much of the CPU say little.
+        others = [x["other_cpu_percent"] for x in results
+                  if x["scenario"] == scenario and x["key"] == key and "other_cpu_percent" in x]
+        busy = statistics.median(others) if others else 0
+        caveat = (f" (not conclusive: other processes used a median {busy:.0f} % of the CPU)"
+                  if busy > DISTURBED_PERCENT else "")
+        lines.append(f"| {wording} | {fmt(base)} {unit} | {fmt(got)} {unit} | **{r:.2f}×** | "
+                     f"{'yes' if met else '**no**'}{caveat} |")
+    return "\n".join(lines)
 
 
 def background_load(results, scenario):
@@ -527,6 +734,14 @@ def make_plots(agg, servers, cases):
         if bar_chart(p, title, "connections held", "KiB per connection", [fmt(k) for k in ks],
                      {s: [ok("idle-conns", k, s, metric) for k in ks] for s in servers}):
             made.append((title, p))
+    ks = keys("store-publish")
+    variants = [THREADCAST] + list(STORE_VARIANTS)
+    p = os.path.join(RESULTS_DIR, "store-publish.svg")
+    if ks and bar_chart(p, "HTTP publishes/s: memory-only vs --data-dir per --fsync mode", "publishers in flight",
+                        "publishes acknowledged per second", [fmt(k) for k in ks],
+                        {s: [ok("store-publish", k, s, "publishes_per_sec") for k in ks] for s in variants
+                         if any(agg.get(("store-publish", k, s)) for k in ks)}):
+        made.append(("HTTP publish throughput with --data-dir, per --fsync mode", p))
     return made
 
 
@@ -593,7 +808,7 @@ def threadcast_build_info():
     return f"built {built:%Y-%m-%d %H:%M} UTC; repository at {head}{dirty}"
 
 
-def machine_info(date=None, build=None):
+def machine_info(date=None, build=None, store_fs=None):
     model = "?"
     for line in read_first("/proc/cpuinfo").splitlines():
         if line.startswith("model name"):
@@ -615,6 +830,7 @@ def machine_info(date=None, build=None):
         ("ephemeral ports", read_first("/proc/sys/net/ipv4/ip_local_port_range").replace("\t", "–")),
         ("connections a 2-threads-per-connection server can hold, by limit", capacity_limits()),
         ("threadcast binary", build or threadcast_build_info()),
+        ("data directories of the store runs", store_fs or store_filesystem()),
         ("rustc", sh("rustc --version")),
         ("go", sh("go version")),
         ("gorilla/websocket", sh("dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev")),
@@ -623,7 +839,8 @@ def machine_info(date=None, build=None):
     ]
 
 
-def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=None, note="", build=None):
+def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=None, note="", build=None,
+                 partial_runs=(), store_fs=None):
     agg = aggregate(results)
     out = ["# threadcast benchmarks", "",
            f"Generated by `bench/run.sh{' --quick' if quick else ''}` (see bench/README.md for how to run "
@@ -637,9 +854,15 @@ def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=N
            f"Suite wall time: {elapsed / 60:.1f} min.", ""]
     if note:
         out += [f"**Note:** {note}", ""]
+    for p in partial_runs:
+        out += [f"**{', '.join(p['scenarios'])}: from a later run,** `bench/run.sh --only "
+                f"{','.join(p['scenarios'])}` on {p['date']} UTC ({p['repeats']} repeat(s), "
+                f"{p['elapsed'] / 60:.1f} min; threadcast binary {p['threadcast_build']})"
+                + (f"; note: {p['note']}" if p.get("note") else "")
+                + ". Every other section is from the run dated below.", ""]
     out += ["## Machine", "",
            "| | |", "|---|---|"]
-    out += [f"| {k} | {v} |" for k, v in machine_info(date, build)]
+    out += [f"| {k} | {v} |" for k, v in machine_info(date, build, store_fs)]
     out += ["", "## Servers", ""] + [f"- **{s}**: {SERVER_NOTES[s]}" for s in servers]
     for scenario, title, key_heading, columns in TABLES:
         keys = sorted({c.key for c in cases if c.scenario == scenario})
@@ -653,6 +876,29 @@ def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=N
         load = background_load(results, scenario)
         if load:
             out += ["", load]
+    store_keys = {sc: sorted({c.key for c in cases if c.scenario == sc
+                              and any(r["scenario"] == sc and r["key"] == c.key for r in results)})
+                  for sc in STORE_SCENARIOS}
+    if any(store_keys.values()):
+        out += ["", "## Durable store (`--data-dir`, issue 16): cost against memory-only", "",
+                "Same binary and flags, with and without `--data-dir`; each run gets a fresh, empty data "
+                "directory (the machine table says where: fsync cost depends on the disk). "
+                "**÷ memory** is the figure divided by memory-only's in the same run (runs interleaved "
+                "memory-only, batch, always, never, memory-only, ...).", ""]
+        out += [store_targets_md(agg, results)]
+        for scenario, title, key_heading, columns in STORE_TABLES:
+            if not store_keys[scenario]:
+                continue
+            out += ["", f"### {title}", "", STORE_NOTES[scenario], ""]
+            out.append(store_table_md(scenario, key_heading, columns, agg, store_keys[scenario]))
+            load = background_load(results, scenario)
+            if load:
+                out += ["", load]
+        # The reading (why, and what would close a gap) is written by hand.
+        reading = os.path.join(BENCH_DIR, "ANALYSIS-store.md")
+        if os.path.exists(reading):
+            with open(reading) as f:
+                out += ["", f.read().strip()]
     if plots:
         out += ["", "## Plots", ""]
         for title, p in plots:
@@ -674,7 +920,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small subset, 1 repeat (< 2 min)")
     ap.add_argument("--repeats", type=int, help="repeats per case (default 3, --quick 1)")
-    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of servers")
+    ap.add_argument("--servers", default=",".join(BASE_SERVERS),
+                    help="comma-separated subset of servers (the store scenarios run when threadcast is in it)")
     ap.add_argument("--only", default="", help="comma-separated scenarios to run (e.g. fanout,idle-conns)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite BENCHMARKS.md and the plots from bench/results/results.jsonl "
@@ -684,8 +931,8 @@ def main():
     args = ap.parse_args()
     servers = [s for s in args.servers.split(",") if s]
     for s in servers:
-        if s not in SERVERS:
-            sys.exit(f"unknown server {s!r}; known: {', '.join(SERVERS)}")
+        if s not in BASE_SERVERS:
+            sys.exit(f"unknown server {s!r}; known: {', '.join(BASE_SERVERS)}")
     repeats = args.repeats or (1 if args.quick else 3)
     cases = suite(args.quick)
     if args.only:
@@ -699,18 +946,15 @@ def main():
     jsonl = os.path.join(RESULTS_DIR, "results-quick.jsonl" if args.quick else "results.jsonl")
 
     if args.report_only:
-        with open(jsonl) as f:
-            results = [json.loads(l) for l in f if l.strip()]
-        meta = results[0] if results and results[0].get("meta") else {}
-        results = [r for r in results if not r.get("meta")]
+        meta, results = read_results(jsonl)
         plots = make_plots(aggregate(results), servers, cases)
         write_report(results, cases, servers, meta.get("repeats", repeats), meta.get("quick", args.quick),
                      meta.get("elapsed", 0), plots, meta.get("date"), args.note or meta.get("note", ""),
-                     meta.get("threadcast_build"))
+                     meta.get("threadcast_build"), meta.get("partial_runs", []), meta.get("store_fs"))
         print(f"wrote {REPORT_PATH}")
         return
 
-    runs = [(c, rep, s) for c in cases for rep in range(c.repeats or repeats) for s in servers]
+    runs = [(c, rep, s) for c in cases for rep in range(c.repeats or repeats) for s in case_servers(c, servers)]
     budget = sum(c.expect_s + 0.3 for c, _, _ in runs)
     print(f"bench: {len(runs)} runs, roughly {budget / 60:.1f} min", flush=True)
     t0 = time.monotonic()
@@ -723,22 +967,55 @@ def main():
         results.append(r)
         summary = r.get("error") or ", ".join(
             f"{k}={fmt(r[k])}" for k in ("round_trips_per_sec", "rtt_p99_us", "deliveries_per_sec",
-                                         "latency_p99_us", "lost", "conns_open",
+                                         "latency_p99_us", "publishes_per_sec", "request_p99_us",
+                                         "messages_per_commit", "lost", "conns_open",
                                          "server_rss_per_conn_kb", "server_cpu_secs",
                                          "other_cpu_percent")
             if k in r)
         print(f"[{i}/{len(runs)} {time.monotonic() - t0:5.0f}s] {case.name():20s} {server:10s} "
               f"r{rep} ({time.monotonic() - t:4.1f}s): {summary}", flush=True)
     elapsed = time.monotonic() - t0
+    meta = {"meta": True, "quick": args.quick, "repeats": repeats, "elapsed": elapsed,
+            "servers": servers, "date": started, "note": args.note,
+            "threadcast_build": build, "store_fs": store_filesystem(), "partial_runs": []}
+    report_cases = cases
+    if args.only and os.path.exists(jsonl):
+        # A run of some scenarios replaces those scenarios' results (per server)
+        # in the last run's file and keeps the rest, so BENCHMARKS.md stays whole;
+        # the report says which sections come from which run.
+        old_meta, old = read_results(jsonl)
+        if old_meta:
+            ran = {(c.scenario, s) for c, _, s in runs}
+            scenarios = sorted({c.scenario for c, _, _ in runs})
+            results = [r for r in old if (r["scenario"], r["server"]) not in ran] + results
+            partial = []
+            for p in old_meta.get("partial_runs", []):
+                p["scenarios"] = [sc for sc in p["scenarios"] if sc not in scenarios]
+                if p["scenarios"]:
+                    partial.append(p)
+            partial.append({"date": started, "scenarios": scenarios, "repeats": repeats, "elapsed": elapsed,
+                            "threadcast_build": build, "note": args.note})
+            meta = dict(old_meta, partial_runs=partial, store_fs=meta["store_fs"])
+            report_cases = [c for c in suite(args.quick)
+                            if any(r["scenario"] == c.scenario for r in results)]
     with open(jsonl, "w") as f:
-        f.write(json.dumps({"meta": True, "quick": args.quick, "repeats": repeats, "elapsed": elapsed,
-                            "servers": servers, "date": started, "note": args.note,
-                            "threadcast_build": build}) + "\n")
+        f.write(json.dumps(meta) + "\n")
         for r in results:
             f.write(json.dumps(r) + "\n")
-    plots = make_plots(aggregate(results), servers, cases)
-    write_report(results, cases, servers, repeats, args.quick, elapsed, plots, started, args.note, build)
+    report_servers = meta.get("servers", servers)
+    plots = make_plots(aggregate(results), report_servers, report_cases)
+    write_report(results, report_cases, report_servers, meta["repeats"], meta["quick"], meta["elapsed"], plots,
+                 meta["date"], meta.get("note", ""), meta["threadcast_build"], meta.get("partial_runs", []),
+                 meta.get("store_fs"))
     print(f"bench: done in {elapsed / 60:.1f} min; wrote {REPORT_PATH} and {jsonl}")
+
+
+def read_results(path):
+    """(run metadata, results) from a results file."""
+    with open(path) as f:
+        results = [json.loads(l) for l in f if l.strip()]
+    meta = results[0] if results and results[0].get("meta") else {}
+    return meta, [r for r in results if not r.get("meta")]
 
 
 if __name__ == "__main__":

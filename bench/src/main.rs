@@ -9,6 +9,7 @@
 //!   fanout  --subscribers N --rate R --size S --duration D [--room NAME]
 //!   conns   --conns N --server-pid PID [--connect-rate R] [--settle S]
 //!   idle    --conns N --server-pid PID --hold D [--connect-rate R]
+//!   publish --publishers P --subscribers N --size S --duration D [--warmup W] [--room NAME]
 //! See bench/README.md for every field of the output.
 
 mod conns;
@@ -18,13 +19,14 @@ mod frame;
 mod hist;
 mod net;
 mod procfs;
+mod publish;
 mod util;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use util::{now_ns, Opts, Report};
 
-const USAGE: &str = "usage: loadgen (echo|fanout|conns|idle) --addr HOST:PORT [--label NAME] [options]; see bench/README.md";
+const USAGE: &str = "usage: loadgen (echo|fanout|conns|idle|publish) --addr HOST:PORT [--label NAME] [options]; see bench/README.md";
 
 fn main() -> ExitCode {
     now_ns(); // start the clock
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             "fanout" => fanout::run(addr, &opts, &mut report),
             "conns" => conns::run_conns(addr, &opts, &mut report),
             "idle" => conns::run_idle(addr, &opts, &mut report),
+            "publish" => publish::run(addr, &opts, &mut report),
             other => Err(format!("unknown mode {other:?}")),
         });
     let code = match &result {

@@ -23,6 +23,10 @@ const WBUF_SHRINK_ABOVE: usize = 1024 * 1024;
 pub const CLOSE_NORMAL: u16 = 1000;
 /// Close code a server sends to a slow consumer (policy violation).
 pub const CLOSE_POLICY: u16 = 1008;
+/// Tokens from here on belong to sockets a mode registers itself (through
+/// [`Net::registry`], e.g. plain HTTP requests); `poll` leaves their events
+/// in [`Net::external`] for the mode, numbered from 0.
+pub const EXTERNAL_TOKEN_BASE: usize = 1 << 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -103,6 +107,9 @@ pub struct Net {
     pub closing: usize,
     /// Why connections ended, with counts ("eof", "close 1008", ...).
     pub end_reasons: BTreeMap<String, u64>,
+    /// Events of the mode's own sockets (token − [`EXTERNAL_TOKEN_BASE`],
+    /// readable, writable) from the last `poll`s; the mode drains it.
+    pub external: Vec<(usize, bool, bool)>,
 }
 
 impl Net {
@@ -121,7 +128,14 @@ impl Net {
             closing: 0,
             peak_open: 0,
             end_reasons: BTreeMap::new(),
+            external: Vec::new(),
         })
+    }
+
+    /// Where a mode registers sockets of its own, with tokens from
+    /// [`EXTERNAL_TOKEN_BASE`] on.
+    pub fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
     }
 
     pub fn is_open(&self, id: usize) -> bool {
@@ -259,6 +273,10 @@ impl Net {
             })
             .collect();
         for (id, readable, writable) in ready {
+            if id >= EXTERNAL_TOKEN_BASE {
+                self.external.push((id - EXTERNAL_TOKEN_BASE, readable, writable));
+                continue;
+            }
             if writable {
                 self.on_writable(id, handler);
             }
