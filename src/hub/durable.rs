@@ -155,6 +155,8 @@ impl Hub {
         message.charge(charge);
         // History it pushed out leaves the disk with the next commit.
         let oldest = room.history.oldest_id();
+        // One trim per room per commit: a later one covers an earlier one.
+        self.pending.trims.retain(|(room, _)| *room != name);
         self.pending.trims.push((name.clone(), oldest));
         let published = self.fan_out(&name, &message, from, counters);
         if let Some(reply) = reply {
