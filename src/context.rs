@@ -59,6 +59,8 @@ pub struct Shared {
     /// The TLS settings of the listeners, when `--tls-cert` is given.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::net::certificates::Certificates>,
+    /// Every WebSocket connection's own figures (`/stats?connections=1`).
+    pub connections: crate::lesson::Registry,
     /// The store's figures, with `--data-dir`.
     pub store: Option<Arc<crate::store::StoreFigures>>,
 }

@@ -48,6 +48,7 @@ pub(crate) mod feed;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod latency;
+pub(crate) mod lesson;
 pub(crate) mod logging;
 pub(crate) mod net;
 pub(crate) mod protocol;

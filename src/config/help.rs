@@ -142,6 +142,10 @@ fn timing_and_queues() -> String {
                            forced every second: a crash may lose the last second)
                                                                  [default: batch]
   --poll-timeout DUR       longest wait of GET /poll/ROOM        [default: {poll}]
+  --lesson                 narrate every connection's protocol steps (handshake,
+                           frames, pings, close, threads) on the console at info
+  --allow-inspect          allow ?inspect=1 (a page watching its own connection's
+                           frames) on every listener   [default: loopback ones only]
 ",
         ping = format_duration(DEFAULT_PING_INTERVAL),
         pong = format_duration(DEFAULT_PONG_TIMEOUT),

@@ -104,6 +104,11 @@ pub struct Config {
     /// Messages older than this leave history (`--history-ttl`); `None`: they stay
     /// until the other limits push them out.
     pub history_ttl: Option<Duration>,
+    /// `--lesson`: narrate every connection's protocol steps on the console.
+    pub lesson: bool,
+    /// `--allow-inspect`: `?inspect=1` is allowed on every listener, not only on
+    /// loopback ones.
+    pub allow_inspect: bool,
     /// Longest wait of a long-poll request. Default 25 s.
     pub poll_timeout: Duration,
     /// Live feeds: each line a command prints becomes a message in its room.
@@ -185,6 +190,8 @@ impl Default for Config {
             data_dir: None,
             fsync: crate::store::Fsync::Batch,
             history_ttl: None,
+            lesson: false,
+            allow_inspect: false,
             history_bytes: None,
             poll_timeout: DEFAULT_POLL_TIMEOUT,
             feeds: Vec::new(),
@@ -702,6 +709,8 @@ mod tests {
             "--data-dir",
             "--fsync",
             "--history-ttl",
+            "--lesson",
+            "--allow-inspect",
             "--jwt-secret",
             "--admin-token",
             "--poll-timeout",

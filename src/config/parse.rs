@@ -115,6 +115,8 @@ fn set(
         "--poll-timeout" => config.poll_timeout = parse_duration(flag, &value()?)?,
         "--feed" => config.feeds.push(parse_feed(&value()?)?),
         "--no-demo-feed" => config.demo_feed = false,
+        "--lesson" => config.lesson = true,
+        "--allow-inspect" => config.allow_inspect = true,
         "--trust-proxy" => config.trust_proxy = true,
         "--redis" => config.redis_url = Some(parse_redis_url(&value()?)?),
         "--redis-queue" => config.redis_queue = parse_count(flag, &value()?)?,

@@ -177,13 +177,22 @@ pub fn stats(head: &Head, shared: &Shared) -> Reply {
         .number("refused_per_ip", shared.per_ip.refused())
         .number("requests_cut_off", shared.in_progress.evicted())
         .number("uptime_secs", shared.started.elapsed().as_secs());
+    optional_parts(head, shared, &mut body);
+    Reply::json(200, body.finish()).no_store()
+}
+
+/// The parts of `/stats` only some servers have: the Redis link, the store, and
+/// (`?connections=1`) every WebSocket connection with its threads and traffic.
+fn optional_parts(head: &Head, shared: &Shared, body: &mut JsonObject) {
     if let Some(link) = &shared.link {
         body.raw("redis", &link_json(link));
     }
     if let Some(store) = &shared.store {
         body.raw("store", &store_json(store));
     }
-    Reply::json(200, body.finish()).no_store()
+    if crate::protocol::url::query_flag(head.query(), "connections") {
+        body.raw("connection_list", &shared.connections.json());
+    }
 }
 
 /// The store's figures (`--data-dir`): its size, its commits and fsyncs, and how

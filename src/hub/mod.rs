@@ -65,7 +65,7 @@ pub use handle::{Handle, Membership, Unanswered, channel};
 pub use member::{CloseSignal, Member, Queued};
 use offer::{acknowledge, offer, slow_consumer};
 pub use operator::OperatorRequest;
-pub use outgoing::{ConnId, Echo, Joined, Notice, Outgoing};
+pub use outgoing::{ConnId, Echo, Inspection, Joined, Notice, Outgoing};
 pub use queue::{Backlog, QueueEnd};
 use rooms::Room;
 use sharing::forward;
@@ -264,11 +264,7 @@ impl Hub {
             // Everything the link to other instances sends: `sharing.rs`.
             Command::Link(event) => self.apply_link(event, counters),
             Command::Stats(reply) => drop(reply.send(self.stats())),
-            Command::Operator(request) => {
-                self.operate(request, counters);
-                // A deleted room is gone from the disk before anything else happens.
-                self.flush(counters);
-            }
+            Command::Operator(request) => self.operate(request, counters),
             Command::Reclaim => self.relieve(counters),
             Command::Shutdown(_) => {}
         }

@@ -63,7 +63,10 @@ impl Hub {
                 let _ = reply.send(presence);
             }
             OperatorRequest::DeleteRoom { room, reply } => {
-                let _ = reply.send(self.delete_room(&room));
+                let deleted = self.delete_room(&room);
+                // A deleted room is gone from the disk before anyone hears so.
+                self.flush(counters);
+                let _ = reply.send(deleted);
             }
             OperatorRequest::Disconnect { sub, reply } => {
                 let _ = reply.send(self.disconnect(&sub, counters));

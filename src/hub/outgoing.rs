@@ -29,6 +29,9 @@ pub enum Outgoing {
     Joined(Box<Joined>),
     /// A control notice for enveloped members.
     Notice(Box<Notice>),
+    /// An event for the connection's own inspector (`?inspect=1`, lesson mode): sent
+    /// as a text frame, to raw and enveloped connections alike.
+    Inspect(Box<Inspection>),
     /// The reply to a ping the reader received (same payload).
     Pong(Box<tungstenite::Bytes>),
     /// Send this close frame, then stop writing. `None` is a close frame without a code
@@ -66,6 +69,10 @@ impl Outgoing {
         }
     }
 }
+
+/// An inspect event's JSON (lesson mode), boxed in the queue like every larger item.
+#[derive(Debug)]
+pub struct Inspection(pub String);
 
 /// The catch-up a member gets when it joins a room.
 #[derive(Debug)]

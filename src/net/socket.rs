@@ -81,6 +81,14 @@ impl Socket {
         self.tcp().peer_addr()
     }
 
+    /// Our own address: which listener the client came in by.
+    ///
+    /// # Errors
+    /// As [`TcpStream::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
     /// Shuts down one or both directions. On TLS, closing the write side sends
     /// `close_notify` first; closing both never waits for the other thread, so it can
     /// cut off a stalled connection from anywhere.

@@ -122,6 +122,7 @@ fn shared_state(
         next_id: AtomicU64::new(1),
         link: link.map(|l| Arc::clone(&l.status)),
         store: None,
+        connections: crate::lesson::Registry::default(),
         #[cfg(feature = "tls")]
         tls: None,
     }

@@ -73,7 +73,8 @@ pub fn serve(
     let raw = !matches!(destination, Destination::Room { raw: false, .. });
     let (member, writer) = start_writer(id, &socket, &counters, config, &settings, raw)?;
 
-    let mut input = ReadHalf::new(&socket, &settings.budget, config, &leftover);
+    let mut input = ReadHalf::new(&socket, &settings.budget, config, &leftover)
+        .watched(settings.watch.as_ref());
     let mut ctx = WebSocketContext::from_partially_read(leftover, Role::Server, Some(config));
     let tx = member.tx.clone();
     let admitted = admit(id, &mut ctx, &mut input, &member, &hub, &settings);
@@ -130,9 +131,18 @@ fn start_writer(
     raw: bool,
 ) -> Option<(Member, thread::JoinHandle<Option<u16>>)> {
     let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
+    // This thread becomes the reader: its id, for the inspector and /stats.
+    settings
+        .watch
+        .iter()
+        .for_each(|w| w.figures.on_reader_thread());
     let (member, queue) = Member::new(send_queue, send_bytes, raw, counters);
     let inbox = Inbox::new(queue, &member.close);
-    let out = WriteHalf::new(Arc::clone(socket), Arc::clone(&inbox.close));
+    let out = WriteHalf::new(
+        Arc::clone(socket),
+        Arc::clone(&inbox.close),
+        settings.watch.as_ref(),
+    );
     // The writer never reads: its context needs no read buffer.
     let ctx = WebSocketContext::new(Role::Server, Some(config.read_buffer_size(0)));
     let counters = Arc::clone(counters);

@@ -47,6 +47,16 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// The room's name (empty for `/echo`).
+    pub fn room(&self) -> String {
+        match self {
+            Route::Echo => String::new(),
+            Route::Room { name, .. } => name.clone(),
+        }
+    }
+}
+
 /// A handshake that passed every check.
 #[derive(Debug)]
 pub struct Accepted {
@@ -62,6 +72,10 @@ pub struct Accepted {
     /// Who the token showed the client to be; `None` under `--auth first-message`,
     /// where the token comes later.
     pub caller: Option<Caller>,
+    /// `?inspect=1`: the client asked to see its own connection (lesson mode).
+    pub inspect: bool,
+    /// The client's key, for the inspector's accept computation.
+    pub key: String,
 }
 
 /// Why a handshake was refused: the HTTP status and a human-readable explanation.
@@ -123,6 +137,8 @@ pub fn check(head: &Head, checks: &Checks) -> Result<Accepted, Rejection> {
         leftover: head.leftover.clone(),
         forwarded_for: crate::security::forwarded_client(header("X-Forwarded-For")),
         caller,
+        inspect: crate::protocol::url::query_flag(head.query(), "inspect"),
+        key: key.to_string(),
     })
 }
 

@@ -8,7 +8,11 @@ use tungstenite::error::Error as WsError;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::reader::{ReadEnd, classify};
+use crossbeam_channel::Sender;
+
 use crate::budget::{Budget, Category, RECLAIM_WAIT, Reservation};
+use crate::hub::{Inspection, Outgoing};
+use crate::lesson::{Dir, Observer, Watch};
 use crate::net::socket::Socket;
 use crate::protocol::close::CloseReason;
 use crate::room::MESSAGE_OVERHEAD_BYTES;
@@ -37,6 +41,45 @@ pub(super) struct ReadHalf {
     pub(super) edges: FrameEdges,
     /// The settings a fresh context gets.
     pub(super) config: WebSocketConfig,
+    /// Lesson mode: what watches the bytes read, and where its events go (the
+    /// writer, as `inspect` frames; `dropped` counts those that did not fit).
+    pub(super) watch: Option<Watching>,
+}
+
+/// What the reader needs to report what it reads (lesson mode): the connection's
+/// watch, what watches the bytes, and the events waiting to go to the writer.
+pub(super) struct Watching {
+    pub(super) watch: Arc<Watch>,
+    pub(super) observer: Option<Observer>,
+    pub(super) events: Vec<String>,
+    /// Events that did not fit the writer's queue, to tell the inspector.
+    pub(super) dropped: u64,
+}
+
+impl Watching {
+    /// Hands the waiting events to the writer for the inspector, those that fit its
+    /// queue (the inspector then hears how many it missed). The reader calls this
+    /// between messages: it holds no sender of the writer's queue itself, so the
+    /// writer still ends when the reader lets go of it.
+    pub(super) fn forward(&mut self, to_writer: &Sender<Outgoing>) {
+        for event in self.events.drain(..) {
+            if self.dropped > 0 {
+                let missed = crate::lesson::dropped_json(self.dropped);
+                if to_writer
+                    .try_send(Outgoing::Inspect(Box::new(Inspection(missed))))
+                    .is_ok()
+                {
+                    self.dropped = 0;
+                }
+            }
+            if to_writer
+                .try_send(Outgoing::Inspect(Box::new(Inspection(event))))
+                .is_err()
+            {
+                self.dropped += 1;
+            }
+        }
+    }
 }
 
 impl ReadHalf {
@@ -56,6 +99,42 @@ impl ReadHalf {
             short: false,
             edges,
             config,
+            watch: None,
+        }
+    }
+
+    /// Counts what is read in the connection's figures, and reports it to its
+    /// inspector or the console (lesson mode).
+    pub(super) fn watched(mut self, watch: Option<&Arc<Watch>>) -> ReadHalf {
+        self.watch = watch.map(|watch| Watching {
+            watch: Arc::clone(watch),
+            observer: Observer::of(Some(watch), Dir::In),
+            events: Vec::new(),
+            dropped: 0,
+        });
+        self
+    }
+
+    /// A pong came back: its round trip is noted, and the inspector hears the
+    /// connection's figures (`queue`: the writer's queue, `to_writer`).
+    pub(super) fn ponged(&mut self, to_writer: &Sender<Outgoing>) {
+        let Some(watching) = &mut self.watch else {
+            return;
+        };
+        let figures = &watching.watch.figures;
+        figures.ponged();
+        figures
+            .queue
+            .store(to_writer.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if watching.watch.inspect {
+            watching.events.push(figures.event_json());
+        }
+    }
+
+    /// Sends the writer what the inspector is to hear of the bytes read so far.
+    pub(super) fn forward_inspections(&mut self, to_writer: &Sender<Outgoing>) {
+        if let Some(watching) = self.watch.as_mut().filter(|w| !w.events.is_empty()) {
+            watching.forward(to_writer);
         }
     }
 
@@ -84,6 +163,12 @@ impl ReadHalf {
             *ctx = WebSocketContext::new(Role::Server, Some(self.config));
             self.edges.reset();
         }
+        if let Some(watching) = &self.watch {
+            let figures = &watching.watch.figures;
+            figures
+                .messages_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.take_message(bytes)
     }
 
@@ -106,6 +191,14 @@ impl Read for ReadHalf {
         let room = self.edges.limit(buf.len());
         let n = (&*self.socket).read(&mut buf[..room])?;
         self.edges.saw(&buf[..n]);
+        if let Some(watching) = &mut self.watch {
+            watching.watch.figures.read(n);
+            if let Some(mut observer) = watching.observer.take() {
+                let events = &mut watching.events;
+                observer.saw(&buf[..n], &mut |event| events.push(event));
+                watching.observer = Some(observer);
+            }
+        }
         if !self.reading.grow_within(n, RECLAIM_WAIT) {
             self.short = true;
             return Err(io::Error::new(

@@ -131,7 +131,9 @@ pub(super) fn read_loop(
     routes: &mut Routes,
 ) -> ReadEnd {
     loop {
-        let message = match ctx.read(input) {
+        let read = ctx.read(input);
+        input.forward_inspections(routes.to_writer);
+        let message = match read {
             Ok(message) => message,
             Err(e) => return input.failed(e),
         };
@@ -142,6 +144,10 @@ pub(super) fn read_loop(
             }
             control => {
                 input.message_done();
+                if control.is_pong() {
+                    input.ponged(routes.to_writer);
+                    input.forward_inspections(routes.to_writer);
+                }
                 routes.answer(control)
             }
         };

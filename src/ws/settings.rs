@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::Budget;
+use crate::lesson::Watch;
 use crate::net::limit::Slot;
 use crate::protocol::rights::Caller;
 use crate::room::Resume;
@@ -39,6 +40,8 @@ pub struct Settings {
     /// Who the handshake's token showed the client to be (`None` under
     /// `--auth first-message`: the first message tells).
     pub caller: Option<Caller>,
+    /// How the connection is watched (lesson mode) and its figures.
+    pub watch: Option<Arc<Watch>>,
 }
 
 /// Where the reader delivers the messages it receives.

@@ -15,6 +15,8 @@ use crate::config::AuthMode;
 use crate::context::Shared;
 use crate::http::head::Head;
 use crate::http::reply::close_gently;
+use crate::hub::ConnId;
+use crate::lesson::{self, ConnFigures, Watch};
 use crate::logging;
 use crate::net::limit::{Slot, WRITE_TIMEOUT};
 use crate::net::requests::RequestInProgress;
@@ -36,6 +38,10 @@ pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &S
         Ok(accepted) => accepted,
         Err(rejection) => return refuse(socket, peer, &head, &rejection),
     };
+    if accepted.inspect && !inspect_allowed(socket, shared) {
+        let rejection = Rejection::new(403, NOT_INSPECTABLE);
+        return refuse(socket, peer, &head, &rejection);
+    }
     let (_slot, unauthenticated) = match take_slots(shared, first_message_auth) {
         Ok(slots) => slots,
         Err(rejection) => return refuse(socket, peer, &head, &rejection),
@@ -97,6 +103,7 @@ fn settings(shared: &Shared, first_message_auth: bool, unauthenticated: Option<S
         first_message_auth: first_message_auth.then(|| Arc::clone(&shared.policy)),
         unauthenticated,
         caller: None,
+        watch: None,
     }
 }
 
@@ -110,17 +117,15 @@ fn run(
     mut settings: Settings,
 ) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    settings.caller = accepted.caller;
+    settings.caller = accepted.caller.clone();
+    let watch = watch(id, (&accepted, head, peer), shared);
+    let _listed = shared.connections.register(&watch.figures);
+    settings.watch = Some(Arc::clone(&watch));
     let destination = match accepted.route {
         Route::Echo => Destination::Echo,
         Route::Room { name, raw, resume } => Destination::Room { name, raw, resume },
     };
-    // Behind a proxy every connection comes from the proxy; with --trust-proxy we log
-    // the client it reports instead. Never trusted by default: anyone can send the header.
-    let client = match accepted.forwarded_for {
-        Some(forwarded) if shared.config.trust_proxy => format!("{forwarded} (via {peer})"),
-        _ => peer.to_string(),
-    };
+    let client = client_name(accepted.forwarded_for.as_deref(), peer, shared);
     logging::access(format_args!("{client} WebSocket {id} open {}", head.path()));
     let opened = Instant::now();
     let hub = shared.hub.clone();
@@ -135,10 +140,77 @@ fn run(
         settings,
     );
     let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+    watch.ended(&code);
     logging::access(format_args!(
         "{client} WebSocket {id} closed after {:.1?} (close code {code})",
         opened.elapsed()
     ));
+}
+
+/// Who the client is, for the access log. Behind a proxy every connection comes from
+/// the proxy; with --trust-proxy we log the client it reports instead. Never trusted
+/// by default: anyone can send the header.
+fn client_name(forwarded_for: Option<&str>, peer: SocketAddr, shared: &Shared) -> String {
+    match forwarded_for {
+        Some(forwarded) if shared.config.trust_proxy => format!("{forwarded} (via {peer})"),
+        _ => peer.to_string(),
+    }
+}
+
+/// What a client asking to inspect its connection hears where it may not (403).
+pub const NOT_INSPECTABLE: &str =
+    "?inspect=1 is allowed on loopback listeners only (start the server with --allow-inspect)";
+
+/// Whether `?inspect=1` is allowed on the listener `socket` came in by: a loopback
+/// one, or any with `--allow-inspect`.
+fn inspect_allowed(socket: &Socket, shared: &Shared) -> bool {
+    shared.config.allow_inspect || socket.local_addr().is_ok_and(|a| a.ip().is_loopback())
+}
+
+/// How connection `id` is watched (lesson mode), and the handshake's event for its
+/// inspector or the console.
+fn watch(
+    id: ConnId,
+    (accepted, head, peer): (&Accepted, &Head, SocketAddr),
+    shared: &Shared,
+) -> Arc<Watch> {
+    let figures = Arc::new(ConnFigures::new(
+        id,
+        peer.to_string(),
+        accepted.route.room(),
+    ));
+    let watch = Arc::new(Watch {
+        id,
+        inspect: accepted.inspect,
+        narrate: shared.config.lesson,
+        figures,
+        first_events: std::sync::Mutex::default(),
+    });
+    if watch.inspect || watch.narrate {
+        let line = (
+            head.method.as_str(),
+            head.target.as_str(),
+            head.minor_version,
+        );
+        let request = lesson::handshake::request_lines(line, &head.headers);
+        let answer = handshake::accept_response(&accepted.accept_key);
+        let response: Vec<String> = answer
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        watch.narrate(&format!(
+            "handshake checked: {} → 101, Sec-WebSocket-Accept {}",
+            request[0], accepted.accept_key
+        ));
+        let accept = lesson::handshake::accept_steps(&accepted.key);
+        watch
+            .first_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(lesson::handshake_json(&request, &response, &accept));
+    }
+    watch
 }
 
 fn refuse(socket: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection) {

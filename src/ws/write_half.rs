@@ -6,7 +6,14 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
+use tungstenite::Message;
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::WebSocketContext;
+
 use crate::hub::{CloseSignal, Queued};
+use crate::lesson::{self, ConnFigures, Dir, Observer, Watch, thread_id};
 use crate::net::limit::WRITE_TIMEOUT;
 use crate::net::socket::Socket;
 
@@ -38,6 +45,13 @@ pub(super) const CLOSE_FRAME_LAST_TRY: Duration = Duration::from_millis(1);
 pub(super) struct WriteHalf {
     /// The connection's socket, shared with the reader.
     pub(super) socket: Arc<Socket>,
+    /// The connection's figures (bytes and messages written, pings).
+    pub(super) figures: Arc<ConnFigures>,
+    /// Lesson mode: how the connection is watched, what watches the bytes written,
+    /// and the events for its inspector still to send.
+    pub(super) watch: Option<Arc<Watch>>,
+    pub(super) observer: Option<Observer>,
+    pub(super) inspections: Vec<String>,
     /// The server's close requests; at shutdown it carries the drain deadline.
     pub(super) close: Arc<CloseSignal>,
     /// The writer is at its close frame: at shutdown that step has a later deadline
@@ -55,14 +69,26 @@ pub(super) struct WriteHalf {
 }
 
 impl WriteHalf {
-    pub(super) fn new(socket: Arc<Socket>, close: Arc<CloseSignal>) -> WriteHalf {
+    pub(super) fn new(
+        socket: Arc<Socket>,
+        close: Arc<CloseSignal>,
+        watch: Option<&Arc<Watch>>,
+    ) -> WriteHalf {
         let waits_in_slices = match *socket {
             Socket::Plain(_) => true,
             #[cfg(feature = "tls")]
             Socket::Tls(_) => false,
         };
+        let figures = watch.map_or_else(
+            || Arc::new(ConnFigures::new(0, String::new(), String::new())),
+            |w| Arc::clone(&w.figures),
+        );
         WriteHalf {
             socket,
+            figures,
+            watch: watch.cloned(),
+            observer: Observer::of(watch, Dir::Out),
+            inspections: Vec::new(),
             close,
             closing: false,
             waits_in_slices,
@@ -135,9 +161,67 @@ impl Read for WriteHalf {
     }
 }
 
+impl WriteHalf {
+    /// The writer thread runs: its id is noted, and the inspector (or the console) is
+    /// told of both threads and of the handshake.
+    pub(super) fn started_writing(&mut self, ctx: &mut WebSocketContext) {
+        self.figures
+            .writer_tid
+            .store(thread_id(), Ordering::Relaxed);
+        let Some(watch) = self.watch.clone() else {
+            return;
+        };
+        let reader = self.figures.reader_tid.load(Ordering::Relaxed);
+        let writer = thread_id();
+        watch.narrate(&format!(
+            "reader thread {reader} and writer thread {writer} serve it"
+        ));
+        if watch.inspect {
+            let handshake = std::mem::take(
+                &mut *watch
+                    .first_events
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            self.inspections.extend(handshake);
+            self.inspections
+                .push(lesson::thread_json("reader", reader, "started"));
+            self.inspections
+                .push(lesson::thread_json("writer", writer, "started"));
+            // A failure here is the next write's failure too: the loop sees it there.
+            let _ = self.send_inspections(ctx);
+        }
+    }
+
+    /// Flushes what tungstenite holds, then sends the inspector the events about what
+    /// was just written (as text frames, which the observer recognises and does not
+    /// report again), and flushes those.
+    pub(super) fn flush_all(&mut self, ctx: &mut WebSocketContext) -> Result<(), WsError> {
+        ctx.flush(self)?;
+        self.send_inspections(ctx)
+    }
+
+    /// Sends the inspector its waiting events, and flushes.
+    fn send_inspections(&mut self, ctx: &mut WebSocketContext) -> Result<(), WsError> {
+        if self.inspections.is_empty() {
+            return Ok(());
+        }
+        for event in std::mem::take(&mut self.inspections) {
+            ctx.write(self, Message::text(event))?;
+        }
+        ctx.flush(self)
+    }
+}
+
 impl Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bounded(|socket| socket.write(buf))
+        let n = self.bounded(|socket| socket.write(buf))?;
+        self.figures.wrote(n);
+        if let Some(observer) = &mut self.observer {
+            let inspections = &mut self.inspections;
+            observer.saw(&buf[..n], &mut |event| inspections.push(event));
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.bounded(|socket| socket.flush())

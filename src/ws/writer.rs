@@ -43,6 +43,7 @@ pub(super) fn write_loop(
     raw: bool,
 ) -> Option<u16> {
     let mut next_ping = Instant::now() + ping_interval;
+    out.started_writing(&mut ctx);
     let result = loop {
         // Sleep until there is something to send or it is time to ping. An idle
         // connection costs no CPU: the thread is parked in the channel.
@@ -62,16 +63,22 @@ pub(super) fn write_loop(
         // receives still answers with pongs and its reader never times out.
         if Instant::now() >= next_ping {
             next_ping = Instant::now() + ping_interval;
-            out.begin();
-            if let Err(e) = ctx.write(&mut out, Message::Ping(Bytes::new())) {
+            if let Err(e) = ping(&mut ctx, &mut out) {
                 break Err(e);
             }
         }
-        if let Err(e) = ctx.flush(&mut out) {
+        if let Err(e) = out.flush_all(&mut ctx) {
             break Err(e);
         }
     };
     end_writing(id, ctx, out, result)
+}
+
+/// Queues a ping (RFC 6455 §5.5.2), noting when for the round trip.
+fn ping(ctx: &mut WebSocketContext, out: &mut WriteHalf) -> Result<(), WsError> {
+    out.begin();
+    out.figures.pinged();
+    ctx.write(out, Message::Ping(Bytes::new()))
 }
 
 /// Writes `first` and what is already queued behind it (up to MAX_BATCH items) into
@@ -189,6 +196,7 @@ pub(super) fn write_one(
         Outgoing::Notice(notice) if !raw => ctx.write(out, Message::text(notice.json()))?,
         Outgoing::Joined(_) | Outgoing::Notice(_) => {}
         Outgoing::Pong(payload) => ctx.write(out, Message::Pong(*payload))?,
+        Outgoing::Inspect(event) => ctx.write(out, Message::text(event.0))?,
         Outgoing::Close(frame) => return Ok(Next::Close(*frame)),
         Outgoing::Wake => {}
         Outgoing::Stop => return Ok(Next::Stop),
@@ -213,6 +221,7 @@ pub(super) fn write_data(
         message => ctx.write(out, message)?,
     }
     counters.messages_out.fetch_add(1, Ordering::Relaxed);
+    out.figures.messages_out.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
