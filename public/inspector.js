@@ -273,7 +273,7 @@ export class Inspector {
       this.figure[key] = dd;
       this.figuresBody.append(dt, dd);
     }
-    figures.append(this.figuresBody, el('p', 'hint insp-fig-hint', 'Updated after each pong.'));
+    figures.append(this.figuresBody, el('p', 'hint insp-fig-hint', 'Updated after each pong: the server pings every --ping-interval (20 s unless set).'));
     grid.append(threads, figures);
 
     // Frames
@@ -317,9 +317,17 @@ export class Inspector {
   closed(socket, event) {
     const byPage = this.closing.has(socket);
     const starter = byPage ? 'client' : event.code === 1006 ? 'nobody' : 'server';
-    const who = { client: 'started by the client (this page)', server: 'started by the server', nobody: 'no close frame: the connection was lost or refused' }[starter];
+    const who = {
+      client: 'Started by the client (this page); the code is the one the server answered with.',
+      server: 'Started by the server.',
+      nobody: 'No close frame: the connection was lost or refused (1006 never travels in a frame).',
+    }[starter];
+    // Close frames never show as server rows: after sending its own close frame the
+    // server may send nothing (not even an inspect frame), and once the page has
+    // started closing the browser delivers no more messages.
+    const why = starter === 'nobody' ? '' : ' The close frames themselves cannot be reported on this socket: nothing may follow a close frame.';
     this.addNote('closed', 'page', `close event: ${event.code} ${closeCodeText(event.code)}${event.reason ? ` · “${event.reason}”` : ''}`,
-      `${who}; ${event.wasClean ? 'a clean close handshake' : 'not clean'}.`,
+      `${who} ${event.wasClean ? 'A clean close handshake.' : 'Not clean.'}${why}`,
       { closeCode: event.code, starter });
     if (this.socket === socket) this.setState('closed', `connection ${this.connections}: closed ${event.code}`);
     if (!this.wasOpen.has(socket) && event.code === 1006 && this.socket === socket) {
