@@ -250,6 +250,18 @@ describe('lesson mode: the inspector (?inspect=1)', () => {
     await page.context().close();
   });
 
+  test('a close from the server for a message too big: 1009, started by the server', async (t) => {
+    const server = await Server.start({ args: ['--max-message-bytes', '64KiB'] });
+    t.after(() => server.stop());
+    const page = await inspectedPage(browser, server);
+    await page.click('#insp-send-70000');
+    await page.locator('#insp-frames li[data-kind="closed"][data-close-code="1009"][data-starter="server"]').waitFor();
+    assert.match(await page.textContent('#insp-frames li[data-kind="closed"][data-close-code="1009"]'), /message too big/);
+    // The page comes back by itself on a new connection.
+    await page.locator('#insp-state[data-state="open"]', { hasText: 'connection 2' }).waitFor();
+    await page.context().close();
+  });
+
   test('a close from the server (a graceful stop): 1001, started by the server', async (t) => {
     const server = await Server.start();
     t.after(() => server.stop());
