@@ -9,7 +9,7 @@
 
 import { RoomConnection, backoffDelay } from './connection.js';
 import { Outbox, payloadOf } from './outbox.js';
-import { sendTokenFirst, useFirstMessageAuth, wsTokenQuery } from './transports.js';
+import { sendTokenFirst, useFirstMessageAuth, wsTokenQuery, inspectWebSockets } from './transports.js';
 import {
   ROOM_NAME, newClientId, hexPreview, sizeLabel, closeCodeText, describeUser, userKey, isVerified,
   tokenClaims, tokenExpired, guestName, CLOSE_DISCONNECTED,
@@ -751,10 +751,27 @@ async function loadConfig() {
   }
 }
 
+/** Lesson mode (`?inspect=1`, docs/LESSONS.md): the inspector panel watches the room's
+ *  WebSocket (not the feed's, not the echo's). Loaded only then: other visitors never
+ *  fetch inspector.js. */
+let inspector = null;
+
+async function startInspector() {
+  try {
+    const { Inspector } = await import('./inspector.js');
+    inspector = new Inspector($('inspector'), { wants: (room) => Boolean(main) && room === main.room });
+    inspectWebSockets(inspector);
+    document.body.classList.add('inspecting');
+  } catch (error) {
+    systemLine(`The inspector could not be loaded (${error.message}).`, 'error');
+  }
+}
+
 async function start() {
   identity.pasted = storedItem(sessionStorage, TOKEN_KEY);
   identity.guest = guestName(storedItem(localStorage, NAME_KEY));
   readTokenFromAddress();
+  if (query.get('inspect') === '1') await startInspector();
   config = await loadConfig();
   if (config.auth === 'first-message') useFirstMessageAuth();
   renderIdentity();
@@ -783,7 +800,7 @@ async function start() {
     if (!echo.socket && !echo.stopped) echoConnect();
   });
   // For the curious: in the console, `threadcast.main.lastId`, `threadcast.outbox.items`.
-  window.threadcast = { get main() { return main; }, get feed() { return feed; }, outbox, identity, presence };
+  window.threadcast = { get main() { return main; }, get feed() { return feed; }, outbox, identity, presence, get inspector() { return inspector; } };
 }
 
 start();

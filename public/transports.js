@@ -39,6 +39,14 @@ export function sendTokenFirst(socket, token) {
   if (firstMessageMode && token) socket.send(token);
 }
 
+// Lesson mode (`?inspect=1` on the page, public/inspector.js): the inspector, if any.
+// It says which room's socket it wants (`wants(room)`); that socket is opened with
+// `inspect=1` too, and the server's `{"type":"inspect",…}` frames on it go to the
+// inspector, never to the room. It also hears when the page closes that socket and
+// the socket's `close` event.
+let inspector = null;
+export function inspectWebSockets(hook) { inspector = hook; }
+
 export class WebSocketTransport {
   static kind = 'ws';
   static label = 'WebSocket';
@@ -47,11 +55,15 @@ export class WebSocketTransport {
     // `new WebSocket(url)` starts the opening handshake at once: an HTTP GET with
     // `Upgrade: websocket` that the server answers with `101 Switching Protocols`.
     // Until then `socket.readyState` is WebSocket.CONNECTING (0).
-    const socket = new WebSocket(wsBase + '/ws/' + roomPath(room) + query);
+    const inspected = Boolean(inspector && inspector.wants(room));
+    const url = wsBase + '/ws/' + roomPath(room) + query + (inspected ? (query ? '&' : '?') + 'inspect=1' : '');
+    const socket = new WebSocket(url);
     // Binary frames arrive as ArrayBuffer instead of Blob, so they can be read at once.
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     this.closed = false;
+    this.inspector = inspected ? inspector : null;
+    if (inspected) inspector.opened(socket, url);
 
     // `open`: the handshake succeeded; readyState is now WebSocket.OPEN (1). We still
     // wait for the server's `welcome` frame before calling the room joined.
@@ -70,6 +82,11 @@ export class WebSocketTransport {
         events.frame({ type: 'message' }, payload);
         return;
       }
+      // What the server saw of this connection (lesson mode): for the inspector only.
+      if (frame.header.type === 'inspect') {
+        if (this.inspector) this.inspector.event(frame.header);
+        return;
+      }
       events.frame(frame.header, frame.payload);
       if (frame.header.type === 'welcome') events.ready();
     });
@@ -84,6 +101,7 @@ export class WebSocketTransport {
     // disconnected by the operator, 4004 room deleted, ...). 1006 means no close frame
     // arrived at all: the network failed, the handshake was refused or never answered.
     socket.addEventListener('close', (event) => {
+      if (this.inspector) this.inspector.closed(socket, event);
       if (this.closed) return;
       this.closed = true;
       events.close({ code: event.code, reason: event.reason });
@@ -102,6 +120,7 @@ export class WebSocketTransport {
 
   close(code = 1000, reason = '') {
     this.closed = true;
+    if (this.inspector) this.inspector.pageClosing(this.socket, code, reason);
     // Our close frame carries code 1000 ("normal") and a reason of at most 123 bytes.
     // Pages may only send 1000 or 3000-4999.
     this.socket.close(code, reason);
