@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{IpAddr, TcpStream};
+use std::net::TcpStream;
 
 use common::*;
 use tungstenite::{Message, WebSocket};
@@ -147,36 +147,6 @@ fn stats_lists_each_connection_s_threads_and_traffic() {
     );
 }
 
-/// An address of this machine that is not loopback, if it has one.
-fn non_loopback_address() -> Option<IpAddr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    // No packet is sent: connecting a UDP socket only picks the outgoing interface.
-    socket.connect("192.0.2.1:9").ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
-#[test]
-fn the_inspector_is_refused_off_loopback_without_the_flag() {
-    let Some(ip) = non_loopback_address() else {
-        eprintln!("skipped: this machine has no address but loopback");
-        return;
-    };
-    let server = start_with(|c| c.http_addr = (ip, 0).into());
-    let refused = raw_request(server.http_addr(), upgrade_request("/echo?inspect=1", ""));
-    assert_eq!(refused.1, 403, "{}", refused.2);
-    assert_eq!(
-        raw_request(server.http_addr(), upgrade_request("/echo", "")).1,
-        101
-    );
-    let allowed = start_with(|c| {
-        c.http_addr = (ip, 0).into();
-        c.allow_inspect = true;
-    });
-    let answer = raw_request(allowed.http_addr(), upgrade_request("/echo?inspect=1", ""));
-    assert_eq!(answer.1, 101);
-}
-
 #[test]
 fn lesson_mode_narrates_each_step_on_the_console() {
     let mut command = binary_command();
@@ -198,4 +168,15 @@ fn lesson_mode_narrates_each_step_on_the_console() {
         }
     }
     assert!(wanted.is_empty(), "not narrated: {wanted:?}");
+}
+
+#[test]
+fn the_server_s_close_frame_is_announced_before_it_is_written() {
+    let server = start_with(|c| c.max_message_bytes = 1024);
+    let mut ws = connect(&server, "/echo?inspect=1");
+    ws.send(Message::binary(vec![0u8; 2048])).unwrap();
+    let close = next_frame(&mut ws, "out", "close");
+    assert!(close.contains(r#""close_code":1009"#), "{close}");
+    let (code, _) = expect_close(&mut ws);
+    assert_eq!(u16::from(code), 1009);
 }

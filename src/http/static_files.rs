@@ -24,6 +24,7 @@ const BUNDLED: &[(&str, &[u8])] = &[
         include_bytes!("../../public/connection.js"),
     ),
     ("/outbox.js", include_bytes!("../../public/outbox.js")),
+    ("/inspector.js", include_bytes!("../../public/inspector.js")),
     ("/protocol.js", include_bytes!("../../public/protocol.js")),
     (
         "/transports.js",
@@ -241,5 +242,19 @@ mod tests {
         assert!(matches!(files.lookup("/"), Lookup::Found(_)));
         assert!(matches!(files.lookup("/app.js"), Lookup::Found(_)));
         assert!(matches!(files.lookup("/nope.js"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn every_file_of_the_page_is_built_in() {
+        // A page file left out would work from public/ and break in a binary without it.
+        let files = StaticFiles { root: None };
+        let public = concat!(env!("CARGO_MANIFEST_DIR"), "/public");
+        for entry in std::fs::read_dir(public).unwrap() {
+            let name = format!("/{}", entry.unwrap().file_name().to_string_lossy());
+            assert!(
+                matches!(files.lookup(&name), Lookup::Found(_)),
+                "{name} is not bundled"
+            );
+        }
     }
 }

@@ -164,7 +164,31 @@ pub const NOT_INSPECTABLE: &str =
 /// Whether `?inspect=1` is allowed on the listener `socket` came in by: a loopback
 /// one, or any with `--allow-inspect`.
 fn inspect_allowed(socket: &Socket, shared: &Shared) -> bool {
-    shared.config.allow_inspect || socket.local_addr().is_ok_and(|a| a.ip().is_loopback())
+    socket
+        .local_addr()
+        .is_ok_and(|local| inspect_allowed_at(local, shared.config.allow_inspect))
+}
+
+/// Whether `?inspect=1` is allowed on a listener at `local`: a loopback one, or any
+/// with `--allow-inspect`. (An inspector shows the handshake's headers: not for
+/// anyone who can reach a public port.)
+fn inspect_allowed_at(local: SocketAddr, allow_inspect: bool) -> bool {
+    allow_inspect || local.ip().is_loopback()
+}
+
+fn refuse(socket: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection) {
+    // One rate-limited access line (a client could otherwise flood the log).
+    logging::access(format_args!(
+        "{peer} \"{} {}\" {} {}",
+        head.method,
+        head.path(),
+        rejection.status,
+        rejection.message
+    ));
+    let response = handshake::rejection_response(rejection);
+    if (&*socket).write_all(response.as_bytes()).is_ok() {
+        close_gently(socket);
+    }
 }
 
 /// How connection `id` is watched (lesson mode), and the handshake's event for its
@@ -213,17 +237,25 @@ fn watch(
     watch
 }
 
-fn refuse(socket: &Socket, peer: SocketAddr, head: &Head, rejection: &Rejection) {
-    // One rate-limited access line (a client could otherwise flood the log).
-    logging::access(format_args!(
-        "{peer} \"{} {}\" {} {}",
-        head.method,
-        head.path(),
-        rejection.status,
-        rejection.message
-    ));
-    let response = handshake::rejection_response(rejection);
-    if (&*socket).write_all(response.as_bytes()).is_ok() {
-        close_gently(socket);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inspector_is_for_loopback_listeners_unless_allowed() {
+        for loopback in ["127.0.0.1:8080", "127.0.0.2:1", "[::1]:8080"] {
+            assert!(
+                inspect_allowed_at(loopback.parse().unwrap(), false),
+                "{loopback}"
+            );
+        }
+        for public in ["10.0.0.5:8080", "192.168.1.2:80", "[2001:db8::1]:443"] {
+            let local = public.parse().unwrap();
+            assert!(!inspect_allowed_at(local, false), "{public}");
+            assert!(
+                inspect_allowed_at(local, true),
+                "{public} with --allow-inspect"
+            );
+        }
     }
 }

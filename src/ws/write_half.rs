@@ -13,9 +13,11 @@ use tungstenite::error::Error as WsError;
 use tungstenite::protocol::WebSocketContext;
 
 use crate::hub::{CloseSignal, Queued};
+use crate::lesson::frames::{FrameInfo, PREVIEW_BYTES};
 use crate::lesson::{self, ConnFigures, Dir, Observer, Watch, thread_id};
 use crate::net::limit::WRITE_TIMEOUT;
 use crate::net::socket::Socket;
+use tungstenite::protocol::CloseFrame;
 
 /// On plain TCP a write blocked on a peer that does not read waits in system calls of
 /// at most this long, and looks between them whether a shutdown has brought its
@@ -199,6 +201,33 @@ impl WriteHalf {
     pub(super) fn flush_all(&mut self, ctx: &mut WebSocketContext) -> Result<(), WsError> {
         ctx.flush(self)?;
         self.send_inspections(ctx)
+    }
+
+    /// Tells the inspector of the close frame about to be written: after it nothing
+    /// may be sent (RFC 6455 §5.5.1), so it is the one frame announced beforehand.
+    pub(super) fn announce_close(
+        &mut self,
+        ctx: &mut WebSocketContext,
+        frame: Option<&CloseFrame>,
+    ) {
+        if !self.watch.as_ref().is_some_and(|w| w.inspect) {
+            return;
+        }
+        let mut payload = Vec::new();
+        if let Some(frame) = frame {
+            payload.extend_from_slice(&u16::from(frame.code).to_be_bytes());
+            payload.extend_from_slice(frame.reason.as_bytes());
+        }
+        let info = FrameInfo {
+            fin: true,
+            opcode: 8,
+            len: payload.len() as u64,
+            len_bits: 7,
+            preview: payload.into_iter().take(PREVIEW_BYTES).collect(),
+            ..FrameInfo::default()
+        };
+        self.inspections.push(lesson::frame_json(Dir::Out, &info));
+        let _ = self.send_inspections(ctx); // if it fails, so does the close frame
     }
 
     /// Sends the inspector its waiting events, and flushes.

@@ -135,6 +135,7 @@ pub(super) fn end_writing(
             let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
             out.closing = true;
             out.begin();
+            out.announce_close(&mut ctx, frame.as_ref());
             match ctx.close(&mut out, frame) {
                 // (`ConnectionClosed` would mean the close handshake is over: sent too.)
                 Ok(()) | Err(WsError::ConnectionClosed) => {
