@@ -97,7 +97,15 @@ export class Server {
     clearTimeout(timer);
   }
 
-  /** Starts a new process on the same port (a new epoch, empty history). */
+  /** SIGKILL: no goodbye to anyone (clients see 1006), nothing flushed at exit. */
+  async kill() {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** Starts a new process on the same port with the same arguments (a new epoch and
+   *  an empty history, unless they include `--data-dir`). */
   async restart() {
     await this.stop();
     for (let attempt = 1; ; attempt++) {
