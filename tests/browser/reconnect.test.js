@@ -144,8 +144,11 @@ describe('reconnecting', () => {
     const fromA = ['typed while down 1', 'typed while down 2'];
     const keep = (text) => text !== 'first, while up';
     // Each page's own messages keep their order; both pages show the same sequence.
+    // Wait for all three on this page: its own are confirmed (no longer pending) as
+    // soon as they come back, which can be before the other page's one arrives here.
     const settled = async (page) => {
-      await page.waitForFunction(() => document.querySelectorAll('#log li.pending').length === 0, null, { timeout: WAIT });
+      await page.waitForFunction(() => document.querySelectorAll('#log li.pending').length === 0
+        && document.querySelectorAll('#log li.msg:not(.pending)').length >= 4, null, { timeout: WAIT });
       const texts = (await messageTexts(page)).filter(keep);
       assert.equal(texts.length, 3, JSON.stringify(texts));
       assert.deepEqual(texts.filter((x) => fromA.includes(x)), fromA);
