@@ -25,6 +25,11 @@
 //! nothing itself while the link is up: publishes go out to the link, and messages
 //! come back numbered ([`Command::Link`]), from this instance and every other. That
 //! part of the hub has a file of its own, `src/hub/sharing.rs`.
+//!
+//! With a store on disk (`--data-dir`, [`crate::store`]) a publish is written before it
+//! is delivered or acknowledged: the hub stages publishes and commits each group with
+//! one fsync (`src/hub/durable.rs`). Who is in each room is in `presence.rs`, and what
+//! the operator's API asks of the hub in `operator.rs`.
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
