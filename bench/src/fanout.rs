@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const MAGIC: u32 = 0x5443_4653; // "TCFS"
-const KIND_SYNC: u32 = 1;
-const KIND_DATA: u32 = 2;
-const HEADER_BYTES: usize = 24;
+// The payload header, shared with `publish.rs`.
+pub(crate) const MAGIC: u32 = 0x5443_4653; // "TCFS"
+pub(crate) const KIND_SYNC: u32 = 1;
+pub(crate) const KIND_DATA: u32 = 2;
+pub(crate) const HEADER_BYTES: usize = 24;
 const DEFAULT_SUBSCRIBERS: usize = 100;
 const DEFAULT_RATE: f64 = 100.0;
 const DEFAULT_SIZE: usize = 64;
@@ -77,12 +78,28 @@ impl Fanout {
 }
 
 fn build(buf: &mut Vec<u8>, size: usize, kind: u32, seq: u64) {
+    build_at(buf, size, (kind, seq, now_ns()));
+}
+
+/// A payload of `size` bytes with the header (kind, seq, send time in ns).
+pub(crate) fn build_at(buf: &mut Vec<u8>, size: usize, (kind, seq, sent_ns): (u32, u64, u64)) {
     buf.clear();
     buf.extend_from_slice(&MAGIC.to_le_bytes());
     buf.extend_from_slice(&kind.to_le_bytes());
     buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&now_ns().to_le_bytes());
+    buf.extend_from_slice(&sent_ns.to_le_bytes());
     buf.resize(size, 0);
+}
+
+/// A payload's header: (kind, seq, send time in ns); `None` when it is not ours.
+pub(crate) fn read_header(payload: &[u8]) -> Option<(u32, u64, u64)> {
+    if payload.len() < HEADER_BYTES || payload[..4] != MAGIC.to_le_bytes() {
+        return None;
+    }
+    let kind = u32::from_le_bytes(payload[4..8].try_into().unwrap());
+    let seq = u64::from_le_bytes(payload[8..16].try_into().unwrap());
+    let sent = u64::from_le_bytes(payload[16..24].try_into().unwrap());
+    Some((kind, seq, sent))
 }
 
 impl Handler for Fanout {
@@ -99,13 +116,10 @@ impl Handler for Fanout {
         if !self.is_sub(id) {
             return; // the publisher's own copies
         }
-        if payload.len() < HEADER_BYTES || payload[..4] != MAGIC.to_le_bytes() {
+        let Some((kind, seq, sent)) = read_header(payload) else {
             self.corrupt += 1;
             return;
-        }
-        let kind = u32::from_le_bytes(payload[4..8].try_into().unwrap());
-        let seq = u64::from_le_bytes(payload[8..16].try_into().unwrap());
-        let sent = u64::from_le_bytes(payload[16..24].try_into().unwrap());
+        };
         let sub = &mut self.subs[id];
         match kind {
             KIND_SYNC => {

@@ -11,6 +11,7 @@
 //! the server acknowledged (202) that a subscriber still connected at the
 //! end never received is `lost`.
 
+use crate::fanout::{build_at, read_header, HEADER_BYTES, KIND_DATA, KIND_SYNC};
 use crate::hist::Histogram;
 use crate::net::{self, Handler, Net, OpenPlan, Outbox, CLOSE_POLICY, EXTERNAL_TOKEN_BASE};
 use crate::util::{now_ns, us, Opts, Report};
@@ -21,10 +22,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const MAGIC: u32 = 0x5443_4653; // "TCFS"
-const KIND_SYNC: u32 = 1;
-const KIND_DATA: u32 = 2;
-const HEADER_BYTES: usize = 24;
 const DEFAULT_PUBLISHERS: usize = 8;
 const DEFAULT_SUBSCRIBERS: usize = 4;
 const DEFAULT_SIZE: usize = 64;
@@ -95,13 +92,10 @@ impl Handler for Subscribers {
 
     fn on_message(&mut self, id: usize, _opcode: u8, payload: &[u8], _out: &mut Outbox) {
         let now = now_ns();
-        if payload.len() < HEADER_BYTES || payload[..4] != MAGIC.to_le_bytes() {
+        let Some((kind, seq, sent)) = read_header(payload) else {
             self.corrupt += 1;
             return;
-        }
-        let kind = u32::from_le_bytes(payload[4..8].try_into().unwrap());
-        let seq = u64::from_le_bytes(payload[8..16].try_into().unwrap());
-        let sent = u64::from_le_bytes(payload[16..24].try_into().unwrap());
+        };
         let sub = &mut self.subs[id];
         match kind {
             KIND_SYNC => {
@@ -168,12 +162,7 @@ impl Publishers {
             0
         };
         let started_ns = now_ns();
-        self.body.clear();
-        self.body.extend_from_slice(&MAGIC.to_le_bytes());
-        self.body.extend_from_slice(&kind.to_le_bytes());
-        self.body.extend_from_slice(&seq.to_le_bytes());
-        self.body.extend_from_slice(&started_ns.to_le_bytes());
-        self.body.resize(self.size, 0);
+        build_at(&mut self.body, self.size, (kind, seq, started_ns));
         let mut stream = TcpStream::connect(self.addr).map_err(|e| format!("connect: {}", e.kind()))?;
         net.registry()
             .register(&mut stream, Token(EXTERNAL_TOKEN_BASE + i), Interest::READABLE | Interest::WRITABLE)
