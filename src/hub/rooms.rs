@@ -48,6 +48,9 @@ pub(super) struct Room {
     pub(super) presence: Presence,
     /// Whether the store has this room (`--data-dir`): dropping it then drops it there.
     pub(super) on_disk: bool,
+    /// Its publishes numbered but not yet written (`--data-dir`): the next one's id
+    /// comes after them, and the room is not idle while there are any.
+    pub(super) unwritten: u64,
 }
 
 impl Room {
@@ -64,9 +67,10 @@ impl Room {
         self.members.len() != before
     }
 
-    /// No member, and nobody waiting to become one.
+    /// No member, nobody waiting to become one, and no message on its way to the disk.
     pub(super) fn is_idle(&self) -> bool {
         self.members.is_empty()
+            && self.unwritten == 0
             && !matches!(&self.sharing, Sharing::Loading { waiting, .. } if !waiting.is_empty())
     }
 }
@@ -88,6 +92,7 @@ impl Hub {
                 served: None,
                 presence: Presence::default(),
                 on_disk,
+                unwritten: 0,
             };
             self.rooms.insert(name.clone(), room);
         }
