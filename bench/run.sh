@@ -3,7 +3,7 @@
 # everything in release mode, raise the fd limit, run the suite, and write
 # BENCHMARKS.md at the repository root.
 #
-#   bench/run.sh            full suite (about 15 minutes)
+#   bench/run.sh            full suite (about 20-25 minutes)
 #   bench/run.sh --quick    small subset, one repeat (under 2 minutes)
 # Any other arguments go to bench/runner.py (see `python3 bench/runner.py --help`).
 #
@@ -57,6 +57,14 @@ log "building loadgen (release)"
 (cd "$BENCH_DIR" && cargo build --release --quiet)
 log "building the gorilla peer"
 (cd "$BENCH_DIR/go" && GOPATH="$GO_PATH_DEBIAN" GO111MODULE=off GOFLAGS= go build -o wspeer .)
+# The floor (issue 18), a reference server of its own crate; the runner skips it
+# when its binary is missing.
+if [ -f "$BENCH_DIR/floor/Cargo.toml" ]; then
+    log "building the floor (release)"
+    (cd "$BENCH_DIR/floor" && CARGO_TARGET_DIR="$BENCH_DIR/target" cargo build --release --quiet)
+else
+    log "no bench/floor/Cargo.toml: the floor server is not built, its runs are skipped"
+fi
 
 # --- limits ---------------------------------------------------------------
 # Every server and the load generator inherit this shell's limits. 10,000

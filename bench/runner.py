@@ -77,6 +77,22 @@ STORE_LABELS = {THREADCAST: "memory-only", "tc-batch": "--fsync batch",
                 "tc-always": "--fsync always", "tc-never": "--fsync never"}
 STORE_SCENARIOS = ("store-publish", "store-fanout")
 
+# The floor (issue 18): a reference server built from bench/floor by run.sh, serving
+# /echo and /ws/<room>?raw=1 exactly like the gorilla peer. Not one of the default
+# servers: it runs only in the cases that name it (Case.extra_servers), and with an
+# explicit --servers only if listed there; skipped when its binary is missing.
+FLOOR = "floor"
+SERVERS[FLOOR] = [os.path.join(BENCH_DIR, "target", "release", "floor"), "--addr", "127.0.0.1:0"]
+SERVER_NOTES[FLOOR] = ("the floor of issue 18 (`bench/floor`): a reference server for the same endpoints, "
+                       "run in the fan-out, fan-out 64 KiB, churn and many-rooms scenarios only")
+SERVER_COLORS[FLOOR] = "#7f7f7f"
+OPTIONAL_SERVERS = [FLOOR]
+
+
+def server_available(name):
+    """Whether a server's binary is there (the floor is built only once its crate exists)."""
+    return name not in OPTIONAL_SERVERS or os.path.exists(SERVERS[name][0])
+
 
 def store_parent():
     return os.environ.get("BENCH_STORE_DIR") or tempfile.gettempdir()
@@ -105,7 +121,8 @@ def store_filesystem():
 class Case:
     """One loadgen invocation (run once per server per repeat)."""
 
-    def __init__(self, scenario, key, mode, args, expect_s, repeats=None, servers=None, server_args=()):
+    def __init__(self, scenario, key, mode, args, expect_s, repeats=None, servers=None, server_args=(),
+                 extra_servers=()):
         self.scenario = scenario   # table it belongs to
         self.key = key             # row label within the table
         self.mode = mode
@@ -114,6 +131,7 @@ class Case:
         self.repeats = repeats     # overrides the suite's repeat count
         self.servers = servers     # run against these instead of --servers (store cases)
         self.server_args = list(server_args)  # added to every server's command line
+        self.extra_servers = list(extra_servers)  # optional servers (the floor) run in this case too
 
     def name(self):
         return f"{self.scenario}/{self.key}"
@@ -136,7 +154,26 @@ def suite(quick):
     for subs in ([100] if quick else [100, 1000, 5000]):
         cases.append(Case("fanout", subs, "fanout",
                           ["--subscribers", str(subs), "--rate", "100", "--size", "64",
-                           "--duration", fan_secs], int(fan_secs) + 2 + subs / 500))
+                           "--duration", fan_secs], int(fan_secs) + 2 + subs / 500,
+                          extra_servers=[FLOOR]))
+    if not quick:
+        # Issue 18: big messages. 50 msg/s of 64 KiB to 100 subscribers is 5,000
+        # deliveries/s, 328 MB/s: a real load for the copy path that leaves the 2
+        # shared cores headroom (each server used well under one core in trials).
+        cases.append(Case("fanout-64KiB", 100, "fanout",
+                          ["--subscribers", "100", "--rate", "50", "--size", "65536",
+                           "--duration", fan_secs], int(fan_secs) + 3, extra_servers=[FLOOR]))
+        # Issue 18: connection churn, C clients each connecting, echoing one message
+        # and closing in a loop.
+        for clients in (10, 100):
+            cases.append(Case("churn", clients, "churn",
+                              ["--clients", str(clients), "--duration", "5", "--size", "64"], 5 + 3,
+                              extra_servers=[FLOOR]))
+        # Issue 18: many small rooms, 1,000 rooms of 5 members, each member sending
+        # 1 msg/s (5,000 msg/s, 25,000 deliveries/s), over 5,000 connections.
+        cases.append(Case("many-rooms", 1000, "rooms",
+                          ["--rooms", "1000", "--members", "5", "--rate", "1", "--size", "64",
+                           "--duration", "5"], 5 + 5, extra_servers=[FLOOR]))
     for conns in ([1000] if quick else [1000, 5000, 10000]):
         cases.append(Case("idle-conns", conns, "conns",
                           ["--conns", str(conns), "--connect-rate", "2000"], 4 + conns / 2000))
@@ -167,12 +204,14 @@ def suite(quick):
     return cases
 
 
-def case_servers(case, servers):
+def case_servers(case, servers, explicit=False):
     """Which servers a case runs against: its own list (the store cases, when
-    threadcast is selected), else the suite's."""
-    if case.servers is None:
-        return servers
-    return case.servers if THREADCAST in servers else []
+    threadcast is selected), else the suite's plus the optional servers the case
+    names (with an explicit --servers, only those listed in it) whose binary exists."""
+    if case.servers is not None:
+        return case.servers if THREADCAST in servers else []
+    extra = [s for s in case.extra_servers if (s in servers or not explicit) and server_available(s)]
+    return [s for s in servers if s in BASE_SERVERS] + extra
 
 
 # ---------------------------------------------------------------- running
@@ -296,7 +335,8 @@ def _run_case(case, server, result, server_log, tag, data_dir):
 # Counters where the worst repeat matters more than the median.
 WORST_OF = {"mismatches", "unanswered", "lost", "lost_incl_disconnected", "duplicates",
             "reordered", "corrupt", "slow_disconnected", "other_disconnected",
-            "closed_during_run", "closed_while_held", "conns_failed", "failed_requests"}
+            "closed_during_run", "closed_while_held", "conns_failed", "failed_requests",
+            "failed_cycles", "left_in_progress", "misrouted", "unsent"}
 
 
 def aggregate(results):
@@ -383,6 +423,51 @@ TABLES = [
         ("slow_disconnected", "slow-dropped", False),
         ("other_disconnected", "other drops", False),
         ("server_cpu_secs_total", "server CPU s", False),
+    ]),
+    ("fanout-64KiB", "Fan-out, 64 KiB messages: 1 publisher, 50 msg/s, to 100 subscribers", "subscribers", [
+        ("deliveries_per_sec", "deliveries/s", True),
+        ("delivered_mbytes_per_sec", "MB/s delivered", False),
+        ("expected_deliveries_per_sec", "offered/s", False),
+        ("latency_p50_us", "latency p50 µs", True),
+        ("latency_p99_us", "latency p99 µs", True),
+        ("latency_max_us", "latency max µs", False),
+        ("lost", "lost", False),
+        ("drain_cut_off", "cut off", False),
+        ("duplicates", "dup", False),
+        ("slow_disconnected", "slow-dropped", False),
+        ("other_disconnected", "other drops", False),
+        ("server_cpu_secs_total", "server CPU s", True),
+    ]),
+    ("churn", "Connection churn: C clients each connecting, echoing one message and closing, in a loop for 5 s",
+     "clients", [
+        ("conns_per_sec", "conns/s", True),
+        ("handshake_p50_us", "handshake p50 µs", False),
+        ("handshake_p99_us", "handshake p99 µs", True),
+        ("cycle_p50_us", "cycle p50 µs", False),
+        ("cycle_p99_us", "cycle p99 µs", True),
+        ("failed_cycles", "failed", False),
+        ("server_threads_base", "threads before", False),
+        ("server_threads_peak", "threads peak", False),
+        ("server_threads_after", "threads after", False),
+        ("threads_returned", "threads back", False),
+        ("server_rss_base_kb", "RSS before KiB", False),
+        ("server_rss_after_kb", "RSS after KiB", False),
+        ("rss_returned", "RSS back", False),
+        ("server_cpu_secs_total", "server CPU s", False),
+    ]),
+    ("many-rooms", "Many rooms: 1,000 rooms × 5 members, every member sending 1 msg/s of 64 B", "rooms", [
+        ("deliveries_per_sec", "deliveries/s", True),
+        ("expected_deliveries_per_sec", "offered/s", False),
+        ("latency_p50_us", "latency p50 µs", True),
+        ("latency_p99_us", "latency p99 µs", True),
+        ("latency_max_us", "latency max µs", False),
+        ("lost", "lost", False),
+        ("drain_cut_off", "cut off", False),
+        ("duplicates", "dup", False),
+        ("slow_disconnected", "slow-dropped", False),
+        ("other_disconnected", "other drops", False),
+        ("server_cpu_secs", "server CPU s", True),
+        ("loadgen_cpu_secs", "loadgen CPU s", False),
     ]),
     ("idle-conns", "Idle connections held, then one broadcast to all, then closed", "conns", [
         ("conns_open", "held", False),
@@ -514,6 +599,55 @@ def store_targets_md(agg, results):
     return "\n".join(lines)
 
 
+# Issue 18's targets: (scenario, key, metric, bound, "min"|"max", wording, unit), each
+# threadcast's median against gorilla's; the floor's figure and tc/floor are shown too.
+ISSUE18_TARGETS = [
+    ("fanout", 5000, "deliveries_per_sec", 0.8, "min",
+     "fan-out to 5,000 subscribers: deliveries/s ≥ 0.8× gorilla", "deliveries/s"),
+    ("fanout", 5000, "latency_p99_us", 1.5, "max",
+     "fan-out to 5,000 subscribers: latency p99 ≤ 1.5× gorilla", "µs"),
+    ("fanout", 1000, "latency_p99_us", 1.0, "max",
+     "fan-out to 1,000 subscribers: latency p99 ≤ 1.0× gorilla", "µs"),
+    ("churn", 10, "conns_per_sec", 0.8, "min", "churn, 10 clients: conns/s ≥ 0.8× gorilla", "conns/s"),
+    ("churn", 100, "conns_per_sec", 0.8, "min", "churn, 100 clients: conns/s ≥ 0.8× gorilla", "conns/s"),
+    ("many-rooms", 1000, "deliveries_per_sec", 1.0, "min",
+     "many rooms (1,000 × 5): deliveries/s ≥ 1.0× gorilla", "deliveries/s"),
+    ("many-rooms", 1000, "latency_p99_us", 1.0, "max",
+     "many rooms (1,000 × 5): latency p99 ≤ 1.0× gorilla", "µs"),
+]
+
+
+def issue18_targets_md(agg, results):
+    """The issue 18 targets table, or "" when none of its scenarios has results."""
+    if not any(agg.get((sc, k, THREADCAST)) for sc, k, *_ in ISSUE18_TARGETS):
+        return ""
+    lines = ["| target | threadcast | gorilla | tc/gorilla | floor | tc/floor | met? |",
+             "|---|---|---|---|---|---|---|"]
+    for scenario, key, metric, bound, kind, wording, unit in ISSUE18_TARGETS:
+        def fig(server):
+            a = agg.get((scenario, key, server))
+            return a.get(metric) if a and a["ok_runs"] else None
+        tc, peer, floor = fig(THREADCAST), fig("gorilla"), fig(FLOOR)
+        cells = [wording] + [f"{fmt(v)} {unit}" if v is not None else "–" for v in (tc, peer)]
+        cells.append(f"**{ratio(tc, peer)}×**" if tc and peer else "–")
+        cells += [f"{fmt(floor)} {unit}" if floor is not None else "not run",
+                  f"{ratio(tc, floor)}×" if tc and floor else "–"]
+        if not tc or not peer:
+            cells.append("not measured")
+        else:
+            # Compared as shown (2 decimals): closer than that is within the noise.
+            r = round(tc / peer, 2)
+            met = r >= bound if kind == "min" else r <= bound
+            others = [x["other_cpu_percent"] for x in results
+                      if x["scenario"] == scenario and x["key"] == key and "other_cpu_percent" in x]
+            busy = statistics.median(others) if others else 0
+            caveat = (f" (not conclusive: other processes used a median {busy:.0f} % of the CPU)"
+                      if busy > DISTURBED_PERCENT else "")
+            cells.append(("yes" if met else "**no**") + caveat)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def background_load(results, scenario):
     vals = [r["other_cpu_percent"] for r in results
             if r["scenario"] == scenario and "other_cpu_percent" in r]
@@ -525,11 +659,15 @@ def background_load(results, scenario):
 
 def table_md(scenario, key_heading, columns, agg, servers, keys):
     peers = [s for s in servers if s != THREADCAST]
+    # Where the floor ran, its ratio gets a column of its own (on the floor's row),
+    # next to tc/peer (threadcast against gorilla and node-ws, on their rows).
+    floor = FLOOR in servers and any(agg.get((scenario, k, FLOOR)) for k in keys)
+    ratios = THREADCAST in servers and peers
     head = [key_heading, "server"]
     for m, h, r in columns:
         head.append(h)
-        if r and THREADCAST in servers and peers:
-            head.append("tc/peer")
+        if r and ratios:
+            head += ["tc/peer", "tc/floor"] if floor else ["tc/peer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
         tc = agg.get((scenario, key, THREADCAST), {})
@@ -541,8 +679,12 @@ def table_md(scenario, key_heading, columns, agg, servers, keys):
             failed = a["ok_runs"] == 0
             for m, h, r in columns:
                 row.append("failed" if failed else fmt(a.get(m)))
-                if r and THREADCAST in servers and peers:
-                    row.append("" if s == THREADCAST or failed else ratio(tc.get(m), a.get(m)))
+                if r and ratios:
+                    cell = "" if s == THREADCAST or failed else ratio(tc.get(m), a.get(m))
+                    if floor:
+                        row += ["", cell] if s == FLOOR else [cell, ""]
+                    else:
+                        row.append(cell)
             lines.append("| " + " | ".join(row) + " |")
     notes = []
     for key in keys:
@@ -708,6 +850,9 @@ def bar_chart(path, title, xlabel, ylabel, groups, series):
 def make_plots(agg, servers, cases):
     keys = lambda sc: sorted({c.key for c in cases if c.scenario == sc})  # noqa: E731
     made = []
+    # The floor, where it ran, is in the fan-out plot.
+    fan_servers = list(servers) + [s for s in OPTIONAL_SERVERS if s not in servers
+                                   and any(k[0] == "fanout" and k[2] == s for k in agg)]
 
     def ok(sc, k, s, m):
         a = agg.get((sc, k, s))
@@ -716,7 +861,7 @@ def make_plots(agg, servers, cases):
     p = os.path.join(RESULTS_DIR, "fanout-p99.svg")
     if line_chart(p, "Fan-out delivery latency p99 (100 msg/s)", "subscribers", "p99 latency (ms, log)",
                   {s: [(k, (ok("fanout", k, s, "latency_p99_us") or 0) / 1e3) for k in keys("fanout")]
-                   for s in servers}):
+                   for s in fan_servers}):
         made.append(("Fan-out p99 delivery latency vs subscribers", p))
     p = os.path.join(RESULTS_DIR, "echo-throughput.svg")
     if line_chart(p, "Echo round trips/s (64 B, window 8)", "connections", "round trips/s (log)",
@@ -842,6 +987,9 @@ def machine_info(date=None, build=None, store_fs=None):
 def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=None, note="", build=None,
                  partial_runs=(), store_fs=None):
     agg = aggregate(results)
+    # The optional servers (the floor) appear where they ran.
+    servers = list(servers) + [s for s in OPTIONAL_SERVERS
+                               if s not in servers and any(r["server"] == s for r in results)]
     out = ["# threadcast benchmarks", "",
            f"Generated by `bench/run.sh{' --quick' if quick else ''}` (see bench/README.md for how to run "
            "it and what every column means). All traffic is on 127.0.0.1; the load generator "
@@ -851,6 +999,8 @@ def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=N
            "runs were interleaved server by server (A B C A B C) and every run had a freshly started "
            "server. **tc/peer** is threadcast's figure divided by that peer's: above 1 means threadcast's "
            "number is higher (better for throughput, worse for latency, memory and CPU).",
+           ] + (["**tc/floor** (in the tables where the floor ran, on the floor's row): threadcast's figure "
+                 "divided by the floor's."] if FLOOR in servers else []) + [
            f"Suite wall time: {elapsed / 60:.1f} min.", ""]
     if note:
         out += [f"**Note:** {note}", ""]
@@ -865,7 +1015,9 @@ def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=N
     out += [f"| {k} | {v} |" for k, v in machine_info(date, build, store_fs)]
     out += ["", "## Servers", ""] + [f"- **{s}**: {SERVER_NOTES[s]}" for s in servers]
     for scenario, title, key_heading, columns in TABLES:
-        keys = sorted({c.key for c in cases if c.scenario == scenario})
+        # Rows with results (a results file from before a scenario existed has none).
+        keys = sorted({c.key for c in cases if c.scenario == scenario
+                       and any(k[:2] == (scenario, c.key) for k in agg)})
         if not keys:
             continue
         reps = next((c.repeats for c in cases if c.scenario == scenario and c.repeats), repeats)
@@ -876,6 +1028,11 @@ def write_report(results, cases, servers, repeats, quick, elapsed, plots, date=N
         load = background_load(results, scenario)
         if load:
             out += ["", load]
+    targets = issue18_targets_md(agg, results)
+    if targets:
+        out += ["", "## Targets (issue 18): threadcast against gorilla, and the floor", "",
+                "Computed from the medians above. A ratio is compared with its bound as shown (2 decimals); "
+                "**tc/floor** is threadcast's figure divided by the floor's.", "", targets]
     store_keys = {sc: sorted({c.key for c in cases if c.scenario == sc
                               and any(r["scenario"] == sc and r["key"] == c.key for r in results)})
                   for sc in STORE_SCENARIOS}
@@ -920,8 +1077,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small subset, 1 repeat (< 2 min)")
     ap.add_argument("--repeats", type=int, help="repeats per case (default 3, --quick 1)")
-    ap.add_argument("--servers", default=",".join(BASE_SERVERS),
-                    help="comma-separated subset of servers (the store scenarios run when threadcast is in it)")
+    ap.add_argument("--servers", default=None,
+                    help=f"comma-separated servers (default {','.join(BASE_SERVERS)}, plus {', '.join(OPTIONAL_SERVERS)} "
+                         "in the scenarios that name it, when built; listed explicitly it runs only if named here); "
+                         "the store scenarios run when threadcast is in it")
     ap.add_argument("--only", default="", help="comma-separated scenarios to run (e.g. fanout,idle-conns)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite BENCHMARKS.md and the plots from bench/results/results.jsonl "
@@ -929,10 +1088,11 @@ def main():
     ap.add_argument("--note", default="", help="a remark printed under the report's heading "
                                                "(e.g. what else ran on the machine)")
     args = ap.parse_args()
-    servers = [s for s in args.servers.split(",") if s]
+    explicit = args.servers is not None
+    servers = [s for s in (args.servers.split(",") if explicit else BASE_SERVERS) if s]
     for s in servers:
-        if s not in BASE_SERVERS:
-            sys.exit(f"unknown server {s!r}; known: {', '.join(BASE_SERVERS)}")
+        if s not in BASE_SERVERS + OPTIONAL_SERVERS:
+            sys.exit(f"unknown server {s!r}; known: {', '.join(BASE_SERVERS + OPTIONAL_SERVERS)}")
     repeats = args.repeats or (1 if args.quick else 3)
     cases = suite(args.quick)
     if args.only:
@@ -954,7 +1114,12 @@ def main():
         print(f"wrote {REPORT_PATH}")
         return
 
-    runs = [(c, rep, s) for c in cases for rep in range(c.repeats or repeats) for s in case_servers(c, servers)]
+    for s in OPTIONAL_SERVERS:
+        if (s in servers or not explicit) and not server_available(s) \
+                and any(s in c.extra_servers for c in cases):
+            print(f"bench: {s}: no binary at {SERVERS[s][0]}; its runs are skipped", flush=True)
+    runs = [(c, rep, s) for c in cases for rep in range(c.repeats or repeats)
+            for s in case_servers(c, servers, explicit)]
     budget = sum(c.expect_s + 0.3 for c, _, _ in runs)
     print(f"bench: {len(runs)} runs, roughly {budget / 60:.1f} min", flush=True)
     t0 = time.monotonic()
@@ -968,6 +1133,8 @@ def main():
         summary = r.get("error") or ", ".join(
             f"{k}={fmt(r[k])}" for k in ("round_trips_per_sec", "rtt_p99_us", "deliveries_per_sec",
                                          "latency_p99_us", "publishes_per_sec", "request_p99_us",
+                                         "conns_per_sec", "handshake_p99_us", "cycle_p99_us",
+                                         "failed_cycles",
                                          "messages_per_commit", "lost", "conns_open",
                                          "server_rss_per_conn_kb", "server_cpu_secs",
                                          "other_cpu_percent")
@@ -976,7 +1143,7 @@ def main():
               f"r{rep} ({time.monotonic() - t:4.1f}s): {summary}", flush=True)
     elapsed = time.monotonic() - t0
     meta = {"meta": True, "quick": args.quick, "repeats": repeats, "elapsed": elapsed,
-            "servers": servers, "date": started, "note": args.note,
+            "servers": [s for s in servers if s in BASE_SERVERS], "date": started, "note": args.note,
             "threadcast_build": build, "store_fs": store_filesystem(), "partial_runs": []}
     report_cases = cases
     if args.only and os.path.exists(jsonl):

@@ -8,7 +8,9 @@
 
 use crate::frame::OP_BINARY;
 use crate::net::{self, Handler, Net, OpenPlan, Outbox};
-use crate::procfs::{kernel_conn_memory_kb, mem_available_kb, proc_cpu_secs, proc_status, ProcStatus};
+use crate::procfs::{
+    kernel_conn_memory_kb, mem_available_kb, proc_cpu_secs, proc_status, rss_back, wait_threads_back, ProcStatus,
+};
 use crate::util::{now_ns, us, Opts, Report};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,19 +25,6 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 const BROADCAST_TIMEOUT: Duration = Duration::from_secs(20);
 const BROADCAST_SIZE: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long to wait for the server's threads to go back to the baseline.
-const RETURN_TIMEOUT: Duration = Duration::from_secs(20);
-const RETURN_POLL: Duration = Duration::from_millis(100);
-/// Threads above the baseline (or, for a server whose thread count does not
-/// grow with connections, above the count while holding) still counted as
-/// "returned": runtime threads a language runtime keeps once started.
-const THREAD_SLACK: u64 = 4;
-/// Stop waiting when the thread count has not changed for this long.
-const RETURN_STABLE: Duration = Duration::from_secs(3);
-/// RSS counts as returned when it is within this share of the growth, or
-/// within RSS_SLACK_KB of the baseline.
-const RSS_RETURN_SHARE: f64 = 0.10;
-const RSS_SLACK_KB: u64 = 8 * 1024;
 
 #[derive(Default)]
 struct Idle {
@@ -170,35 +159,13 @@ pub fn run_conns(addr: SocketAddr, opts: &Opts, report: &mut Report) -> Result<(
     drop(net);
 
     // Wait for the server's threads to return to the baseline.
-    // A server whose thread count did not grow with the connections (an
-    // event loop, or Go's runtime) has nothing to give back.
-    let threads_grew = held.server.threads > base.server.threads + THREAD_SLACK;
-    let t_ret = Instant::now();
-    let mut threads_returned_secs = None;
-    let (mut last_threads, mut last_change) = (u64::MAX, Instant::now());
-    while t_ret.elapsed() < RETURN_TIMEOUT && last_change.elapsed() < RETURN_STABLE {
-        let s = proc_status(&pid).ok_or("server exited")?;
-        let back = if threads_grew {
-            s.threads <= base.server.threads + THREAD_SLACK
-        } else {
-            s.threads <= held.server.threads + THREAD_SLACK
-        };
-        if back {
-            threads_returned_secs = Some(t_ret.elapsed().as_secs_f64());
-            break;
-        }
-        if s.threads != last_threads {
-            (last_threads, last_change) = (s.threads, Instant::now());
-        }
-        std::thread::sleep(RETURN_POLL);
-    }
+    let threads_returned_secs = wait_threads_back(&pid, base.server.threads, held.server.threads, 0)?;
     // Give the allocator and kernel a moment after the threads are gone.
     std::thread::sleep(Duration::from_millis(500));
     let after = snapshot(&pid)?;
 
     let rss_growth = held.server.rss_kb as i64 - base.server.rss_kb as i64;
-    let rss_left = after.server.rss_kb as i64 - base.server.rss_kb as i64;
-    let rss_returned = rss_left <= (RSS_RETURN_SHARE * rss_growth.max(0) as f64) as i64 || rss_left <= RSS_SLACK_KB as i64;
+    let rss_returned = rss_back(base.server.rss_kb, held.server.rss_kb, after.server.rss_kb);
     let mem_used_kb = base.mem_available_kb as i64 - held.mem_available_kb as i64;
     let loadgen_growth_kb = held.loadgen.rss_kb as i64 - base.loadgen.rss_kb as i64;
     let mem_left_kb = base.mem_available_kb as i64 - after.mem_available_kb as i64;

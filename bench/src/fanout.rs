@@ -290,6 +290,9 @@ pub fn run(addr: SocketAddr, opts: &Opts, report: &mut Report) -> Result<(), Str
             }
         }
     }
+    // From the first publish to the last delivery, so a server that lags
+    // behind is not credited with deliveries made after publishing ended.
+    let deliveries_per_sec = deliveries as f64 / (st.last_delivery_ns.saturating_sub(t0_ns) as f64 / 1e9).max(publish_secs);
     report
         .int("subscribers", n_subs as u64)
         .int("subscribers_open", subs_open as u64)
@@ -303,9 +306,8 @@ pub fn run(addr: SocketAddr, opts: &Opts, report: &mut Report) -> Result<(), Str
         .num("publish_secs", publish_secs)
         .num("max_publish_lag_ms", max_publish_lag.as_secs_f64() * 1e3)
         .int("deliveries", deliveries)
-        // From the first publish to the last delivery, so a server that lags
-        // behind is not credited with deliveries made after publishing ended.
-        .num("deliveries_per_sec", deliveries as f64 / (st.last_delivery_ns.saturating_sub(t0_ns) as f64 / 1e9).max(publish_secs))
+        .num("deliveries_per_sec", deliveries_per_sec)
+        .num("delivered_mbytes_per_sec", deliveries_per_sec * size as f64 / 1e6)
         .num("expected_deliveries_per_sec", rate * n_subs as f64)
         .num("drain_secs", elapsed_secs - publish_secs)
         .num("latency_p50_us", us(st.latency.quantile(0.50)))

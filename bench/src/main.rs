@@ -10,8 +10,11 @@
 //!   conns   --conns N --server-pid PID [--connect-rate R] [--settle S]
 //!   idle    --conns N --server-pid PID --hold D [--connect-rate R]
 //!   publish --publishers P --subscribers N --size S --duration D [--warmup W] [--room NAME]
+//!   churn   --clients C --duration D [--size S] [--max-cycles N] [--cycle-timeout S] [--server-pid PID]
+//!   rooms   --rooms R --members M --rate R --size S --duration D [--room-prefix P]
 //! See bench/README.md for every field of the output.
 
+mod churn;
 mod conns;
 mod echo;
 mod fanout;
@@ -20,13 +23,14 @@ mod hist;
 mod net;
 mod procfs;
 mod publish;
+mod rooms;
 mod util;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use util::{now_ns, Opts, Report};
 
-const USAGE: &str = "usage: loadgen (echo|fanout|conns|idle|publish) --addr HOST:PORT [--label NAME] [options]; see bench/README.md";
+const USAGE: &str = "usage: loadgen (echo|fanout|conns|idle|publish|churn|rooms) --addr HOST:PORT [--label NAME] [options]; see bench/README.md";
 
 fn main() -> ExitCode {
     now_ns(); // start the clock
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
             "conns" => conns::run_conns(addr, &opts, &mut report),
             "idle" => conns::run_idle(addr, &opts, &mut report),
             "publish" => publish::run(addr, &opts, &mut report),
+            "churn" => churn::run(addr, &opts, &mut report),
+            "rooms" => rooms::run(addr, &opts, &mut report),
             other => Err(format!("unknown mode {other:?}")),
         });
     let code = match &result {

@@ -138,6 +138,11 @@ impl Net {
         self.poll.registry()
     }
 
+    /// Whether connection `id` still exists (in any state).
+    pub fn is_live(&self, id: usize) -> bool {
+        matches!(self.conns.get(id), Some(Some(_)))
+    }
+
     pub fn is_open(&self, id: usize) -> bool {
         matches!(self.conns.get(id), Some(Some(c)) if c.state == State::Open)
     }
@@ -228,6 +233,14 @@ impl Net {
 
     pub fn live(&self) -> usize {
         self.open + self.pending + self.closing
+    }
+
+    /// End connection `id` at once, whatever its state, without a close
+    /// handshake (a connection that is stuck); `handler` hears of it.
+    pub fn abort(&mut self, id: usize, reason: &str, handler: &mut dyn Handler) {
+        if self.is_live(id) {
+            self.end(id, None, reason, Some(handler));
+        }
     }
 
     /// Remove connection `id` and account for it.
@@ -480,6 +493,18 @@ pub struct OpenPlan<'a> {
 /// Open `plan.count` connections; returns their ids (including any that
 /// failed). Connections still pending at the deadline are dropped.
 pub fn open_many(net: &mut Net, plan: &OpenPlan, handler: &mut dyn Handler) -> Vec<usize> {
+    open_each(net, plan, |_| plan.path.to_string(), handler).into_iter().flatten().collect()
+}
+
+/// [`open_many`] with connection `i`'s path given by `path_of(i)` (not
+/// `plan.path`); element `i` of the result is connection `i`'s id, `None` if
+/// its socket could not even be created.
+pub fn open_each(
+    net: &mut Net,
+    plan: &OpenPlan,
+    path_of: impl Fn(usize) -> String,
+    handler: &mut dyn Handler,
+) -> Vec<Option<usize>> {
     /// A burst allowance so small batches start at once.
     const RATE_BURST: f64 = 50.0;
     const POLL_SLICE: Duration = Duration::from_millis(2);
@@ -490,9 +515,7 @@ pub fn open_many(net: &mut Net, plan: &OpenPlan, handler: &mut dyn Handler) -> V
         let now = Instant::now();
         let allowed = (now.duration_since(started_at).as_secs_f64() * plan.rate_per_sec + RATE_BURST) as usize;
         while started < plan.count && started < allowed && net.pending < plan.max_pending {
-            if let Some(id) = net.connect(plan.path) {
-                ids.push(id);
-            }
+            ids.push(net.connect(&path_of(started)));
             started += 1;
         }
         if started >= plan.count && net.pending == 0 {
@@ -502,6 +525,7 @@ pub fn open_many(net: &mut Net, plan: &OpenPlan, handler: &mut dyn Handler) -> V
             eprintln!("loadgen: open deadline reached with {} pending", net.pending);
             let pending: Vec<usize> = ids
                 .iter()
+                .flatten()
                 .copied()
                 .filter(|&id| matches!(net.conns[id].as_ref(), Some(c) if matches!(c.state, State::Connecting | State::Handshaking)))
                 .collect();

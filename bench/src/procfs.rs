@@ -1,7 +1,9 @@
 //! Readings from /proc: a process's RSS, thread count and CPU time, and the
-//! machine's MemAvailable.
+//! machine's MemAvailable; and waiting for a server to give back the threads
+//! and memory its connections took.
 
 use std::fs;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStatus {
@@ -26,6 +28,58 @@ pub fn proc_status(pid: &str) -> Option<ProcStatus> {
         rss_kb: status_field(&text, "VmRSS:")?,
         threads: status_field(&text, "Threads:")?,
     })
+}
+
+/// How long to wait for a server's threads to go back to the baseline.
+const RETURN_TIMEOUT: Duration = Duration::from_secs(20);
+const RETURN_POLL: Duration = Duration::from_millis(100);
+/// Threads above the baseline (or, for a server whose thread count does not
+/// grow with connections, above the count while holding) still counted as
+/// "returned": runtime threads a language runtime keeps once started.
+const THREAD_SLACK: u64 = 4;
+/// Stop waiting when the thread count has not changed for this long.
+const RETURN_STABLE: Duration = Duration::from_secs(3);
+/// RSS counts as returned when it is within this share of the growth, or
+/// within RSS_SLACK_KB of the baseline.
+const RSS_RETURN_SHARE: f64 = 0.10;
+const RSS_SLACK_KB: u64 = 8 * 1024;
+
+/// After the connections are closed: wait (bounded) until the server's thread
+/// count is back at `base_threads` (plus [`THREAD_SLACK`]); returns how many
+/// seconds that took, `None` if it did not come back. A server whose thread
+/// count did not grow with the connections (`held_threads`, the count while
+/// they were open, within the slack of the baseline, or grown by fewer than
+/// `min_growth` threads: an event loop, or Go's runtime, which starts a few OS
+/// threads under load and keeps them) has nothing to give back; it counts as
+/// back unless it grew further.
+pub fn wait_threads_back(pid: &str, base_threads: u64, held_threads: u64, min_growth: u64) -> Result<Option<f64>, String> {
+    let threads_grew = held_threads > base_threads + THREAD_SLACK.max(min_growth.saturating_sub(1));
+    let t_ret = Instant::now();
+    let (mut last_threads, mut last_change) = (u64::MAX, Instant::now());
+    while t_ret.elapsed() < RETURN_TIMEOUT && last_change.elapsed() < RETURN_STABLE {
+        let s = proc_status(pid).ok_or("server exited")?;
+        let back = if threads_grew {
+            s.threads <= base_threads + THREAD_SLACK
+        } else {
+            s.threads <= held_threads + THREAD_SLACK
+        };
+        if back {
+            return Ok(Some(t_ret.elapsed().as_secs_f64()));
+        }
+        if s.threads != last_threads {
+            (last_threads, last_change) = (s.threads, Instant::now());
+        }
+        std::thread::sleep(RETURN_POLL);
+    }
+    Ok(None)
+}
+
+/// Whether RSS came back after the connections closed: what is left above the
+/// baseline is within [`RSS_RETURN_SHARE`] of the growth, or [`RSS_SLACK_KB`].
+pub fn rss_back(base_kb: u64, held_kb: u64, after_kb: u64) -> bool {
+    let growth = held_kb as i64 - base_kb as i64;
+    let left = after_kb as i64 - base_kb as i64;
+    left <= (RSS_RETURN_SHARE * growth.max(0) as f64) as i64 || left <= RSS_SLACK_KB as i64
 }
 
 /// utime + stime of a process (all its threads), in seconds.

@@ -312,10 +312,10 @@ pub fn run(addr: SocketAddr, opts: &Opts, report: &mut Report) -> Result<(), Str
     // Sync: one SYNC publish at a time until every subscriber has seen one.
     let sync_deadline = Instant::now() + SYNC_TIMEOUT;
     while subs.synced < net.open && Instant::now() < sync_deadline {
-        if pubs.slots[0].is_none() {
-            if let Err(e) = pubs.start(&net, 0, KIND_SYNC) {
-                return Err(format!("sync publish: {e}"));
-            }
+        if pubs.slots[0].is_none()
+            && let Err(e) = pubs.start(&net, 0, KIND_SYNC)
+        {
+            return Err(format!("sync publish: {e}"));
         }
         net.poll(POLL_SLICE, &mut subs);
         for (i, r, w) in std::mem::take(&mut net.external) {
