@@ -3,25 +3,22 @@
 //! Without a store the hub numbers, keeps and delivers a message in one step
 //! (`rooms.rs`). With one, a publish is *staged* instead: numbered, but neither kept
 //! nor delivered. The hub goes on taking publishes from its queue, and when the queue
-//! is empty (or [`MAX_GROUP`] are staged) it hands them all to the commit thread
-//! (`committer.rs`), which writes them in one transaction with one fsync — *group
-//! commit*. While that commit runs, the hub stages the next group. When the commit
-//! returns, the hub keeps, delivers and acknowledges each of its publishes, in order,
-//! and hands over the next group. Under load many publishes share one fsync; alone, a
-//! publish waits for one.
+//! is empty (or [`MAX_GROUP`] are staged, or another kind of command comes) it writes
+//! them all in one transaction with one fsync — *group commit* — and only then keeps,
+//! delivers and acknowledges each one, in order. Under load many publishes share one
+//! fsync; alone, a publish waits for one.
 //!
 //! If the commit fails (a full disk, an I/O error) none of them is kept or delivered:
 //! HTTP publishers get `503`, WebSocket publishers an `error` frame, and the next
 //! publish tries again — a disk that has room again works again.
 //!
-//! Every other kind of command (a join, a leave, the operator's) first waits until
-//! everything staged is written, so a joining client never sees a message in its
-//! catch-up that is then delivered to it again.
+//! A join that arrives while publishes are staged waits for their commit (every other
+//! kind of command first commits what is staged), so a joining client never sees a
+//! message in its catch-up that is then delivered to it again.
 
 use std::sync::Arc;
 
 use super::cluster::Outbound;
-use super::committer::{Committer, Written};
 use super::offer::offer;
 use super::rooms::duplicate;
 use super::{ConnId, Counters, Hub, Notice, Outgoing, Published};
@@ -61,7 +58,6 @@ impl Hub {
             && self
                 .staged
                 .iter()
-                .chain(&self.in_flight)
                 .any(|s| s.room == name && s.message.cid == tag.cid)
         {
             self.flush(counters);
@@ -74,7 +70,8 @@ impl Hub {
             }
             return;
         }
-        // Ids follow the messages of this room still on their way to the disk.
+        // Ids follow the room's messages still waiting for the commit; a room with
+        // such messages is never idle, so never dropped before they are kept.
         let id = room.history.next_id() + room.unwritten;
         room.unwritten += 1;
         let epoch = room.history.epoch();
@@ -88,38 +85,34 @@ impl Hub {
             reply,
             charge,
         });
-        // A full group does not wait for the queue to empty: it goes as soon as the
-        // commit under way returns.
-        if self.staged.len() >= self.group_limit() {
-            self.await_commit(counters);
-            self.write_staged(false);
+        if self.staged.len() >= MAX_GROUP || self.store.as_ref().is_some_and(|s| s.commit_each()) {
+            self.flush(counters);
         }
     }
 
-    /// Most publishes in one commit: one under `--fsync always`, else [`MAX_GROUP`].
-    fn group_limit(&self) -> usize {
-        let each = self.store.as_ref().is_some_and(|c| c.store().commit_each());
-        if each { 1 } else { MAX_GROUP }
+    /// Writes what is staged (and history that left, rooms that went) in one commit,
+    /// then keeps, delivers and acknowledges each staged publish — or refuses them all
+    /// if the commit failed.
+    pub(super) fn flush(&mut self, counters: &Counters) {
+        // History that left alone waits for a commit that writes something else (or
+        // the next tick): a message past the limits costs nothing until then.
+        if self.staged.is_empty() && self.pending.dropped.is_empty() {
+            return;
+        }
+        self.commit(counters);
     }
 
-    /// Hands the next group to the commit thread, unless a commit is under way: what
-    /// is staged (up to the group limit) and history that left or rooms that went.
-    /// History that left alone waits for a commit that writes something else, unless
-    /// `trims_too` (the tick): a message past the limits costs nothing until then.
-    pub(super) fn write_staged(&mut self, trims_too: bool) {
-        let Some(committer) = self.store.as_ref() else {
+    /// [`Hub::flush`], whatever is waiting.
+    fn commit(&mut self, counters: &Counters) {
+        let Some(store) = self.store.as_mut() else {
             return;
         };
-        let worth_it = !self.staged.is_empty()
-            || !self.pending.dropped.is_empty()
-            || (trims_too && !self.pending.is_empty());
-        if committer.busy() || !worth_it {
+        if self.staged.is_empty() && self.pending.is_empty() {
             return;
         }
-        let take = self.staged.len().min(self.group_limit());
-        self.in_flight.extend(self.staged.drain(..take));
+        let staged = std::mem::take(&mut self.staged);
         let mut changes = std::mem::take(&mut self.pending);
-        for s in &self.in_flight {
+        for s in &staged {
             changes
                 .messages
                 .push((s.room.clone(), Arc::clone(&s.message)));
@@ -128,63 +121,25 @@ impl Hub {
                 .rooms
                 .push((s.room.clone(), s.message.epoch, s.message.id + 1));
         }
-        if let Some(committer) = self.store.as_mut() {
-            committer.send(changes);
-        }
-    }
-
-    /// Waits for the commit under way, if any, and acts on how it went.
-    fn await_commit(&mut self, counters: &Counters) {
-        if let Some(written) = self.store.as_mut().and_then(Committer::wait) {
-            self.committed(written, counters);
-        }
-    }
-
-    /// Writes everything staged, and waits until it is written: every other kind of
-    /// command sees the rooms as they are on disk. (History that left alone waits, as
-    /// in [`Hub::write_staged`], unless `trims_too`.)
-    pub(super) fn settle(&mut self, counters: &Counters, trims_too: bool) {
-        self.await_commit(counters);
-        while !self.staged.is_empty() {
-            self.write_staged(trims_too);
-            self.await_commit(counters);
-        }
-        self.write_staged(trims_too);
-        self.await_commit(counters);
-    }
-
-    /// [`Hub::settle`] for every command but a publish.
-    pub(super) fn flush(&mut self, counters: &Counters) {
-        self.settle(counters, false);
-    }
-
-    /// A commit returned: keep, deliver and acknowledge its publishes in order — or,
-    /// if it failed, refuse them and everything staged behind them (their ids came
-    /// after ids that will now never exist), and start the next commit.
-    pub(super) fn committed(&mut self, written: Written, counters: &Counters) {
-        let in_flight = std::mem::take(&mut self.in_flight);
-        match written.result {
-            Ok(()) => in_flight
+        match store.commit(&changes) {
+            Ok(()) => staged
                 .into_iter()
                 .for_each(|s| self.keep_and_deliver(s, counters)),
             Err(e) => {
-                if let Some(committer) = &self.store {
-                    let failures = &committer.store().figures.failures;
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                let refused: Vec<Staged> =
-                    in_flight.into_iter().chain(self.staged.drain(..)).collect();
+                store
+                    .figures
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log::error!(
                     "could not store {} messages, refused them: {e}",
-                    refused.len()
+                    staged.len()
                 );
                 // What left history or went is written with the next commit.
-                self.pending.trims.extend(written.changes.trims);
-                self.pending.dropped.extend(written.changes.dropped);
-                refused.into_iter().for_each(|s| self.refuse(s, counters));
+                self.pending.trims = changes.trims;
+                self.pending.dropped = changes.dropped;
+                staged.into_iter().for_each(|s| self.refuse(s, counters));
             }
         }
-        self.write_staged(false);
     }
 
     /// A staged publish is on disk: keep it, deliver it, acknowledge it.
@@ -229,5 +184,88 @@ impl Hub {
                 room.members.remove(&from);
             }
         }
+    }
+
+    /// The hub's own work, every [`super::TICK`] when it has some: messages past
+    /// `--history-ttl` leave history (in memory now, on disk with the next commit),
+    /// and under `--fsync never` the disk is forced.
+    pub(super) fn tick(&mut self, counters: &Counters) {
+        if let Some(ttl) = self.ttl {
+            let cutoff = now_millis().saturating_sub(ttl.as_millis() as u64);
+            let mut emptied = Vec::new();
+            for (name, room) in &mut self.rooms {
+                if room.history.expire(cutoff) > 0 {
+                    if self.store.is_some() {
+                        self.pending
+                            .trims
+                            .push((name.clone(), room.history.oldest_id()));
+                    }
+                    emptied.push(name.clone());
+                }
+            }
+            emptied.iter().for_each(|name| self.tidy(name));
+        }
+        self.commit(counters);
+        self.sync_store();
+    }
+
+    /// Forces to disk what was committed without fsync (`--fsync never`).
+    pub(super) fn sync_store(&mut self) {
+        if let Some(Err(e)) = self.store.as_mut().map(crate::store::Store::sync) {
+            log::error!("could not force the store to disk: {e}");
+        }
+    }
+
+    /// At start-up: the idle-room limit applies to the rooms on disk too (all of them
+    /// are idle now), least recently used first. Personal rooms are kept: their
+    /// messages wait for their one reader.
+    pub(super) fn prune_store(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let rooms = match store.rooms_by_age() {
+            Ok(rooms) => rooms,
+            Err(e) => return log::error!("could not list the stored rooms: {e}"),
+        };
+        let shared: Vec<String> = rooms
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| crate::protocol::rights::owner_of(name).is_none())
+            .collect();
+        let excess = shared.len().saturating_sub(self.max_idle_rooms);
+        let changes = crate::store::Changes {
+            dropped: shared.into_iter().take(excess).collect(),
+            ..Default::default()
+        };
+        if let Err(e) = store.commit(&changes) {
+            log::error!("could not drop {excess} rooms past --max-idle-rooms from the store: {e}");
+        }
+    }
+
+    /// A room the store had, as it was (`None`: the store has no such room, or no
+    /// store). Its messages are charged to the memory budget again.
+    pub(super) fn restore(&mut self, name: &str) -> Option<crate::room::History> {
+        let loaded = match self.store.as_mut()?.load(name) {
+            Ok(loaded) => loaded?,
+            Err(e) => {
+                log::error!("could not read room '{name}' from the store ({e}); it starts empty");
+                return None;
+            }
+        };
+        let messages = loaded
+            .messages
+            .into_iter()
+            .map(|message| {
+                let message = Arc::new(message);
+                message.charge(self.budget.force(crate::budget::Category::Messages, 0));
+                message
+            })
+            .collect();
+        let mut history =
+            crate::room::History::restored(self.limits, loaded.epoch, loaded.next_id, messages);
+        if let Some(ttl) = self.ttl {
+            history.expire(now_millis().saturating_sub(ttl.as_millis() as u64));
+        }
+        Some(history)
     }
 }

@@ -37,17 +37,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::Receiver;
 
 use crate::budget::Budget;
 use crate::hub::cluster::Outbound;
 use crate::room::HistoryLimits;
 use crate::store::{Changes, Store};
-use committer::{Committer, Written};
 
 pub mod cluster;
 mod command;
-mod committer;
 mod counters;
 mod durable;
 mod handle;
@@ -55,7 +53,6 @@ mod joining;
 mod loading;
 mod member;
 mod offer;
-mod on_disk;
 mod operator;
 mod outgoing;
 mod presence;
@@ -101,7 +98,7 @@ pub fn spawn(
     let mut hub = Hub::new(setup.limits, link, budget);
     hub.max_idle_rooms = setup.max_idle_rooms;
     hub.ttl = setup.ttl;
-    hub.store = setup.store.map(committer::Committer::start);
+    hub.store = setup.store;
     hub.prune_store();
     thread::Builder::new()
         .name("hub".into())
@@ -122,14 +119,6 @@ pub struct Setup {
     pub store: Option<Store>,
 }
 
-/// What wakes the hub.
-enum Event {
-    /// A connection, the link, the operator or the server asks for something.
-    Command(Command),
-    /// The commit thread wrote a group (`--data-dir`).
-    Written(Written),
-}
-
 /// The hub's state: only the hub thread ever sees it.
 struct Hub {
     rooms: HashMap<String, Room>,
@@ -145,11 +134,9 @@ struct Hub {
     link_up: bool,
     /// The memory budget every message is charged to.
     budget: Arc<Budget>,
-    /// Room histories on disk (`--data-dir`), written by the commit thread; the
-    /// publishes it is writing; and what waits for the next commit: publishes
-    /// (`durable.rs`), history that left, rooms that went.
-    store: Option<committer::Committer>,
-    in_flight: Vec<durable::Staged>,
+    /// Room histories on disk (`--data-dir`), and what waits for the next commit:
+    /// publishes (`durable.rs`), history that left, rooms that went.
+    store: Option<Store>,
     staged: Vec<durable::Staged>,
     pending: Changes,
     /// `--history-ttl`: messages older than this leave history.
@@ -170,7 +157,6 @@ impl Hub {
             link_up: false,
             budget,
             store: None,
-            in_flight: Vec::new(),
             staged: Vec::new(),
             pending: Changes::default(),
             ttl: None,
@@ -179,16 +165,21 @@ impl Hub {
     }
 
     fn run(mut self, commands: Receiver<Command>, counters: &Counters) {
-        while let Some(event) = self.next_event(&commands, counters) {
-            match event {
-                Event::Command(command) => {
-                    if !self.step(command, &commands, counters) {
-                        return;
-                    }
-                }
-                // Group commit (`--data-dir`): a group is on disk; deliver it.
-                Event::Written(written) => self.committed(written, counters),
+        while let Some(command) = self.next_command(&commands, counters) {
+            if !self.step(command, &commands, counters) {
+                return;
             }
+            // Group commit (`--data-dir`): publishes staged by that command wait while
+            // more are queued, then are written to disk together.
+            while !self.staged.is_empty() {
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                if !self.step(command, &commands, counters) {
+                    return;
+                }
+            }
+            self.flush(counters);
         }
     }
 
@@ -217,41 +208,28 @@ impl Hub {
         true
     }
 
-    /// What to do next, waiting for it: a command, or (`--data-dir`) a commit that
-    /// returned. With `--history-ttl` or `--fsync never` the hub also wakes every
-    /// [`TICK`] for its own work (`tick`). `None`: every sender is gone.
-    fn next_event(&mut self, commands: &Receiver<Command>, counters: &Counters) -> Option<Event> {
-        let ticks =
-            self.ttl.is_some() || self.store.as_ref().is_some_and(|c| c.store().syncs_later());
-        if !ticks && self.store.is_none() {
-            return commands.recv().ok().map(Event::Command);
+    /// The next command, waiting for it. With `--history-ttl` or `--fsync never` the
+    /// hub also wakes every [`TICK`] for its own work (`tick`). `None`: every sender
+    /// is gone.
+    fn next_command(
+        &mut self,
+        commands: &Receiver<Command>,
+        counters: &Counters,
+    ) -> Option<Command> {
+        let ticks = self.ttl.is_some() || self.store.as_ref().is_some_and(|s| s.syncs_later());
+        if !ticks {
+            return commands.recv().ok();
         }
         loop {
             // On time even while commands keep coming.
-            if ticks && Instant::now() >= self.next_tick {
+            if Instant::now() >= self.next_tick {
                 self.tick(counters);
                 self.next_tick = Instant::now() + TICK;
             }
-            // A commit that returned comes first: its publishes are owed delivery.
-            if let Some(written) = self.store.as_mut().and_then(Committer::try_written) {
-                return Some(Event::Written(written));
-            }
-            match commands.try_recv() {
-                Ok(command) => return Some(Event::Command(command)),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
-            // The queue is empty: what is staged goes to the disk now (group commit).
-            self.write_staged(false);
-            let mut wait = Select::new();
-            wait.recv(commands);
-            if let Some(committer) = self.store.as_ref().filter(|c| c.busy()) {
-                wait.recv(committer.reports());
-            }
-            // Whichever is ready is taken at the top of the loop.
-            match ticks {
-                true => drop(wait.ready_deadline(self.next_tick)),
-                false => drop(wait.ready()),
+            match commands.recv_deadline(self.next_tick) {
+                Ok(command) => return Some(command),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
