@@ -35,7 +35,7 @@ pub(super) const MAX_BATCH: usize = 64;
 /// The writer thread: the only code that writes to this connection's socket.
 pub(super) fn write_loop(
     id: ConnId,
-    mut ctx: WebSocketContext,
+    mut ctx: Box<WebSocketContext>,
     mut out: WriteHalf,
     inbox: &Inbox,
     counters: &Counters,
@@ -124,7 +124,7 @@ pub(super) fn write_batch(
 /// shuts the socket.
 pub(super) fn end_writing(
     id: ConnId,
-    mut ctx: WebSocketContext,
+    mut ctx: Box<WebSocketContext>,
     mut out: WriteHalf,
     result: Result<Next, WsError>,
 ) -> Option<u16> {
