@@ -120,6 +120,17 @@ fn socket_config(settings: &Settings) -> WebSocketConfig {
         .max_frame_size(Some(settings.max_message_bytes))
 }
 
+/// The writer's WebSocket context. It never reads, so it needs no read buffer. It
+/// lives on the heap, not in the thread's closure and `write_loop`'s frame: a writer
+/// waiting for work then touches two pages of its stack, not three (4 KiB less per
+/// idle connection, measured: see bench/ANALYSIS.md).
+fn writer_context(config: WebSocketConfig) -> Box<WebSocketContext> {
+    Box::new(WebSocketContext::new(
+        Role::Server,
+        Some(config.read_buffer_size(0)),
+    ))
+}
+
 /// Starts the writer thread, the only one that will write to `socket`; returns the
 /// hub's handle on the connection (its queue to that writer) and the thread.
 fn start_writer(
@@ -143,14 +154,7 @@ fn start_writer(
         Arc::clone(&inbox.close),
         settings.watch.as_ref(),
     );
-    // The writer never reads: its context needs no read buffer.
-    // On the heap, not in the thread's closure and `write_loop`'s frame: a writer
-    // waiting for work then touches two pages of its stack, not three (4 KiB less
-    // per idle connection, measured).
-    let ctx = Box::new(WebSocketContext::new(
-        Role::Server,
-        Some(config.read_buffer_size(0)),
-    ));
+    let ctx = writer_context(config);
     let counters = Arc::clone(counters);
     let ping_interval = settings.ping_interval;
     let started = thread::Builder::new()
