@@ -10,7 +10,7 @@
 use crate::frame::OP_BINARY;
 use crate::hist::Histogram;
 use crate::net::{self, Handler, Net, OpenPlan, Outbox, CLOSE_POLICY};
-use crate::util::{now_ns, us, Opts, Report};
+use crate::util::{mark, now_ns, us, Opts, Report};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -129,12 +129,10 @@ impl Handler for Fanout {
                 }
             }
             KIND_DATA if seq < self.capacity_msgs => {
-                let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-                if sub.seen[word] & bit != 0 {
+                if !mark(&mut sub.seen, seq as usize) {
                     sub.duplicates += 1;
                     return;
                 }
-                sub.seen[word] |= bit;
                 sub.unique += 1;
                 if sub.highest.is_some_and(|h| seq < h) {
                     sub.reordered += 1;

@@ -14,7 +14,7 @@
 use crate::fanout::{build_at, read_header, HEADER_BYTES, KIND_DATA, KIND_SYNC};
 use crate::hist::Histogram;
 use crate::net::{self, Handler, Net, OpenPlan, Outbox, CLOSE_POLICY, EXTERNAL_TOKEN_BASE};
-use crate::util::{now_ns, us, Opts, Report};
+use crate::util::{mark, now_ns, us, Opts, Report};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use std::collections::BTreeMap;
@@ -105,15 +105,10 @@ impl Handler for Subscribers {
                 }
             }
             KIND_DATA => {
-                let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-                if sub.seen.len() <= word {
-                    sub.seen.resize(word + 1, 0);
-                }
-                if sub.seen[word] & bit != 0 {
+                if !mark(&mut sub.seen, seq as usize) {
                     sub.duplicates += 1;
                     return;
                 }
-                sub.seen[word] |= bit;
                 sub.unique += 1;
                 self.deliveries += 1;
                 self.last_delivery_ns = now;
@@ -252,11 +247,7 @@ struct Tally {
 
 impl Tally {
     fn ack(&mut self, seq: u64) {
-        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-        if self.acked.len() <= word {
-            self.acked.resize(word + 1, 0);
-        }
-        self.acked[word] |= bit;
+        mark(&mut self.acked, seq as usize);
         self.acked_count += 1;
     }
 }

@@ -21,7 +21,7 @@ use crate::frame::OP_BINARY;
 use crate::hist::Histogram;
 use crate::net::{self, Handler, Net, OpenPlan, Outbox, CLOSE_POLICY};
 use crate::procfs::{proc_cpu_secs, proc_status};
-use crate::util::{now_ns, us, Opts, Report};
+use crate::util::{mark, now_ns, us, Opts, Report};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -119,16 +119,14 @@ impl Handler for Rooms {
             }
             KIND_DATA => {
                 let bit_no = (seq & 0xFFFF_FFFF) as usize;
-                let (word, bit) = (bit_no / 64, 1u64 << (bit_no % 64));
                 if bit_no >= bits_per_room {
                     self.corrupt += 1;
                     return;
                 }
-                if m.seen[word] & bit != 0 {
+                if !mark(&mut m.seen, bit_no) {
                     m.duplicates += 1;
                     return;
                 }
-                m.seen[word] |= bit;
                 m.unique += 1;
                 self.deliveries += 1;
                 self.last_delivery_ns = now;
@@ -268,7 +266,7 @@ pub fn run(addr: SocketAddr, opts: &Opts, report: &mut Report) -> Result<(), Str
         build_at(&mut buf, size, (KIND_DATA, ((room as u64) << 32) | bit_no as u64, now_ns()));
         net.send(id, OP_BINARY, &buf);
         if net.is_open(id) {
-            st.sent[room][bit_no / 64] |= 1 << (bit_no % 64);
+            mark(&mut st.sent[room], bit_no);
             st.sent_count[room] += 1;
         } else {
             unsent += 1;

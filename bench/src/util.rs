@@ -119,3 +119,15 @@ impl Report {
 pub fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
+
+/// Sets bit `n` of the bitmap `bits` (growing it if needed) and says whether it was
+/// clear: `false` means message `n` was seen before (a duplicate).
+pub fn mark(bits: &mut Vec<u64>, n: usize) -> bool {
+    let (word, bit) = (n / 64, 1u64 << (n % 64));
+    if bits.len() <= word {
+        bits.resize(word + 1, 0);
+    }
+    let fresh = bits[word] & bit == 0;
+    bits[word] |= bit;
+    fresh
+}
