@@ -33,10 +33,10 @@ use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
 use crate::logging;
-use crate::net::limit::THREAD_STACK_BYTES;
 use crate::net::per_address::AddressSlot;
 use crate::net::requests::RequestInProgress;
 use crate::net::socket::{self, Socket};
+use crate::net::spare_threads;
 use crate::ws;
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
@@ -99,10 +99,9 @@ fn admit(tcp: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<FileS
     };
     let conn = shared.in_progress.admit(socket);
     let (shared, files) = (Arc::clone(shared), Arc::clone(files));
-    let spawned = thread::Builder::new()
-        .name("conn".into())
-        .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || handle(conn, peer, address_slot, &shared, serves, &files));
+    let spawned = spare_threads::run("conn".into(), move || {
+        handle(conn, peer, address_slot, &shared, serves, &files);
+    });
     if let Err(e) = spawned {
         // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
         log::warn!("cannot start a connection thread: {e}; see README, Capacity and memory");

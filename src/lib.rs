@@ -89,6 +89,7 @@ pub mod internals {
     pub use crate::http::static_files::{Lookup, StaticFiles};
     #[cfg(feature = "tls")]
     pub use crate::net::certificates::load_server_config;
+    pub use crate::net::spare_threads;
     #[cfg(feature = "tls")]
     pub use crate::net::tls::TlsSocket;
     pub use crate::protocol::{json, url};

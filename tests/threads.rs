@@ -1,11 +1,14 @@
-//! Threads and file descriptors come back after connections go. This file holds a
-//! single test because it counts the threads of the whole test process.
+//! Threads and file descriptors come back after connections go, and finished threads
+//! kept for the next connection (spare threads) stay bounded and leave on their own.
+//! This file holds a single test because it counts the threads of the whole test
+//! process.
 
 mod common;
 
 use std::time::Instant;
 
 use common::*;
+use threadcast::ServerHandle;
 use tungstenite::Message;
 
 fn open_fds() -> usize {
@@ -49,4 +52,33 @@ fn after_500_connect_disconnect_cycles_threads_and_fds_return_to_baseline() {
         "fds {} > baseline {fds_before}",
         open_fds()
     );
+    a_burst_leaves_a_bounded_number_of_spare_threads(&server, threads_before);
+}
+
+/// 200 connections at once (400 threads; the per-address limit is 256), all gone together: the spare threads that
+/// wait for the next connection never number more than the bound, the next
+/// connections are served by them, and after the linger they are gone too.
+fn a_burst_leaves_a_bounded_number_of_spare_threads(server: &ServerHandle, baseline: usize) {
+    use threadcast::internals::spare_threads::{MAX_SPARE_THREADS, waiting};
+    let burst: Vec<_> = (0..200).map(|_| connect(server, "/echo")).collect();
+    wait_until("the burst is connected", || server.connections() == 200);
+    drop(burst);
+    let mut most = 0;
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    while server.connections() > 0 || thread_count() > baseline + MAX_SPARE_THREADS {
+        most = most.max(waiting());
+        assert!(Instant::now() < deadline, "{} threads", thread_count());
+        std::thread::yield_now();
+    }
+    most = most.max(waiting());
+    assert!(most <= MAX_SPARE_THREADS, "{most} spare threads");
+    assert!(most > 0, "no thread stayed for the next connection");
+    // The next connection runs on spare threads: no new thread is started for it.
+    let spares = thread_count();
+    let mut ws = connect(server, "/echo");
+    ws.send(Message::text("again")).unwrap();
+    assert_eq!(next_data(&mut ws), Message::text("again"));
+    assert!(thread_count() <= spares, "a new thread was started");
+    drop(ws);
+    wait_until("the spare threads leave", || thread_count() <= baseline);
 }

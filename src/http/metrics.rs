@@ -178,6 +178,11 @@ fn process(out: &mut Metrics, shared: &Shared) {
             status.threads,
         );
         out.gauge(
+            "threadcast_spare_threads",
+            "Threads whose connection ended, waiting to serve the next one.",
+            crate::net::spare_threads::waiting() as u64,
+        );
+        out.gauge(
             "process_resident_memory_bytes",
             "Resident memory of the process.",
             status.rss_bytes,

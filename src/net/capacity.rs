@@ -16,7 +16,8 @@
 //! Besides its connections the process keeps room for everything else that takes a
 //! thread: up to `MAX_REQUESTS_IN_PROGRESS` requests whose heads, bodies or answers
 //! are under way (each with up to three threads: its own, a file answer's, and
-//! tiny_http's), the hub, the accept loops, feeds and libraries ([`RESERVED_THREADS`]).
+//! tiny_http's), finished threads waiting for the next connection (`spare_threads`),
+//! the hub, the accept loops, feeds and libraries ([`RESERVED_THREADS`]).
 //!
 //! Running out of descriptors is harmless (`accept` fails, we back off), but running
 //! out of mappings makes the next thread's start-up abort the whole process inside the
@@ -27,13 +28,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::net::requests::MAX_REQUESTS_IN_PROGRESS;
+use crate::net::spare_threads::MAX_SPARE_THREADS;
 
 /// Threads a request in progress may take: its own, the file answer's thread, and
 /// tiny_http's thread for the internal connection.
 pub const THREADS_PER_REQUEST: u64 = 3;
 /// Threads the process needs besides its connections: every request in progress at
-/// its worst, plus the hub, accept loops, file dispatcher, feeds, Redis, libraries.
-pub const RESERVED_THREADS: u64 = MAX_REQUESTS_IN_PROGRESS as u64 * THREADS_PER_REQUEST + 64;
+/// its worst, the spare threads waiting for the next connection, plus the hub, accept
+/// loops, file dispatcher, feeds, Redis, libraries.
+pub const RESERVED_THREADS: u64 =
+    MAX_REQUESTS_IN_PROGRESS as u64 * THREADS_PER_REQUEST + MAX_SPARE_THREADS as u64 + 64;
 /// Descriptors besides the connections': each request in progress holds its socket
 /// and, for a file, both ends of the internal Unix socket; plus listeners and files.
 pub const RESERVED_FILES: u64 = MAX_REQUESTS_IN_PROGRESS as u64 * 3 + 64;

@@ -11,5 +11,6 @@ pub mod per_address;
 pub mod rate;
 pub mod requests;
 pub mod socket;
+pub mod spare_threads;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -33,10 +33,9 @@
 //! publisher), then its close 1001 — all within the server's drain deadline.
 
 use std::sync::Arc;
-use std::thread;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::close::{close_with, finish};
@@ -47,9 +46,10 @@ use super::settings::{Destination, Settings};
 use super::write_half::WriteHalf;
 use super::writer::{WRITE_BUFFER_BYTES, write_loop};
 use crate::hub::{self, Backlog, ConnId, Counters, Member, Outgoing};
-use crate::net::limit::{THREAD_STACK_BYTES, WRITE_TIMEOUT};
+use crate::net::limit::WRITE_TIMEOUT;
 use crate::net::rate::RateLimit;
 use crate::net::socket::Socket;
+use crate::net::spare_threads;
 use crate::protocol::close::CloseReason;
 use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::room::Resume;
@@ -95,7 +95,8 @@ pub fn serve(
         drop(member);
     }
     drop(tx);
-    writer.join().ok().flatten()
+    // The writer reports its close code as its last act (nothing if it panicked).
+    writer.recv().ok().flatten()
 }
 
 /// Socket timeouts do the timing, so no extra timer thread is needed: a read that
@@ -132,7 +133,8 @@ fn writer_context(config: WebSocketConfig) -> Box<WebSocketContext> {
 }
 
 /// Starts the writer thread, the only one that will write to `socket`; returns the
-/// hub's handle on the connection (its queue to that writer) and the thread.
+/// hub's handle on the connection (its queue to that writer) and where the writer
+/// reports its close code when it ends.
 fn start_writer(
     id: ConnId,
     socket: &Arc<Socket>,
@@ -140,7 +142,7 @@ fn start_writer(
     config: WebSocketConfig,
     settings: &Settings,
     raw: bool,
-) -> Option<(Member, thread::JoinHandle<Option<u16>>)> {
+) -> Option<(Member, Receiver<Option<u16>>)> {
     let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
     // This thread becomes the reader: its id, for the inspector and /stats.
     settings
@@ -157,12 +159,14 @@ fn start_writer(
     let ctx = writer_context(config);
     let counters = Arc::clone(counters);
     let ping_interval = settings.ping_interval;
-    let started = thread::Builder::new()
-        .name(format!("ws-write-{id}"))
-        .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw));
+    let (done, finished) = bounded(1);
+    let started = spare_threads::run(format!("ws-write-{id}"), move || {
+        let code = write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw);
+        drop((inbox, counters)); // all the writer holds is let go before it reports
+        let _ = done.send(code);
+    });
     match started {
-        Ok(handle) => Some((member, handle)),
+        Ok(()) => Some((member, finished)),
         Err(e) => {
             log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
             None
