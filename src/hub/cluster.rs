@@ -23,10 +23,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use crossbeam_channel::Sender;
 use tungstenite::Message;
 
-use crate::hub::{ConnId, Published};
+use crate::hub::{ConnId, Published, Reply};
 
 /// Requests from the hub to the link.
 #[derive(Debug)]
@@ -78,7 +77,7 @@ pub struct Outbound {
     /// The publishing connection, which gets the ack.
     pub from: Option<ConnId>,
     /// Where to report the outcome.
-    pub reply: Option<Sender<Published>>,
+    pub reply: Option<Reply<Published>>,
     /// When it was published here, milliseconds since 1970.
     pub ts: u64,
     /// Already delivered by this instance while the link was down.
@@ -95,7 +94,7 @@ impl Outbound {
         message: Message,
         tag: crate::room::Tag,
         from: Option<ConnId>,
-        reply: Option<Sender<Published>>,
+        reply: Option<Reply<Published>>,
         charge: crate::budget::Reservation,
     ) -> Outbound {
         Outbound {

@@ -19,6 +19,13 @@ pub const HUB_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// they wait here (back-pressure) instead of growing memory without bound.
 pub const HUB_QUEUE: usize = 4096;
 
+/// Where the hub sends the one answer to a request: a channel from the standard
+/// library, not crossbeam. Whoever asked waits for exactly one message, and a
+/// crossbeam receiver spins and gives up the CPU (`sched_yield`) several times before
+/// it sleeps; with hundreds of threads on a few cores each of those is a switch to
+/// another thread. The standard library's receiver spins briefly and sleeps.
+pub type Reply<T> = std::sync::mpsc::SyncSender<T>;
+
 /// What a publish produced, for publishers that asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -71,7 +78,7 @@ pub enum Command {
         room: Option<String>,
         /// Answered once the connection is out of the room: from then on the hub queues
         /// nothing more for it.
-        done: Option<Sender<()>>,
+        done: Option<Reply<()>>,
     },
     /// Broadcast `message` to every member of `room` and keep it in history.
     Publish {
@@ -84,7 +91,7 @@ pub enum Command {
         /// The publishing connection, which gets the ack when `cid` is set.
         from: Option<ConnId>,
         /// Where to report the outcome.
-        reply: Option<Sender<Published>>,
+        reply: Option<Reply<Published>>,
         /// The message's bytes on the memory budget (charged by whoever read it).
         charge: Reservation,
     },
@@ -95,7 +102,7 @@ pub enum Command {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Link(FromLink),
     /// Report every room, sorted by name.
-    Stats(Sender<Vec<RoomStats>>),
+    Stats(Reply<Vec<RoomStats>>),
     /// A request from the operator's API (`--admin-token`).
     Operator(OperatorRequest),
     /// Ask every connection to close with 1001 once it has sent what is queued to it,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::cluster::Outbound;
 use super::offer::offer;
 use super::rooms::duplicate;
-use super::{ConnId, Counters, Hub, Notice, Outgoing, Published};
+use super::{ConnId, Counters, Hub, Notice, Outgoing, Published, Reply};
 use crate::budget::Reservation;
 use crate::room::{RoomMessage, now_millis};
 
@@ -36,7 +36,7 @@ pub(super) struct Staged {
     room: String,
     message: Arc<RoomMessage>,
     from: Option<ConnId>,
-    reply: Option<crossbeam_channel::Sender<Published>>,
+    reply: Option<Reply<Published>>,
     charge: Reservation,
 }
 

@@ -8,13 +8,14 @@
 //! waits until the hub confirms, so the close frame it queues next cannot overtake a
 //! message the peer is owed.
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use tungstenite::Message;
 
 use super::cluster::FromLink;
-use super::command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, Published, RoomStats};
+use super::command::{Command, HUB_QUEUE, HUB_REPLY_TIMEOUT, Published, Reply, RoomStats};
 use super::member::Member;
 use super::operator::{OperatorRequest, RoomPresence};
 use super::outgoing::ConnId;
@@ -168,8 +169,8 @@ impl Handle {
     }
 
     /// Sends the command `make` builds around a reply channel, and waits for the answer.
-    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, Unanswered> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Unanswered> {
+        let (reply, answer) = mpsc::sync_channel(1);
         if !self.send(make(reply)) {
             return Err(Unanswered::Stopped);
         }

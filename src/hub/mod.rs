@@ -64,7 +64,7 @@ mod shutdown;
 
 #[cfg(feature = "redis")]
 pub use command::HUB_QUEUE;
-pub use command::{Command, LinkEnd, Published, RoomStats};
+pub use command::{Command, LinkEnd, Published, Reply, RoomStats};
 pub use counters::Counters;
 pub use handle::{Handle, Membership, Unanswered, channel};
 pub use member::{CloseSignal, Member, Queued};

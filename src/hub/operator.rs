@@ -8,10 +8,8 @@
 
 use std::collections::HashMap;
 
-use crossbeam_channel::Sender;
-
 use super::sharing::Sharing;
-use super::{ConnId, Counters, Hub, Member};
+use super::{ConnId, Counters, Hub, Member, Reply};
 use crate::protocol::close::CloseReason;
 
 /// A request from the operator's API.
@@ -22,7 +20,7 @@ pub enum OperatorRequest {
         /// The room.
         room: String,
         /// Where the answer goes.
-        reply: Sender<Option<RoomPresence>>,
+        reply: Reply<Option<RoomPresence>>,
     },
     /// Drop `room` with its history and close its members with 4004; answers how
     /// many were closed, `None` when there was no such room.
@@ -30,7 +28,7 @@ pub enum OperatorRequest {
         /// The room.
         room: String,
         /// Where the answer goes.
-        reply: Sender<Option<usize>>,
+        reply: Reply<Option<usize>>,
     },
     /// Close every connection of user `sub`, in every room, with 4003; answers how
     /// many were closed.
@@ -38,7 +36,7 @@ pub enum OperatorRequest {
         /// The user id.
         sub: String,
         /// Where the answer goes.
-        reply: Sender<usize>,
+        reply: Reply<usize>,
     },
 }
 

@@ -302,7 +302,7 @@ mod tests {
 
         /// Waits until the hub has applied everything sent so far.
         fn settle(&self) {
-            let (tx, rx) = crossbeam_channel::bounded(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
             self.send(Command::Stats(tx));
             rx.recv_timeout(WAIT).unwrap();
         }

@@ -18,16 +18,22 @@
 //!              MAX_SPARE_THREADS wait at once), then exits
 //! ```
 //!
-//! The hand-over is a channel of capacity zero: `try_send` succeeds only when a spare
-//! is already waiting in `recv`, so a job never sits in a queue while threads start.
+//! Each waiting thread has a slot of its own for its next job; the slots of the
+//! waiting threads are kept on a stack. Handing a job over is: take the slot on top
+//! (the thread that finished last, whose stack and caches are still warm), put the
+//! job in, wake that one thread. The threads at the bottom are the ones that wait
+//! longest, and when churn calms down they are the first to leave.
+//!
+//! Why not a channel: crossbeam's receivers spin and then give up the CPU several
+//! times (`sched_yield`) before they sleep, and a zero-capacity channel wakes the
+//! receiver before the job is written, so it spins again; with hundreds of threads
+//! on a few cores every `sched_yield` is a switch to another thread. A `Condvar` just
+//! sleeps.
 
 use std::io;
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use std::time::{Duration, Instant};
 
 use super::limit::THREAD_STACK_BYTES;
 
@@ -44,21 +50,15 @@ pub const SPARE_LINGER: Duration = Duration::from_secs(2);
 /// A connection's work, as handed to a thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The process's spare threads: both ends of the hand-over, and how many wait.
-struct Spares {
-    hand_over: Sender<Job>,
-    take_over: Receiver<Job>,
-    waiting: AtomicUsize,
+/// Where one waiting thread receives its next job.
+#[derive(Default)]
+struct Slot {
+    job: Mutex<Option<Job>>,
+    filled: Condvar,
 }
 
-static SPARES: LazyLock<Spares> = LazyLock::new(|| {
-    let (hand_over, take_over) = bounded(0);
-    Spares {
-        hand_over,
-        take_over,
-        waiting: AtomicUsize::new(0),
-    }
-});
+/// The slots of the threads waiting for work, the last to finish on top.
+static WAITING: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
 
 /// Runs `job` on a spare thread if one is waiting, otherwise on a new thread. `name`
 /// is the thread's name while it runs this job (`top -H`, the inspector, panics).
@@ -68,10 +68,12 @@ pub fn run(name: String, job: impl FnOnce() + Send + 'static) -> io::Result<()> 
         name_this_thread(&name);
         job();
     });
-    let job = match SPARES.hand_over.try_send(job) {
-        Ok(()) => return Ok(()),
-        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
-    };
+    if let Some(slot) = lock(&WAITING).pop() {
+        // Taken off the stack: that thread now waits for this job and nothing else.
+        *lock(&slot.job) = Some(job);
+        slot.filled.notify_one();
+        return Ok(());
+    }
     thread::Builder::new()
         .stack_size(THREAD_STACK_BYTES)
         .spawn(move || work(job))
@@ -80,30 +82,70 @@ pub fn run(name: String, job: impl FnOnce() + Send + 'static) -> io::Result<()> 
 
 /// How many finished threads are waiting for work now (`/metrics`).
 pub fn waiting() -> usize {
-    SPARES.waiting.load(Ordering::Relaxed)
+    lock(&WAITING).len()
 }
 
-/// A thread's life: its first job, then others handed over while it waits, until
+/// A thread's life: its first job, then the jobs handed to it while it waits, until
 /// none comes within [`SPARE_LINGER`] or enough others are already waiting.
 fn work(first: Job) {
-    first();
+    let mut job = first;
     loop {
-        // Count this thread among the waiting, unless enough are waiting already.
-        let room = SPARES
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_SPARE_THREADS).then_some(n + 1)
-            });
-        if room.is_err() {
-            return;
-        }
-        let next = SPARES.take_over.recv_timeout(SPARE_LINGER);
-        SPARES.waiting.fetch_sub(1, Ordering::AcqRel);
-        match next {
-            Ok(job) => job(),
-            Err(_) => return,
+        job();
+        match next_job() {
+            Some(next) => job = next,
+            None => return,
         }
     }
+}
+
+/// Waits on the stack for a job; `None` when there is no room on it or no job came.
+fn next_job() -> Option<Job> {
+    let slot = Arc::new(Slot::default());
+    {
+        let mut waiting = lock(&WAITING);
+        if waiting.len() >= MAX_SPARE_THREADS {
+            return None;
+        }
+        waiting.push(Arc::clone(&slot));
+    }
+    let deadline = Instant::now() + SPARE_LINGER;
+    let mut job = lock(&slot.job);
+    loop {
+        if let Some(next) = job.take() {
+            return Some(next);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            drop(job);
+            // Leave the stack, unless a job was handed over just now: whoever took
+            // this slot off the stack is about to fill it, so wait for that.
+            let mut waiting = lock(&WAITING);
+            if let Some(at) = waiting.iter().position(|s| Arc::ptr_eq(s, &slot)) {
+                waiting.remove(at);
+                return None;
+            }
+            drop(waiting);
+            job = lock(&slot.job);
+            while job.is_none() {
+                job = slot
+                    .filled
+                    .wait(job)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            return job.take();
+        }
+        job = slot
+            .filled
+            .wait_timeout(job, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+/// Locks `mutex`; a job that panicked holds none of these locks, so poisoning
+/// cannot leave them half-changed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Names the calling thread, as `thread::Builder::name` does for a new one (the
@@ -125,6 +167,7 @@ fn name_this_thread(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossbeam_channel::bounded;
     use std::time::Instant;
 
     /// Runs a job that reports its thread and that thread's name as the kernel has it.

@@ -32,10 +32,10 @@
 //! sends what is queued (each message was already accepted and acknowledged to its
 //! publisher), then its close 1001 — all within the server's drain deadline.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::Sender;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::close::{close_with, finish};
@@ -142,7 +142,7 @@ fn start_writer(
     config: WebSocketConfig,
     settings: &Settings,
     raw: bool,
-) -> Option<(Member, Receiver<Option<u16>>)> {
+) -> Option<(Member, mpsc::Receiver<Option<u16>>)> {
     let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
     // This thread becomes the reader: its id, for the inspector and /stats.
     settings
@@ -159,7 +159,7 @@ fn start_writer(
     let ctx = writer_context(config);
     let counters = Arc::clone(counters);
     let ping_interval = settings.ping_interval;
-    let (done, finished) = bounded(1);
+    let (done, finished) = mpsc::sync_channel(1);
     let started = spare_threads::run(format!("ws-write-{id}"), move || {
         let code = write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw);
         drop((inbox, counters)); // all the writer holds is let go before it reports
