@@ -36,7 +36,7 @@ use crate::logging;
 use crate::net::per_address::AddressSlot;
 use crate::net::requests::RequestInProgress;
 use crate::net::socket::{self, Socket};
-use crate::net::spare_threads;
+use crate::net::spare_threads::{self, Kind};
 use crate::ws;
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
@@ -99,7 +99,7 @@ fn admit(tcp: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<FileS
     };
     let conn = shared.in_progress.admit(socket);
     let (shared, files) = (Arc::clone(shared), Arc::clone(files));
-    let spawned = spare_threads::run("conn".into(), move || {
+    let spawned = spare_threads::run(Kind::Connection, "conn".into(), move || {
         handle(conn, peer, address_slot, &shared, serves, &files);
     });
     if let Err(e) = spawned {

@@ -29,7 +29,7 @@ use tiny_http::{Header, Response};
 use super::reply::write_all_by;
 use crate::http::static_files::{Lookup, StaticFiles};
 use crate::net::socket::Socket;
-use crate::net::spare_threads;
+use crate::net::spare_threads::{self, Kind};
 
 /// Bytes copied per read while relaying a file.
 const RELAY_CHUNK: usize = 16 * 1024;
@@ -177,7 +177,9 @@ impl Generation {
 fn dispatch(server: &tiny_http::Server, files: &Arc<StaticFiles>) {
     for request in server.incoming_requests() {
         let files = Arc::clone(files);
-        let spawned = spare_threads::run("file".into(), move || answer(request, &files));
+        let spawned = spare_threads::run(Kind::Connection, "file".into(), move || {
+            answer(request, &files)
+        });
         if let Err(e) = spawned {
             // The request went down with the closure: tiny_http closes its socket,
             // and the door answers 503 for it.

@@ -49,7 +49,7 @@ use crate::hub::{self, Backlog, ConnId, Counters, Member, Outgoing};
 use crate::net::limit::WRITE_TIMEOUT;
 use crate::net::rate::RateLimit;
 use crate::net::socket::Socket;
-use crate::net::spare_threads;
+use crate::net::spare_threads::{self, Kind};
 use crate::protocol::close::CloseReason;
 use crate::protocol::rights::{Action, Caller, NOT_ALLOWED_HERE};
 use crate::room::Resume;
@@ -160,7 +160,7 @@ fn start_writer(
     let counters = Arc::clone(counters);
     let ping_interval = settings.ping_interval;
     let (done, finished) = mpsc::sync_channel(1);
-    let started = spare_threads::run(format!("ws-write-{id}"), move || {
+    let started = spare_threads::run(Kind::Writer, format!("ws-write-{id}"), move || {
         let code = write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw);
         drop((inbox, counters)); // all the writer holds is let go before it reports
         let _ = done.send(code);
