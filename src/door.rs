@@ -33,11 +33,10 @@ use crate::http::head::{self, Head, HeadError};
 use crate::http::reply::Reply;
 use crate::http::{self as http_side, Exchange};
 use crate::logging;
-use crate::net::per_address::AddressSlot;
 use crate::net::requests::RequestInProgress;
 use crate::net::socket::{self, Socket};
 use crate::net::spare_threads::{self, Kind};
-use crate::ws;
+use crate::ws::{self, upgrade::Upgraded};
 
 /// Pause after `accept` fails for lack of file descriptors (EMFILE/ENFILE), so the loop
 /// does not spin while connections finish and free some.
@@ -100,7 +99,11 @@ fn admit(tcp: TcpStream, shared: &Arc<Shared>, serves: Serves, files: &Arc<FileS
     let conn = shared.in_progress.admit(socket);
     let (shared, files) = (Arc::clone(shared), Arc::clone(files));
     let spawned = spare_threads::run(Kind::Connection, "conn".into(), move || {
-        handle(conn, peer, address_slot, &shared, serves, &files);
+        // The address's place is held until the connection ends, whatever it became.
+        let _address_slot = address_slot;
+        if let Some(websocket) = handle(conn, peer, &shared, serves, &files) {
+            websocket.run(&shared);
+        }
     });
     if let Err(e) = spawned {
         // Out of threads (pid_max, ulimit -u, memory): the socket is dropped.
@@ -143,19 +146,18 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
 }
 
-/// The connection's own thread: TLS, the head, then the route. The address slot is
-/// held until the connection ends, whatever it became.
+/// The connection's own thread: TLS, the head, then the route. An HTTP request is
+/// answered here; an accepted WebSocket upgrade is returned, for the caller to run
+/// once this function's stack frames are gone (see [`ws::upgrade`]).
+#[inline(never)]
 fn handle(
     conn: RequestInProgress,
     peer: SocketAddr,
-    _address_slot: Option<AddressSlot>,
     shared: &Arc<Shared>,
     serves: Serves,
     files: &FileServer,
-) {
-    let Some(head) = read_request(conn.socket(), peer, shared) else {
-        return;
-    };
+) -> Option<Upgraded> {
+    let head = read_request(conn.socket(), peer, shared)?;
     if wants_websocket(&head) {
         return ws::upgrade::upgrade(conn, head, peer, shared);
     }
@@ -169,9 +171,11 @@ fn handle(
         let reply = Reply::text(426, "this port speaks WebSocket only: /echo, /ws/ROOM")
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Version", "13");
-        return exchange.answer(reply);
+        exchange.answer(reply);
+        return None;
     }
     http_side::serve(exchange, files);
+    None
 }
 
 /// The TLS handshake (with `--tls-cert`) and the request head, within one deadline

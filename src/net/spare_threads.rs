@@ -141,6 +141,7 @@ fn work(kind: Kind, first: Job) {
 }
 
 /// Waits on the stack for a job; `None` when there is no room on it or no job came.
+#[inline(never)] // its locks and slot are not on the stack while a job runs
 fn next_job(kind: Kind) -> Option<Job> {
     let slot = Arc::new(Slot::default());
     {

@@ -1,6 +1,13 @@
 //! From an upgrade request to a running connection: the handshake checks, the
-//! connection limits, the `101`, then the connection's two threads (this thread
-//! becomes the reader).
+//! connection limits, the `101` ([`upgrade`]), then the connection's two threads
+//! ([`Upgraded::run`]: this thread becomes the reader).
+//!
+//! The two steps are separate calls on purpose. An idle connection's reader waits
+//! for a frame for hours, and every stack page it ever touched stays resident all
+//! that time: 4 KiB per page, per connection. When the handshake's work (and the
+//! door's, which reads the head) returns before the reader starts, its frames are
+//! gone, and the reader waits a page less deep (measured: bench/ANALYSIS.md, idle
+//! memory).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -22,43 +29,79 @@ use crate::net::limit::{Slot, WRITE_TIMEOUT};
 use crate::net::requests::RequestInProgress;
 use crate::net::socket::Socket;
 
-/// Checks the upgrade request `head`, and on success runs the connection until it
-/// ends.
-pub fn upgrade(conn: RequestInProgress, head: Head, peer: SocketAddr, shared: &Shared) {
+/// An accepted WebSocket connection (its `101` sent), ready to run.
+pub struct Upgraded {
+    socket: Socket,
+    accepted: Accepted,
+    head: Head,
+    peer: SocketAddr,
+    settings: Settings,
+    /// Its place among `--max-connections`, held until it ends.
+    _slot: Slot,
+}
+
+/// Checks the upgrade request `head` and answers it: `101` and the connection to
+/// run, or a refusal (`None`). Never inlined, so that none of its stack is under the
+/// reader's (see the module's documentation).
+#[inline(never)]
+pub fn upgrade(
+    conn: RequestInProgress,
+    head: Head,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<Upgraded> {
     let socket = conn.socket();
     let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
     let first_message_auth =
         shared.config.auth == AuthMode::FirstMessage && shared.policy.token_required();
-    let checks = Checks {
-        policy: &shared.policy,
-        peer: peer.ip(),
-        token_in_first_message: first_message_auth,
-    };
-    let accepted = match handshake::check(&head, &checks) {
-        Ok(accepted) => accepted,
-        Err(rejection) => return refuse(socket, peer, &head, &rejection),
-    };
-    if accepted.inspect && !inspect_allowed(socket, shared) {
-        let rejection = Rejection::new(403, NOT_INSPECTABLE);
-        return refuse(socket, peer, &head, &rejection);
-    }
-    let (_slot, unauthenticated) = match take_slots(shared, first_message_auth) {
-        Ok(slots) => slots,
-        Err(rejection) => return refuse(socket, peer, &head, &rejection),
+    let checked = admit(&head, peer, socket, shared, first_message_auth);
+    let (accepted, (slot, unauthenticated)) = match checked {
+        Ok(admitted) => admitted,
+        Err(rejection) => {
+            refuse(socket, peer, &head, &rejection);
+            return None;
+        }
     };
     // The handshake is complete: the socket leaves the registry of requests in
     // progress (unless it was cut off meanwhile to make room for newer ones).
     let Some(socket) = conn.finish() else {
         log::debug!("handshake from {peer} was cut off: too many requests in progress");
-        return;
+        return None;
     };
     if let Err(e) = (&socket).write_all(handshake::accept_response(&accepted.accept_key).as_bytes())
     {
         log::debug!("handshake from {peer}: could not send 101: {e}");
-        return;
+        return None;
     }
-    let settings = settings(shared, first_message_auth, unauthenticated);
-    run(socket, accepted, (&head, peer), shared, settings);
+    Some(Upgraded {
+        socket,
+        accepted,
+        head,
+        peer,
+        settings: settings(shared, first_message_auth, unauthenticated),
+        _slot: slot,
+    })
+}
+
+/// The request's checks (origin, token, route: see `handshake`), whether it may
+/// inspect, and its places among the connections ([`take_slots`]).
+fn admit(
+    head: &Head,
+    peer: SocketAddr,
+    socket: &Socket,
+    shared: &Shared,
+    first_message_auth: bool,
+) -> Result<(Accepted, (Slot, Option<Slot>)), Rejection> {
+    let checks = Checks {
+        policy: &shared.policy,
+        peer: peer.ip(),
+        token_in_first_message: first_message_auth,
+    };
+    let accepted = handshake::check(head, &checks)?;
+    if accepted.inspect && !inspect_allowed(socket, shared) {
+        return Err(Rejection::new(403, NOT_INSPECTABLE));
+    }
+    Ok((accepted, take_slots(shared, first_message_auth)?))
 }
 
 /// A place among `--max-connections`, and under `--auth first-message` one in the
@@ -107,8 +150,23 @@ fn settings(shared: &Shared, first_message_auth: bool, unauthenticated: Option<S
     }
 }
 
-/// Runs the accepted connection, with an access line when it opens and one when it
-/// closes.
+impl Upgraded {
+    /// Runs the connection until it ends, with an access line when it opens and one
+    /// when it closes.
+    pub fn run(self, shared: &Shared) {
+        let Upgraded {
+            socket,
+            accepted,
+            head,
+            peer,
+            settings,
+            _slot,
+        } = self;
+        run(socket, accepted, (&head, peer), shared, settings);
+    }
+}
+
+/// The body of [`Upgraded::run`].
 fn run(
     socket: Socket,
     accepted: Accepted,
