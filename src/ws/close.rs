@@ -1,7 +1,9 @@
-//! How a connection ends: the close frame for how the reader's loop ended, and the
-//! linger that keeps reading until the peer has seen our close frame.
+//! How a connection ends: the close frame for how the reader's loop ended, the
+//! linger that keeps reading until the peer has seen our close frame, and the close
+//! code the writer hands back to the reader when it is done.
 
 use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -19,6 +21,63 @@ use crate::protocol::close::CloseReason;
 /// peer can read our close frame before the socket closes. Closing a socket with
 /// unread input makes the kernel send a reset, which can destroy the close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// The writer's side of its last word to the reader: the code of the close frame it
+/// sent (`None`: it sent none). Reported when this is dropped, so also when the
+/// writer panics, and the reader never waits forever. Not a channel: every
+/// connection holds one all its life, and a channel's buffer and padding cost more
+/// than half a KiB (bench/ANALYSIS.md, idle memory).
+pub(super) struct LastWord {
+    slot: Arc<WordSlot>,
+    /// The code to report.
+    pub(super) code: Option<u16>,
+}
+
+/// The reader's side: waits for the writer's [`LastWord`].
+pub(super) struct AwaitedWord(Arc<WordSlot>);
+
+#[derive(Default)]
+struct WordSlot {
+    /// `Some` once the writer has spoken.
+    word: Mutex<Option<Option<u16>>>,
+    spoken: Condvar,
+}
+
+/// Both sides of a writer's last word.
+pub(super) fn last_word() -> (LastWord, AwaitedWord) {
+    let slot = Arc::new(WordSlot::default());
+    let awaited = AwaitedWord(Arc::clone(&slot));
+    (LastWord { slot, code: None }, awaited)
+}
+
+impl Drop for LastWord {
+    fn drop(&mut self) {
+        let mut word = self
+            .slot
+            .word
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *word = Some(self.code);
+        self.slot.spoken.notify_one();
+    }
+}
+
+impl AwaitedWord {
+    /// Waits until the writer has finished, and returns the close code it sent.
+    pub(super) fn wait(self) -> Option<u16> {
+        let mut word = self.0.word.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(code) = *word {
+                return code;
+            }
+            word = self
+                .0
+                .spoken
+                .wait(word)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
 
 /// Tells the writer how the connection ends.
 pub(super) fn finish(

@@ -32,13 +32,13 @@
 //! sends what is queued (each message was already accepted and acknowledged to its
 //! publisher), then its close 1001 — all within the server's drain deadline.
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use super::close::{close_with, finish};
+use super::close::{AwaitedWord, close_with, finish, last_word};
 use super::inbox::Inbox;
 use super::read_half::{READ_BUFFER_BYTES, ReadHalf};
 use super::reader::{InputLimits, Routes, authenticate, read_loop};
@@ -96,7 +96,7 @@ pub fn serve(
     }
     drop(tx);
     // The writer reports its close code as its last act (nothing if it panicked).
-    writer.recv().ok().flatten()
+    writer.wait()
 }
 
 /// Socket timeouts do the timing, so no extra timer thread is needed: a read that
@@ -142,7 +142,7 @@ fn start_writer(
     config: WebSocketConfig,
     settings: &Settings,
     raw: bool,
-) -> Option<(Member, mpsc::Receiver<Option<u16>>)> {
+) -> Option<(Member, AwaitedWord)> {
     let (send_queue, send_bytes) = (settings.send_queue, settings.send_queue_bytes);
     // This thread becomes the reader: its id, for the inspector and /stats.
     settings
@@ -159,14 +159,14 @@ fn start_writer(
     let ctx = writer_context(config);
     let counters = Arc::clone(counters);
     let ping_interval = settings.ping_interval;
-    let (done, finished) = mpsc::sync_channel(1);
+    let (mut last_word, awaited) = last_word();
     let started = spare_threads::run(Kind::Writer, format!("ws-write-{id}"), move || {
-        let code = write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw);
+        last_word.code = write_loop(id, ctx, out, &inbox, &counters, ping_interval, raw);
         drop((inbox, counters)); // all the writer holds is let go before it reports
-        let _ = done.send(code);
+        drop(last_word);
     });
     match started {
-        Ok(()) => Some((member, finished)),
+        Ok(()) => Some((member, awaited)),
         Err(e) => {
             log::warn!("connection {id}: cannot start a writer thread ({e}); dropping it");
             None
