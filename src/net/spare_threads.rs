@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use super::limit::THREAD_STACK_BYTES;
 
 /// At most this many finished threads of each [`Kind`] wait for work at once; the
-/// others exit. Their
-/// stacks stay resident while they wait (as deep as they once reached), so this is
-/// also a bound on memory: counted in `net::capacity::RESERVED_THREADS`.
+/// others exit. Their stacks stay resident while they wait (as deep as they once
+/// reached), so this is also a bound on memory: counted in
+/// `net::capacity::RESERVED_THREADS`.
 pub const MAX_SPARE_THREADS: usize = 64;
 
 /// How long a finished thread waits for another connection before it exits: long
