@@ -7,6 +7,7 @@ pub mod capacity;
 #[cfg(feature = "tls")]
 pub mod certificates;
 pub mod limit;
+pub mod one_shot;
 pub mod per_address;
 pub mod rate;
 pub mod requests;

@@ -24,18 +24,19 @@
 //! job in, wake that one thread. The threads at the bottom are the ones that wait
 //! longest, and when churn calms down they are the first to leave.
 //!
-//! Why not a channel: crossbeam's receivers spin and then give up the CPU several
+//! Each slot is a `OneShot` (`net::one_shot`). Why not a channel: crossbeam's receivers spin and then give up the CPU several
 //! times (`sched_yield`) before they sleep, and a zero-capacity channel wakes the
 //! receiver before the job is written, so it spins again; with hundreds of threads
 //! on a few cores every `sched_yield` is a switch to another thread. A `Condvar` just
 //! sleeps.
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::limit::THREAD_STACK_BYTES;
+use super::one_shot::OneShot;
 
 /// At most this many finished threads of each [`Kind`] wait for work at once; the
 /// others exit. Their stacks stay resident while they wait (as deep as they once
@@ -52,11 +53,7 @@ pub const SPARE_LINGER: Duration = Duration::from_secs(2);
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Where one waiting thread receives its next job.
-#[derive(Default)]
-struct Slot {
-    job: Mutex<Option<Job>>,
-    filled: Condvar,
-}
+type Slot = OneShot<Job>;
 
 /// The kinds of work a thread does. A spare thread is only handed work of the kind it
 /// started with, because the kinds run at different priorities (a thread may lower
@@ -111,8 +108,7 @@ pub fn run(kind: Kind, name: String, job: impl FnOnce() + Send + 'static) -> io:
     });
     if let Some(slot) = lock(kind.waiting()).pop() {
         // Taken off the stack: that thread now waits for this job and nothing else.
-        *lock(&slot.job) = Some(job);
-        slot.filled.notify_one();
+        slot.put(job);
         return Ok(());
     }
     thread::Builder::new()
@@ -151,42 +147,22 @@ fn next_job(kind: Kind) -> Option<Job> {
         }
         waiting.push(Arc::clone(&slot));
     }
-    let deadline = Instant::now() + SPARE_LINGER;
-    let mut job = lock(&slot.job);
-    loop {
-        if let Some(next) = job.take() {
-            return Some(next);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            drop(job);
-            // Leave the stack, unless a job was handed over just now: whoever took
-            // this slot off the stack is about to fill it, so wait for that.
-            let mut waiting = lock(kind.waiting());
-            if let Some(at) = waiting.iter().position(|s| Arc::ptr_eq(s, &slot)) {
-                waiting.remove(at);
-                return None;
-            }
-            drop(waiting);
-            job = lock(&slot.job);
-            while job.is_none() {
-                job = slot
-                    .filled
-                    .wait(job)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            return job.take();
-        }
-        job = slot
-            .filled
-            .wait_timeout(job, left)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
+    if let Some(job) = slot.take_until(Instant::now() + SPARE_LINGER) {
+        return Some(job);
     }
+    // Leave the stack, unless a job was handed over just now: whoever took this slot
+    // off the stack is about to fill it, so wait for that.
+    let mut waiting = lock(kind.waiting());
+    if let Some(at) = waiting.iter().position(|s| Arc::ptr_eq(s, &slot)) {
+        waiting.remove(at);
+        return None;
+    }
+    drop(waiting);
+    Some(slot.take())
 }
 
-/// Locks `mutex`; a job that panicked holds none of these locks, so poisoning
-/// cannot leave them half-changed.
+/// Locks the stack of waiting threads; whoever holds it only pushes or pops, so a
+/// panic elsewhere cannot leave it half-changed.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -3,7 +3,7 @@
 //! code the writer hands back to the reader when it is done.
 
 use std::io::Read;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -14,6 +14,7 @@ use tungstenite::protocol::WebSocketContext;
 use super::read_half::ReadHalf;
 use super::reader::ReadEnd;
 use crate::hub::{ConnId, Outgoing};
+use crate::net::one_shot::OneShot;
 use crate::net::socket::Socket;
 use crate::protocol::close::CloseReason;
 
@@ -28,54 +29,31 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// connection holds one all its life, and a channel's buffer and padding cost more
 /// than half a KiB (bench/ANALYSIS.md, idle memory).
 pub(super) struct LastWord {
-    slot: Arc<WordSlot>,
+    slot: Arc<OneShot<Option<u16>>>,
     /// The code to report.
     pub(super) code: Option<u16>,
 }
 
 /// The reader's side: waits for the writer's [`LastWord`].
-pub(super) struct AwaitedWord(Arc<WordSlot>);
-
-#[derive(Default)]
-struct WordSlot {
-    /// `Some` once the writer has spoken.
-    word: Mutex<Option<Option<u16>>>,
-    spoken: Condvar,
-}
+pub(super) struct AwaitedWord(Arc<OneShot<Option<u16>>>);
 
 /// Both sides of a writer's last word.
 pub(super) fn last_word() -> (LastWord, AwaitedWord) {
-    let slot = Arc::new(WordSlot::default());
+    let slot = Arc::new(OneShot::default());
     let awaited = AwaitedWord(Arc::clone(&slot));
     (LastWord { slot, code: None }, awaited)
 }
 
 impl Drop for LastWord {
     fn drop(&mut self) {
-        let mut word = self
-            .slot
-            .word
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *word = Some(self.code);
-        self.slot.spoken.notify_one();
+        self.slot.put(self.code);
     }
 }
 
 impl AwaitedWord {
     /// Waits until the writer has finished, and returns the close code it sent.
     pub(super) fn wait(self) -> Option<u16> {
-        let mut word = self.0.word.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(code) = *word {
-                return code;
-            }
-            word = self
-                .0
-                .spoken
-                .wait(word)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.0.take()
     }
 }
 
