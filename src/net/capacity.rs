@@ -28,7 +28,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::net::requests::MAX_REQUESTS_IN_PROGRESS;
-use crate::net::spare_threads::MAX_SPARE_THREADS;
+use crate::net::spare_threads::MAX_SPARE_THREADS_IN_ALL;
 
 /// Threads a request in progress may take: its own, the file answer's thread, and
 /// tiny_http's thread for the internal connection.
@@ -37,7 +37,7 @@ pub const THREADS_PER_REQUEST: u64 = 3;
 /// its worst, the spare threads waiting for the next connection, plus the hub, accept
 /// loops, file dispatcher, feeds, Redis, libraries.
 pub const RESERVED_THREADS: u64 =
-    MAX_REQUESTS_IN_PROGRESS as u64 * THREADS_PER_REQUEST + 2 * MAX_SPARE_THREADS as u64 + 64;
+    MAX_REQUESTS_IN_PROGRESS as u64 * THREADS_PER_REQUEST + MAX_SPARE_THREADS_IN_ALL as u64 + 64;
 /// Descriptors besides the connections': each request in progress holds its socket
 /// and, for a file, both ends of the internal Unix socket; plus listeners and files.
 pub const RESERVED_FILES: u64 = MAX_REQUESTS_IN_PROGRESS as u64 * 3 + 64;

@@ -76,9 +76,15 @@ pub enum Kind {
 /// measurable). Readers and the hub keep the normal priority.
 pub const WRITER_NICE: i32 = 2;
 
+/// How many [`Kind`]s there are: one stack of spare threads each.
+const KINDS: usize = 2;
+
+/// At most this many spare threads wait in all.
+pub const MAX_SPARE_THREADS_IN_ALL: usize = KINDS * MAX_SPARE_THREADS;
+
 /// The slots of the threads waiting for work, one stack per [`Kind`], the last to
 /// finish on top.
-static WAITING: [Mutex<Vec<Arc<Slot>>>; 2] = [Mutex::new(Vec::new()), Mutex::new(Vec::new())];
+static WAITING: [Mutex<Vec<Arc<Slot>>>; KINDS] = [const { Mutex::new(Vec::new()) }; KINDS];
 
 impl Kind {
     fn waiting(self) -> &'static Mutex<Vec<Arc<Slot>>> {
